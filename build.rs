@@ -1,0 +1,39 @@
+//! Compiles `proto/agentd/v1/*.proto` into Rust (server and client) and a
+//! descriptor set for server reflection.
+//!
+//! The protoc binary comes from the `protoc-bin-vendored` crate so that a fresh
+//! machine needs no system protoc; `$PROTOC` overrides it.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "proto/agentd/v1/common.proto",
+    "proto/agentd/v1/embedding.proto",
+    "proto/agentd/v1/memory.proto",
+    "proto/agentd/v1/query.proto",
+    "proto/agentd/v1/agent.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path()?;
+        // SAFETY: set_var is `unsafe` in edition 2024 because another thread
+        // could read the environment meanwhile; this build script has one.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("PROTOC", protoc);
+        }
+    }
+    let include = protoc_bin_vendored::include_path()?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("agentd_descriptor.bin"))
+        .compile_protos(
+            &PROTOS.iter().map(PathBuf::from).collect::<Vec<_>>(),
+            &[PathBuf::from("proto"), include],
+        )?;
+
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! agentd: one gRPC server that gives AI-agent applications embeddings,
+//! memory, controllable LLM query sessions and agents.
+//!
+//! # Layout
+//!
+//! Data flows one way: **api → domain → store**.
+//!
+//! - [`pb`]: code generated from `proto/agentd/v1/*.proto` by `build.rs`. The
+//!   .proto files are the contract; nothing here is edited by hand.
+//! - [`config`]: the one validated [`config::Config`], layered from flags,
+//!   `AGENTD_*` environment variables, an optional `agentd.toml` and defaults.
+//! - [`server`]: [`server::run`], the single entry point that serves every
+//!   service, health and reflection on one listener until a shutdown future
+//!   resolves.
+//! - [`api`]: the tonic services. They validate, convert between protobuf and
+//!   domain types and map domain errors to `tonic::Status`; nothing else. It is
+//!   the only module that knows tonic or the generated types.
+//! - [`error`]: the domain error every engine returns, free of tonic.
+//! - [`embed`], [`memory`], [`query`], [`agents`]: the engines, each behind a
+//!   narrow trait; [`store`]: durable storage, the source of truth.
+//! - [`telemetry`]: logging set-up (text or JSON).
+//!
+//! `main.rs` only parses the command line and calls [`server::run`]; tests do
+//! the same with a listener on `127.0.0.1:0` and their own shutdown future.
+
+pub mod agents;
+pub mod api;
+pub mod config;
+pub mod embed;
+pub mod error;
+pub mod memory;
+pub mod query;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+/// Generated protobuf messages, service servers and clients.
+pub mod pb {
+    /// Package `agentd.v1`: the four services and their messages.
+    #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+    pub mod v1 {
+        tonic::include_proto!("agentd.v1");
+    }
+
+    /// Encoded `FileDescriptorSet` of every agentd .proto file, served by
+    /// server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("agentd_descriptor");
+}
+
+pub use error::{Error, Result};

@@ -1,0 +1,257 @@
+//! Serving: every agentd service, health and reflection on one listener.
+//!
+//! [`run`] is the single entry point. `main` binds the configured address and
+//! passes a future that resolves on SIGINT/SIGTERM; tests bind `127.0.0.1:0`
+//! and pass their own. [`Server`] is the same thing in two steps, for callers
+//! that add services of their own before serving.
+//!
+//! Shutdown, in order: health reports NOT_SERVING for the whole server and each
+//! service (so load balancers drain), the listening socket closes (new
+//! connections are refused) and every connection gets an HTTP/2 GOAWAY (new
+//! calls are refused), calls in flight run on for at most the configured grace
+//! period, then whatever is left is cut.
+
+use std::future::Future;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api;
+use crate::config::{Config, ServiceKind};
+use crate::pb::v1::{
+    agent_service_server::AgentServiceServer, embedding_service_server::EmbeddingServiceServer,
+    memory_service_server::MemoryServiceServer,
+    query_control_service_server::QueryControlServiceServer,
+};
+
+/// Full gRPC name of each agentd service, as health and reflection report it.
+pub fn service_name(kind: ServiceKind) -> &'static str {
+    match kind {
+        ServiceKind::Embedding => EmbeddingServiceServer::<api::embedding::EmbeddingApi>::NAME,
+        ServiceKind::Memory => MemoryServiceServer::<api::memory::MemoryApi>::NAME,
+        ServiceKind::Query => QueryControlServiceServer::<api::query::QueryApi>::NAME,
+        ServiceKind::Agents => AgentServiceServer::<api::agents::AgentApi>::NAME,
+    }
+}
+
+const ALL_SERVICES: [ServiceKind; 4] = [
+    ServiceKind::Embedding,
+    ServiceKind::Memory,
+    ServiceKind::Query,
+    ServiceKind::Agents,
+];
+
+/// Serves `config`'s services on `listener` until `shutdown` resolves, then
+/// shuts down gracefully (see the module docs).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    Server::new(config).await?.serve(listener, shutdown).await
+}
+
+/// A server whose services are set up but not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    health: HealthReporter,
+    routes: RoutesBuilder,
+}
+
+/// Applies the settings every agentd service shares: compression both ways
+/// and the message size limit.
+macro_rules! configured {
+    ($server:expr, $config:expr) => {
+        $server
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size($config.max_message_bytes)
+            .max_encoding_message_size($config.max_message_bytes)
+    };
+}
+
+impl Server {
+    /// Builds the engines and services `config` enables, health (SERVING for
+    /// the whole server and each enabled service) and reflection.
+    pub async fn new(config: Config) -> anyhow::Result<Server> {
+        // Fail at start-up, not at the first write, when the data directory
+        // cannot be created.
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+
+        // Reflection v1, and v1alpha for grpcurl 1.8 and the many tools that
+        // only speak it.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        routes.add_service(reflection().build_v1().context("building reflection v1")?);
+        routes.add_service(
+            reflection()
+                .build_v1alpha()
+                .context("building reflection v1alpha")?,
+        );
+
+        let services = config.services;
+        if services.embedding {
+            routes.add_service(configured!(
+                EmbeddingServiceServer::new(api::embedding::EmbeddingApi::default()),
+                config
+            ));
+        }
+        if services.memory {
+            routes.add_service(configured!(
+                MemoryServiceServer::new(api::memory::MemoryApi::default()),
+                config
+            ));
+        }
+        if services.query {
+            routes.add_service(configured!(
+                QueryControlServiceServer::new(api::query::QueryApi::default()),
+                config
+            ));
+        }
+        if services.agents {
+            routes.add_service(configured!(
+                AgentServiceServer::new(api::agents::AgentApi::default()),
+                config
+            ));
+        }
+        for kind in ALL_SERVICES.into_iter().filter(|k| services.enabled(*k)) {
+            health
+                .set_service_status(service_name(kind), ServingStatus::Serving)
+                .await;
+        }
+
+        Ok(Server {
+            config,
+            health,
+            routes,
+        })
+    }
+
+    /// Adds another gRPC service on the same port (an embedding application's
+    /// own service, or a test's).
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self
+    }
+
+    /// The health reporter, for engines that change their status (a model
+    /// that is loading reports NOT_SERVING).
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Server {
+            config,
+            health,
+            routes,
+        } = self;
+        let addr = listener
+            .local_addr()
+            .context("reading the listen address")?;
+        let grace = config.shutdown_grace;
+        let services = config.services;
+
+        let (draining_tx, draining_rx) = oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(grace = ?grace, "shutting down: health NOT_SERVING, refusing new calls");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            for kind in ALL_SERVICES.into_iter().filter(|k| services.enabled(*k)) {
+                health
+                    .set_service_status(service_name(kind), ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = draining_tx.send(());
+        };
+
+        let server = tonic::transport::Server::builder()
+            .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+            .layer(api::message_limit::layer())
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+        tracing::info!(%addr, "agentd serving");
+        tokio::pin!(server);
+        let grace_elapsed = async {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = &mut server => result.context("serving gRPC")?,
+            () = grace_elapsed => {
+                tracing::warn!(grace = ?grace, "grace period over: cutting calls still in flight");
+            }
+        }
+        tracing::info!("agentd stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

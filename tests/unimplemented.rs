@@ -1,0 +1,83 @@
+//! RPCs whose engine is not built yet answer UNIMPLEMENTED naming the engine,
+//! with a NOT_IMPLEMENTED ErrorInfo, never a fake success.
+
+mod common;
+
+use agentd::pb::v1::*;
+use common::TestServer;
+use tonic_types::StatusExt;
+
+fn assert_not_built(status: tonic::Status, engine: &str, method: &str) {
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains(engine), "{}", status.message());
+    assert!(status.message().contains(method), "{}", status.message());
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(info.reason, "NOT_IMPLEMENTED");
+    assert_eq!(info.domain, "agentd.dev");
+    assert_eq!(
+        info.metadata.get("engine").map(String::as_str),
+        Some(engine)
+    );
+}
+
+#[tokio::test]
+async fn every_service_names_its_missing_engine() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+
+    let err = embedding_service_client::EmbeddingServiceClient::new(channel.clone())
+        .embed(EmbedRequest {
+            inputs: vec!["hello".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_not_built(err, "embedding engine", "agentd.v1.EmbeddingService/Embed");
+
+    let err = memory_service_client::MemoryServiceClient::new(channel.clone())
+        .search(SearchRequest::default())
+        .await
+        .unwrap_err();
+    assert_not_built(err, "memory engine", "agentd.v1.MemoryService/Search");
+
+    let err = query_control_service_client::QueryControlServiceClient::new(channel.clone())
+        .pause(PauseRequest {
+            query_id: "q".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_not_built(err, "query engine", "agentd.v1.QueryControlService/Pause");
+
+    let err = agent_service_client::AgentServiceClient::new(channel.clone())
+        .list_specs(ListSpecsRequest::default())
+        .await
+        .unwrap_err();
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/ListSpecs");
+
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn streaming_rpcs_answer_unimplemented_too() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let commands = futures::stream::iter(vec![SessionRequest {
+        command: Some(session_request::Command::Pause(PauseCommand {})),
+    }]);
+    let err = query_control_service_client::QueryControlServiceClient::new(channel.clone())
+        .session(commands)
+        .await
+        .unwrap_err();
+    assert_not_built(err, "query engine", "agentd.v1.QueryControlService/Session");
+
+    let err = agent_service_client::AgentServiceClient::new(channel)
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/WatchEvents");
+    server.stop().await.unwrap();
+}
