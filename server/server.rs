@@ -91,7 +91,10 @@ impl Server {
         })?;
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut routes = RoutesBuilder::default();
-        routes.add_service(health_service);
+        // Health and reflection take the same compression and limits as the
+        // agentd services: a client that compresses on the whole channel
+        // must still be able to probe health.
+        routes.add_service(configured!(health_service, config));
 
         // Reflection v1, and v1alpha for grpcurl 1.8 and the many tools that
         // only speak it.
@@ -100,12 +103,12 @@ impl Server {
                 .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        routes.add_service(reflection().build_v1().context("building reflection v1")?);
-        routes.add_service(
-            reflection()
-                .build_v1alpha()
-                .context("building reflection v1alpha")?,
-        );
+        let v1 = reflection().build_v1().context("building reflection v1")?;
+        let v1alpha = reflection()
+            .build_v1alpha()
+            .context("building reflection v1alpha")?;
+        routes.add_service(configured!(v1, config));
+        routes.add_service(configured!(v1alpha, config));
 
         let services = config.services;
         if services.embedding {

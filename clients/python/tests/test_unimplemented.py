@@ -1,0 +1,63 @@
+"""Engine RPCs not built yet answer UNIMPLEMENTED with a message naming the
+engine and a NOT_IMPLEMENTED ErrorInfo."""
+
+import asyncio
+
+import grpc
+import pytest
+
+from agentd.v1 import agent_pb2, embedding_pb2, memory_pb2, query_pb2
+from agentd_client import AsyncClient, Client, error_details
+
+
+def assert_not_built(err: grpc.RpcError, engine: str, method: str) -> None:
+    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert engine in err.details()
+    assert method in err.details()
+    details = error_details(err)
+    assert details is not None
+    assert details.reason == "NOT_IMPLEMENTED"
+    assert details.domain == "agentd.dev"
+    assert details.metadata["engine"] == engine
+
+
+def test_unary_rpcs_name_their_engine(server):
+    with Client(server.target) as client:
+        calls = [
+            (lambda: client.embedding.Embed(embedding_pb2.EmbedRequest(inputs=["hi"])),
+             "embedding engine", "agentd.v1.EmbeddingService/Embed"),
+            (lambda: client.memory.Put(memory_pb2.PutRequest(namespace="n", key="k")),
+             "memory engine", "agentd.v1.MemoryService/Put"),
+            (lambda: client.query.GetQuery(query_pb2.GetQueryRequest(query_id="q")),
+             "query engine", "agentd.v1.QueryControlService/GetQuery"),
+            (lambda: client.agents.ListSpecs(agent_pb2.ListSpecsRequest()),
+             "agents engine", "agentd.v1.AgentService/ListSpecs"),
+        ]
+        for call, engine, method in calls:
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert_not_built(err.value, engine, method)
+
+
+def test_bidi_session_names_its_engine(server):
+    async def run():
+        async with AsyncClient(server.target) as client:
+            # No write before the status: the server rejects the call as soon
+            # as it opens, and grpcio's aio client reports a write that races
+            # with that early end as INTERNAL "Internal error from Core"
+            # instead of the server's status.
+            call = client.query.Session()
+            return await call.code(), await call.details()
+
+    code, details = asyncio.run(run())
+    assert code == grpc.StatusCode.UNIMPLEMENTED, details
+    assert "query engine" in details
+    assert "agentd.v1.QueryControlService/Session" in details
+
+
+def test_embed_stream_names_its_engine(server):
+    with Client(server.target) as client:
+        requests = iter([embedding_pb2.EmbedStreamRequest(request_id="1")])
+        with pytest.raises(grpc.RpcError) as err:
+            list(client.embedding.EmbedStream(requests))
+        assert_not_built(err.value, "embedding engine", "agentd.v1.EmbeddingService/EmbedStream")

@@ -1,0 +1,145 @@
+/**
+ * A thin wrapper over the code generated from agentd's .proto files.
+ *
+ * `createAgentdClient` opens one gRPC (HTTP/2) transport to an agentd server
+ * and returns one typed client per service. Messages are protobuf-es v2
+ * schemas: requests may be given as plain objects, streaming calls are async
+ * iterables both ways. Generated types are importable from
+ * `@agentd/client/gen/agentd/v1/<file>_pb`.
+ */
+import {
+  type Client,
+  ConnectError,
+  type Interceptor,
+  type Transport,
+  createClient,
+} from "@connectrpc/connect";
+import { compressionGzip, createGrpcTransport } from "@connectrpc/connect-node";
+
+import { AgentService } from "./gen/agentd/v1/agent_pb.js";
+import { EmbeddingService } from "./gen/agentd/v1/embedding_pb.js";
+import { MemoryService } from "./gen/agentd/v1/memory_pb.js";
+import { QueryControlService } from "./gen/agentd/v1/query_pb.js";
+import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
+import { ServerReflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
+
+export { AgentService, EmbeddingService, MemoryService, QueryControlService };
+export { ConnectError, Code } from "@connectrpc/connect";
+
+/** Full names of the four agentd services, as health and reflection report them. */
+export const SERVICES = [
+  "agentd.v1.EmbeddingService",
+  "agentd.v1.MemoryService",
+  "agentd.v1.QueryControlService",
+  "agentd.v1.AgentService",
+] as const;
+
+/** How to reach the server. */
+export interface ClientOptions {
+  /** `host:port`; default `127.0.0.1:50051`. */
+  target?: string;
+  /** Connect with TLS. */
+  tls?: boolean;
+  /** PEM root certificates for TLS; Node's defaults when omitted. */
+  ca?: string | Buffer;
+  /** Sent as `authorization: Bearer <apiKey>` on every call. */
+  apiKey?: string;
+  /** Compress requests with gzip (responses are accepted compressed either way). */
+  gzip?: boolean;
+  /** More Connect interceptors, run after the API-key one. */
+  interceptors?: Interceptor[];
+}
+
+/** One client per agentd service, sharing one transport. */
+export interface AgentdClient {
+  embedding: Client<typeof EmbeddingService>;
+  memory: Client<typeof MemoryService>;
+  query: Client<typeof QueryControlService>;
+  agents: Client<typeof AgentService>;
+  /** grpc.health.v1.Health, for watching. */
+  healthService: Client<typeof Health>;
+  /** grpc.reflection.v1.ServerReflection (list services, fetch descriptors). */
+  reflection: Client<typeof ServerReflection>;
+  /** The serving status of `service` ("" for the whole server): "SERVING", "NOT_SERVING", ... */
+  health(service?: string): Promise<string>;
+  /** Names of the services the server exposes, from server reflection. */
+  listServices(): Promise<string[]>;
+  /** The underlying transport, for clients of other services on the same port. */
+  transport: Transport;
+}
+
+/** Creates a client. Nothing connects until the first call. */
+export function createAgentdClient(options: ClientOptions = {}): AgentdClient {
+  const target = options.target ?? "127.0.0.1:50051";
+  const interceptors: Interceptor[] = [];
+  if (options.apiKey) {
+    const header = `Bearer ${options.apiKey}`;
+    interceptors.push((next) => (req) => {
+      req.header.set("authorization", header);
+      return next(req);
+    });
+  }
+  interceptors.push(...(options.interceptors ?? []));
+  const transport = createGrpcTransport({
+    baseUrl: `${options.tls ? "https" : "http"}://${target}`,
+    interceptors,
+    acceptCompression: [compressionGzip],
+    sendCompression: options.gzip ? compressionGzip : undefined,
+    nodeOptions: options.ca ? { ca: options.ca } : undefined,
+  });
+  const healthService = createClient(Health, transport);
+  const reflection = createClient(ServerReflection, transport);
+  return {
+    embedding: createClient(EmbeddingService, transport),
+    memory: createClient(MemoryService, transport),
+    query: createClient(QueryControlService, transport),
+    agents: createClient(AgentService, transport),
+    healthService,
+    reflection,
+    transport,
+    async health(service = "") {
+      const response = await healthService.check({ service });
+      return HealthCheckResponse_ServingStatus[response.status];
+    },
+    async listServices() {
+      async function* oneRequest() {
+        yield { messageRequest: { case: "listServices" as const, value: "" } };
+      }
+      for await (const response of reflection.serverReflectionInfo(oneRequest())) {
+        if (response.messageResponse.case === "listServicesResponse") {
+          return response.messageResponse.value.service.map((s) => s.name);
+        }
+        if (response.messageResponse.case === "errorResponse") {
+          throw new Error(response.messageResponse.value.errorMessage);
+        }
+      }
+      throw new Error("server reflection sent no service list");
+    },
+  };
+}
+
+/** What an agentd error says beyond its code and message. */
+export interface ErrorDetails {
+  /** agentd.v1.ErrorReason name without its prefix, e.g. "INVALID_FIELD"; "" if absent. */
+  reason: string;
+  /** ErrorInfo domain ("agentd.dev"). */
+  domain: string;
+  /** ErrorInfo metadata, e.g. { engine: "memory engine" }. */
+  metadata: Record<string, string>;
+  /** Each invalid field and what is wrong with it. */
+  fieldViolations: { field: string; description: string }[];
+}
+
+/** Decodes the google.rpc details of an error thrown by a call. */
+export function errorDetails(error: unknown): ErrorDetails {
+  const err = ConnectError.from(error);
+  const [info] = err.findDetails(ErrorInfoSchema);
+  const bad = err.findDetails(BadRequestSchema).flatMap((b) => b.fieldViolations);
+  return {
+    reason: info?.reason ?? "",
+    domain: info?.domain ?? "",
+    metadata: { ...(info?.metadata ?? {}) },
+    fieldViolations: bad.map((v) => ({ field: v.field, description: v.description })),
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * Starts the real agentd binary on a free loopback port: `$AGENTD_BIN`, else
+ * the debug build under `$CARGO_TARGET_DIR` (`scripts/test` builds it).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, openSync } from "node:fs";
+import { createServer } from "node:net";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { type AgentdClient, createAgentdClient } from "../src/index.js";
+
+export function agentdBinary(): string {
+  if (process.env.AGENTD_BIN) return process.env.AGENTD_BIN;
+  const target = process.env.CARGO_TARGET_DIR ?? join(homedir(), ".cache/agentd/target");
+  return join(target, "debug", "agentd");
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface RunningServer {
+  target: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+async function waitServing(client: AgentdClient, child: ChildProcess, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) return false;
+    try {
+      if ((await client.health()) === "SERVING") return true;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+export async function startServer(): Promise<RunningServer> {
+  const binary = agentdBinary();
+  if (!existsSync(binary)) {
+    throw new Error(`agentd binary not found at ${binary}; run cargo build or set AGENTD_BIN`);
+  }
+  const dir = mkdtempSync(join(tmpdir(), "agentd-ts-"));
+  // The port is free when chosen; retry if another process takes it first.
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const target = `127.0.0.1:${port}`;
+    const log = openSync(join(dir, `agentd-${port}.log`), "w");
+    const child = spawn(
+      binary,
+      ["serve", "--listen", target, "--data-dir", join(dir, "data"), "--shutdown-grace", "1s"],
+      { cwd: dir, stdio: ["ignore", log, log] },
+    );
+    const stop = () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once("exit", () => resolve());
+        child.kill("SIGTERM");
+      });
+    if (await waitServing(createAgentdClient({ target }), child, 30_000)) {
+      return { target, process: child, stop };
+    }
+    await stop();
+  }
+  throw new Error(`agentd did not become healthy; logs under ${dir}`);
+}

@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { Code, ConnectError, createAgentdClient, errorDetails } from "../src/index.js";
+import { Role } from "../src/gen/agentd/v1/query_pb.js";
+import { type RunningServer, startServer } from "./server.js";
+
+let server: RunningServer;
+before(async () => {
+  server = await startServer();
+});
+after(async () => {
+  await server.stop();
+});
+
+function assertNotBuilt(err: unknown, engine: string, method: string): true {
+  const e = ConnectError.from(err);
+  assert.equal(e.code, Code.Unimplemented);
+  assert.match(e.rawMessage, new RegExp(engine));
+  assert.ok(e.rawMessage.includes(method), e.rawMessage);
+  const details = errorDetails(err);
+  assert.equal(details.reason, "NOT_IMPLEMENTED");
+  assert.equal(details.domain, "agentd.dev");
+  assert.equal(details.metadata.engine, engine);
+  return true;
+}
+
+test("unary engine RPCs answer UNIMPLEMENTED naming their engine", async () => {
+  const client = createAgentdClient({ target: server.target });
+  await assert.rejects(client.embedding.embed({ inputs: ["hello"] }), (e) =>
+    assertNotBuilt(e, "embedding engine", "agentd.v1.EmbeddingService/Embed"),
+  );
+  await assert.rejects(client.memory.get({ namespace: "n", key: "k" }), (e) =>
+    assertNotBuilt(e, "memory engine", "agentd.v1.MemoryService/Get"),
+  );
+  await assert.rejects(client.query.listQueryModels({}), (e) =>
+    assertNotBuilt(e, "query engine", "agentd.v1.QueryControlService/ListQueryModels"),
+  );
+  await assert.rejects(client.agents.spawn({ specName: "x", count: 1 }), (e) =>
+    assertNotBuilt(e, "agents engine", "agentd.v1.AgentService/Spawn"),
+  );
+});
+
+test("the bidirectional Session stream answers UNIMPLEMENTED too", async () => {
+  const client = createAgentdClient({ target: server.target });
+  async function* commands() {
+    yield {
+      command: {
+        case: "start" as const,
+        value: { model: "local", messages: [{ role: Role.USER, content: "hi" }] },
+      },
+    };
+  }
+  await assert.rejects(
+    (async () => {
+      for await (const _ of client.query.session(commands())) {
+        // no event is expected
+      }
+    })(),
+    (e) => assertNotBuilt(e, "query engine", "agentd.v1.QueryControlService/Session"),
+  );
+});
