@@ -12,6 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::embed::engine::DEFAULT_HASH_DIMENSIONS;
+use crate::embed::{Limits as EmbeddingLimits, ModelKind, ModelSpec};
+
 /// Default gRPC listen address: loopback only, so a fresh install is not
 /// reachable from the network until asked.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -22,6 +25,14 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Config file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "agentd.toml";
+
+/// Where `scripts/fetch-models` puts all-MiniLM-L6-v2; served by default
+/// when present.
+pub const DEFAULT_MINILM_DIR: &str = "models/all-MiniLM-L6-v2";
+/// Id of the default BERT model.
+pub const DEFAULT_MINILM_ID: &str = "all-MiniLM-L6-v2";
+/// Id of the always-available hash model.
+pub const DEFAULT_HASH_ID: &str = "hash";
 
 const MIN_MESSAGE_BYTES: usize = 4 * 1024;
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
@@ -50,6 +61,16 @@ pub enum ServiceKind {
     Query,
     /// agentd.v1.AgentService
     Agents,
+}
+
+impl ServiceKind {
+    /// Every service, in the order they are listed everywhere.
+    pub const ALL: [ServiceKind; 4] = [
+        ServiceKind::Embedding,
+        ServiceKind::Memory,
+        ServiceKind::Query,
+        ServiceKind::Agents,
+    ];
 }
 
 /// Flags of `agentd serve`. Each is optional here so that an absent flag lets
@@ -99,6 +120,13 @@ pub struct ServeArgs {
         value_name = "SERVICES"
     )]
     pub disable: Vec<ServiceKind>,
+
+    /// A BERT-family model directory (config.json, model.safetensors,
+    /// tokenizer.json) to serve as the default embedding model, under the
+    /// directory's name [default: models/all-MiniLM-L6-v2 if present, else
+    /// the hash embedder]
+    #[arg(long, env = "AGENTD_EMBEDDING_MODEL_DIR", value_name = "DIR")]
+    pub embedding_model_dir: Option<PathBuf>,
 }
 
 /// The contents of `agentd.toml`. Unknown keys are an error so that a typo
@@ -115,6 +143,162 @@ struct FileConfig {
     shutdown_grace: Option<Duration>,
     #[serde(default)]
     services: ServicesFile,
+    #[serde(default)]
+    embedding: EmbeddingFile,
+}
+
+/// `[embedding]` of agentd.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingFile {
+    default_model: Option<String>,
+    max_inputs: Option<usize>,
+    max_input_bytes: Option<usize>,
+    max_concurrent_requests: Option<usize>,
+    /// `[[embedding.models]]`; when given, replaces the built-in list.
+    models: Option<Vec<ModelSpec>>,
+}
+
+/// The embedding engine's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingConfig {
+    /// Models to serve.
+    pub models: Vec<ModelSpec>,
+    /// Id used when a request names no model.
+    pub default_model: String,
+    /// Request limits.
+    pub limits: EmbeddingLimits,
+}
+
+/// Default request limits of the embedding engine.
+pub const DEFAULT_EMBEDDING_LIMITS: EmbeddingLimits = EmbeddingLimits {
+    max_inputs: 256,
+    max_input_bytes: 64 * 1024,
+    max_concurrent_requests: 512,
+};
+
+impl Default for EmbeddingConfig {
+    /// all-MiniLM-L6-v2 from `models/` when it has been fetched, and the hash
+    /// embedder always; the default is MiniLM when present.
+    fn default() -> Self {
+        let mut models = Vec::new();
+        if Path::new(DEFAULT_MINILM_DIR).join("config.json").exists() {
+            models.push(ModelSpec {
+                id: DEFAULT_MINILM_ID.to_owned(),
+                kind: ModelKind::Bert,
+                path: Some(PathBuf::from(DEFAULT_MINILM_DIR)),
+                dimensions: None,
+            });
+        }
+        models.push(hash_spec());
+        let default_model = models[0].id.clone();
+        Self {
+            models,
+            default_model,
+            limits: DEFAULT_EMBEDDING_LIMITS,
+        }
+    }
+}
+
+fn hash_spec() -> ModelSpec {
+    ModelSpec {
+        id: DEFAULT_HASH_ID.to_owned(),
+        kind: ModelKind::Hash,
+        path: None,
+        dimensions: Some(DEFAULT_HASH_DIMENSIONS),
+    }
+}
+
+impl EmbeddingConfig {
+    fn merge(args: &ServeArgs, file: EmbeddingFile) -> anyhow::Result<Self> {
+        let builtin = EmbeddingConfig::default();
+        let explicit_models = file.models.is_some();
+        let mut models = file.models.unwrap_or(builtin.models);
+        let mut default_model = file.default_model;
+        if let Some(dir) = &args.embedding_model_dir {
+            let id = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| !n.is_empty())
+                .with_context(|| {
+                    format!("--embedding-model-dir {} has no usable name", dir.display())
+                })?
+                .to_owned();
+            models.retain(|m| m.id != id);
+            models.insert(
+                0,
+                ModelSpec {
+                    id: id.clone(),
+                    kind: ModelKind::Bert,
+                    path: Some(dir.clone()),
+                    dimensions: None,
+                },
+            );
+            default_model = Some(id);
+        }
+        if !explicit_models && !models.iter().any(|m| m.kind == ModelKind::Hash) {
+            models.push(hash_spec());
+        }
+        let default_model = match default_model {
+            Some(id) => id,
+            None => models
+                .first()
+                .map(|m| m.id.clone())
+                .context("[embedding] models must not be empty")?,
+        };
+        let d = DEFAULT_EMBEDDING_LIMITS;
+        let config = EmbeddingConfig {
+            models,
+            default_model,
+            limits: EmbeddingLimits {
+                max_inputs: file.max_inputs.unwrap_or(d.max_inputs),
+                max_input_bytes: file.max_input_bytes.unwrap_or(d.max_input_bytes),
+                max_concurrent_requests: file
+                    .max_concurrent_requests
+                    .unwrap_or(d.max_concurrent_requests),
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.models {
+            if m.id.is_empty() || m.id.len() > 128 {
+                bail!("embedding model ids must be 1 to 128 bytes, got {:?}", m.id);
+            }
+            if !seen.insert(m.id.as_str()) {
+                bail!("embedding model id {:?} is configured twice", m.id);
+            }
+            match m.kind {
+                ModelKind::Bert if m.path.is_none() => {
+                    bail!("embedding model {:?} (bert) needs a path", m.id)
+                }
+                ModelKind::Hash => {
+                    let dims = m.dimensions.unwrap_or(DEFAULT_HASH_DIMENSIONS);
+                    if !(1..=4096).contains(&dims) {
+                        bail!(
+                            "embedding model {:?}: dimensions must be 1 to 4096, got {dims}",
+                            m.id
+                        );
+                    }
+                }
+                ModelKind::Bert => {}
+            }
+        }
+        if !seen.contains(self.default_model.as_str()) {
+            bail!(
+                "embedding default_model {:?} is not among the configured models",
+                self.default_model
+            );
+        }
+        let l = self.limits;
+        if l.max_inputs == 0 || l.max_input_bytes == 0 || l.max_concurrent_requests == 0 {
+            bail!("embedding limits must be positive: {l:?}");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +353,13 @@ impl Services {
         }
     }
 
+    /// The services that are served.
+    pub fn enabled_kinds(self) -> impl Iterator<Item = ServiceKind> {
+        ServiceKind::ALL
+            .into_iter()
+            .filter(move |k| self.enabled(*k))
+    }
+
     fn disable(&mut self, kind: ServiceKind) {
         match kind {
             ServiceKind::Embedding => self.embedding = false,
@@ -197,6 +388,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Which services are served.
     pub services: Services,
+    /// The embedding engine's models and limits.
+    pub embedding: EmbeddingConfig,
 }
 
 impl Default for Config {
@@ -214,6 +407,7 @@ impl Default for Config {
                 query: true,
                 agents: true,
             },
+            embedding: EmbeddingConfig::default(),
         }
     }
 }
@@ -270,6 +464,7 @@ impl Config {
                 .or(file.shutdown_grace)
                 .unwrap_or(defaults.shutdown_grace),
             services,
+            embedding: EmbeddingConfig::merge(args, file.embedding)?,
         };
         config.validate()?;
         Ok(config)
@@ -340,6 +535,60 @@ mod tests {
         assert!(!config.services.memory, "disabled in file");
         assert!(!config.services.query, "disabled by flag");
         assert!(config.services.embedding);
+    }
+
+    #[test]
+    fn embedding_models_come_from_the_file_and_the_model_dir_flag() {
+        let text = r#"
+            [embedding]
+            max_inputs = 8
+            [[embedding.models]]
+            id = "h"
+            kind = "hash"
+            dimensions = 128
+        "#;
+        let config = Config::from_toml(&ServeArgs::default(), text).unwrap();
+        assert_eq!(
+            config.embedding.models.len(),
+            1,
+            "an explicit list replaces the built-in one"
+        );
+        assert_eq!(config.embedding.default_model, "h");
+        assert_eq!(config.embedding.limits.max_inputs, 8);
+
+        let args = ServeArgs {
+            embedding_model_dir: Some(PathBuf::from("/opt/models/bge-small")),
+            ..ServeArgs::default()
+        };
+        let config = Config::from_toml(&args, "").unwrap();
+        assert_eq!(config.embedding.default_model, "bge-small");
+        assert_eq!(
+            config.embedding.models[0].path,
+            Some(PathBuf::from("/opt/models/bge-small"))
+        );
+        assert!(
+            config
+                .embedding
+                .models
+                .iter()
+                .any(|m| m.kind == ModelKind::Hash)
+        );
+    }
+
+    #[test]
+    fn bad_embedding_settings_are_rejected() {
+        let args = ServeArgs::default();
+        let err = Config::from_toml(&args, "[embedding]\ndefault_model = \"nope\"").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let text = "[[embedding.models]]\nid = \"b\"\nkind = \"bert\"";
+        let err = Config::from_toml(&args, text).unwrap_err();
+        assert!(err.to_string().contains("needs a path"), "{err}");
+        let text = "[[embedding.models]]\nid = \"h\"\nkind = \"hash\"\ndimensions = 0";
+        let err = Config::from_toml(&args, text).unwrap_err();
+        assert!(
+            err.to_string().contains("dimensions must be 1 to 4096"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,13 +9,14 @@
 //! service (so load balancers drain), the listening socket closes (new
 //! connections are refused) and every connection gets an HTTP/2 GOAWAY (new
 //! calls are refused), calls in flight run on for at most the configured grace
-//! period, then whatever is left is cut.
+//! period, then `serve` returns; `main` then exits, which cuts whatever is
+//! still running.
 
 use std::future::Future;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
@@ -24,7 +25,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api;
-use crate::config::{Config, ServiceKind};
+use crate::config::{Config, ServiceKind, Services};
+use crate::embed::{EmbeddingEngine, ModelState};
 use crate::pb::v1::{
     agent_service_server::AgentServiceServer, embedding_service_server::EmbeddingServiceServer,
     memory_service_server::MemoryServiceServer,
@@ -34,19 +36,21 @@ use crate::pb::v1::{
 /// Full gRPC name of each agentd service, as health and reflection report it.
 pub fn service_name(kind: ServiceKind) -> &'static str {
     match kind {
-        ServiceKind::Embedding => EmbeddingServiceServer::<api::embedding::EmbeddingApi>::NAME,
+        ServiceKind::Embedding => {
+            <EmbeddingServiceServer<api::embedding::EmbeddingApi> as NamedService>::NAME
+        }
         ServiceKind::Memory => MemoryServiceServer::<api::memory::MemoryApi>::NAME,
         ServiceKind::Query => QueryControlServiceServer::<api::query::QueryApi>::NAME,
         ServiceKind::Agents => AgentServiceServer::<api::agents::AgentApi>::NAME,
     }
 }
 
-const ALL_SERVICES: [ServiceKind; 4] = [
-    ServiceKind::Embedding,
-    ServiceKind::Memory,
-    ServiceKind::Query,
-    ServiceKind::Agents,
-];
+/// Sets the health of every served service to `status`.
+async fn set_services_health(health: &HealthReporter, services: Services, status: ServingStatus) {
+    for kind in services.enabled_kinds() {
+        health.set_service_status(service_name(kind), status).await;
+    }
+}
 
 /// Serves `config`'s services on `listener` until `shutdown` resolves, then
 /// shuts down gracefully (see the module docs).
@@ -64,6 +68,8 @@ pub struct Server {
     config: Config,
     health: HealthReporter,
     routes: RoutesBuilder,
+    /// Set when shutdown starts, so no engine turns health back to SERVING.
+    draining: watch::Sender<bool>,
 }
 
 /// Applies the settings every agentd service shares: compression both ways
@@ -111,9 +117,25 @@ impl Server {
         routes.add_service(configured!(v1alpha, config));
 
         let services = config.services;
+        let (draining_tx, draining_rx) = watch::channel(false);
         if services.embedding {
+            let e = &config.embedding;
+            let engine =
+                EmbeddingEngine::start(e.models.clone(), e.default_model.clone(), e.limits)?;
+            tracing::info!(
+                default = %e.default_model,
+                models = ?e.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+                "embedding engine starting"
+            );
+            report_model_health(
+                health.clone(),
+                service_name(ServiceKind::Embedding),
+                engine.default_state(),
+                draining_rx.clone(),
+            )
+            .await;
             routes.add_service(configured!(
-                EmbeddingServiceServer::new(api::embedding::EmbeddingApi::default()),
+                EmbeddingServiceServer::new(api::embedding::EmbeddingApi::new(engine)),
                 config
             ));
         }
@@ -135,16 +157,19 @@ impl Server {
                 config
             ));
         }
-        for kind in ALL_SERVICES.into_iter().filter(|k| services.enabled(*k)) {
-            health
-                .set_service_status(service_name(kind), ServingStatus::Serving)
-                .await;
-        }
+        // The embedding service reports its own readiness (above): it is
+        // NOT_SERVING while its default model loads.
+        let others = Services {
+            embedding: false,
+            ..services
+        };
+        set_services_health(&health, others, ServingStatus::Serving).await;
 
         Ok(Server {
             config,
             health,
             routes,
+            draining: draining_tx,
         })
     }
 
@@ -183,6 +208,7 @@ impl Server {
             config,
             health,
             routes,
+            draining,
         } = self;
         let addr = listener
             .local_addr()
@@ -193,15 +219,12 @@ impl Server {
         let (draining_tx, draining_rx) = oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
+            draining.send_replace(true);
             tracing::info!(grace = ?grace, "shutting down: health NOT_SERVING, refusing new calls");
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
-            for kind in ALL_SERVICES.into_iter().filter(|k| services.enabled(*k)) {
-                health
-                    .set_service_status(service_name(kind), ServingStatus::NotServing)
-                    .await;
-            }
+            set_services_health(&health, services, ServingStatus::NotServing).await;
             let _ = draining_tx.send(());
         };
 
@@ -229,6 +252,46 @@ impl Server {
         tracing::info!("agentd stopped");
         Ok(())
     }
+}
+
+/// Keeps `service`'s health in step with an engine's model: SERVING once it is
+/// ready, NOT_SERVING while it loads or after it failed. Sets the current
+/// status before returning, then follows changes in the background until
+/// shutdown starts.
+async fn report_model_health(
+    health: HealthReporter,
+    service: &'static str,
+    mut state: watch::Receiver<ModelState>,
+    draining: watch::Receiver<bool>,
+) {
+    let status_of = |s: &ModelState| match s {
+        ModelState::Ready => ServingStatus::Serving,
+        ModelState::Loading | ModelState::Failed(_) => ServingStatus::NotServing,
+    };
+    let current = status_of(&state.borrow_and_update());
+    health.set_service_status(service, current).await;
+    let mut stop = draining.clone();
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|d| *d).await;
+        };
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let status = status_of(&state.borrow_and_update());
+                    let shutting_down = *draining.borrow();
+                    if !shutting_down {
+                        health.set_service_status(service, status).await;
+                    }
+                }
+                () = &mut stopped => return,
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -29,15 +29,6 @@ async fn every_service_names_its_missing_engine() {
     let server = TestServer::start().await;
     let channel = server.channel().await;
 
-    let err = embedding_service_client::EmbeddingServiceClient::new(channel.clone())
-        .embed(EmbedRequest {
-            inputs: vec!["hello".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_not_built(err, "embedding engine", "agentd.v1.EmbeddingService/Embed");
-
     let err = memory_service_client::MemoryServiceClient::new(channel.clone())
         .search(SearchRequest::default())
         .await

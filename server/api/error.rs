@@ -59,6 +59,33 @@ impl From<Error> for Status {
     }
 }
 
+/// The same mapping for an error carried inside a stream message, for streams
+/// that report one failed item without ending.
+pub fn stream_error(err: Error) -> crate::pb::v1::StreamError {
+    let status = Status::from(err);
+    let details = status.get_error_details();
+    crate::pb::v1::StreamError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        reason: details
+            .error_info()
+            .map(|i| i.reason.clone())
+            .unwrap_or_default(),
+        field_violations: details
+            .bad_request()
+            .map(|b| {
+                b.field_violations
+                    .iter()
+                    .map(|v| crate::pb::v1::FieldViolation {
+                        field: v.field.clone(),
+                        description: v.description.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// The ErrorInfo reason for `reason`: its proto name without `ERROR_REASON_`.
 pub fn reason_name(reason: ErrorReason) -> &'static str {
     let full = reason.as_str_name();

@@ -1,7 +1,19 @@
 //! The embedding engine: turns text into vectors.
 //!
-//! Planned shape (issue #3): an `Embedder` trait with a candle BERT backend
-//! (all-MiniLM-L6-v2 by default) and a weight-free hash backend, a dynamic
-//! batcher that gathers concurrent requests into one forward pass on a
-//! blocking pool, and a (model, text) cache. Until it lands,
-//! `agentd.v1.EmbeddingService` answers UNIMPLEMENTED.
+//! - [`model`]: the [`Embedder`] trait every backend implements and the facts
+//!   a model reports about itself.
+//! - [`bert`]: BERT-family models with candle (all-MiniLM-L6-v2 by default),
+//!   mean pooling as sentence-transformers does.
+//! - [`hash`]: feature hashing, no weights: the zero-setup fallback.
+//! - [`engine`]: the configured models, their loading state, validation,
+//!   normalisation and the bound on requests in flight.
+
+pub mod bert;
+pub mod engine;
+pub mod hash;
+pub mod model;
+
+pub use engine::{
+    EmbedOutput, EmbedParams, EmbeddingEngine, Limits, ModelSpec, ModelState, ModelStatus, Vector,
+};
+pub use model::{Embedder, ModelInfo, ModelKind, Token};

@@ -6,7 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agentd::config::Config;
+use std::path::{Path, PathBuf};
+
+use agentd::config::{Config, DEFAULT_EMBEDDING_LIMITS, EmbeddingConfig};
+use agentd::embed::{ModelKind, ModelSpec};
 use agentd::server::Server;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -21,14 +24,58 @@ pub struct TestServer {
     _data_dir: tempfile::TempDir,
 }
 
-/// A config for tests: a fresh data directory and a short grace period.
+/// A config for tests: a fresh data directory, a short grace period and only
+/// the hash embedding model (instant to load; tests that need MiniLM ask for
+/// it with [`minilm_config`]).
 pub fn test_config() -> (Config, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config {
         data_dir: dir.path().join("data"),
         shutdown_grace: Duration::from_secs(2),
+        embedding: EmbeddingConfig {
+            models: vec![ModelSpec {
+                id: "hash".into(),
+                kind: ModelKind::Hash,
+                path: None,
+                dimensions: Some(384),
+            }],
+            default_model: "hash".into(),
+            limits: DEFAULT_EMBEDDING_LIMITS,
+        },
         ..Config::default()
     };
+    (config, dir)
+}
+
+/// The all-MiniLM-L6-v2 directory: `$AGENTD_TEST_MODEL_DIR`, else
+/// `models/all-MiniLM-L6-v2` (put there by `scripts/fetch-models`, which
+/// `scripts/test` runs). Missing files fail the test: a skipped model test
+/// would pass while proving nothing.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("AGENTD_TEST_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "all-MiniLM-L6-v2 not found in {}: run scripts/fetch-models",
+        dir.display()
+    );
+    dir
+}
+
+/// The test config with all-MiniLM-L6-v2 (default) and the hash model.
+pub fn minilm_config() -> (Config, tempfile::TempDir) {
+    let (mut config, dir) = test_config();
+    config.embedding.models.insert(
+        0,
+        ModelSpec {
+            id: "all-MiniLM-L6-v2".into(),
+            kind: ModelKind::Bert,
+            path: Some(minilm_dir()),
+            dimensions: None,
+        },
+    );
+    config.embedding.default_model = "all-MiniLM-L6-v2".into();
     (config, dir)
 }
 

@@ -26,6 +26,15 @@ def agentd_binary() -> Path:
     return Path(target) / "debug" / "agentd"
 
 
+def model_dir() -> Path:
+    """all-MiniLM-L6-v2, put under models/ by scripts/fetch-models."""
+    explicit = os.environ.get("AGENTD_TEST_MODEL_DIR")
+    path = Path(explicit) if explicit else Path(__file__).resolve().parents[3] / "models" / "all-MiniLM-L6-v2"
+    if not (path / "model.safetensors").exists():
+        raise RuntimeError(f"all-MiniLM-L6-v2 not found in {path}: run scripts/fetch-models")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +54,7 @@ class RunningServer:
             self.log = open(tmp / f"agentd-{self.port}.log", "wb")
             self.process = subprocess.Popen(
                 [str(binary), "serve", "--listen", self.target, "--data-dir", str(tmp / "data"),
-                 "--shutdown-grace", "1s"],
+                 "--shutdown-grace", "1s", "--embedding-model-dir", str(model_dir())],
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
                 cwd=tmp,
@@ -55,17 +64,21 @@ class RunningServer:
             self.stop()
         raise RuntimeError("agentd did not become healthy; see its log under " + str(tmp))
 
-    def _wait_serving(self, timeout: float = 30.0) -> bool:
+    def _wait_serving(self, timeout: float = 60.0) -> bool:
+        """Until the server and the embedding model (loaded in the
+        background) are both SERVING."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
             try:
                 with grpc.insecure_channel(self.target) as channel:
-                    response = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
-                    )
-                    if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    stub = health_pb2_grpc.HealthStub(channel)
+                    statuses = [
+                        stub.Check(health_pb2.HealthCheckRequest(service=s), timeout=1).status
+                        for s in ("", "agentd.v1.EmbeddingService")
+                    ]
+                    if all(s == health_pb2.HealthCheckResponse.SERVING for s in statuses):
                         return True
             except grpc.RpcError:
                 pass

@@ -6,7 +6,7 @@ import asyncio
 import grpc
 import pytest
 
-from agentd.v1 import agent_pb2, embedding_pb2, memory_pb2, query_pb2
+from agentd.v1 import agent_pb2, memory_pb2, query_pb2
 from agentd_client import AsyncClient, Client, error_details
 
 
@@ -24,8 +24,6 @@ def assert_not_built(err: grpc.RpcError, engine: str, method: str) -> None:
 def test_unary_rpcs_name_their_engine(server):
     with Client(server.target) as client:
         calls = [
-            (lambda: client.embedding.Embed(embedding_pb2.EmbedRequest(inputs=["hi"])),
-             "embedding engine", "agentd.v1.EmbeddingService/Embed"),
             (lambda: client.memory.Put(memory_pb2.PutRequest(namespace="n", key="k")),
              "memory engine", "agentd.v1.MemoryService/Put"),
             (lambda: client.query.GetQuery(query_pb2.GetQueryRequest(query_id="q")),
@@ -53,11 +51,3 @@ def test_bidi_session_names_its_engine(server):
     assert code == grpc.StatusCode.UNIMPLEMENTED, details
     assert "query engine" in details
     assert "agentd.v1.QueryControlService/Session" in details
-
-
-def test_embed_stream_names_its_engine(server):
-    with Client(server.target) as client:
-        requests = iter([embedding_pb2.EmbedStreamRequest(request_id="1")])
-        with pytest.raises(grpc.RpcError) as err:
-            list(client.embedding.EmbedStream(requests))
-        assert_not_built(err.value, "embedding engine", "agentd.v1.EmbeddingService/EmbedStream")

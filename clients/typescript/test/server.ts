@@ -6,7 +6,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, openSync } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 import { type AgentdClient, createAgentdClient } from "../src/index.js";
 
@@ -14,6 +15,17 @@ export function agentdBinary(): string {
   if (process.env.AGENTD_BIN) return process.env.AGENTD_BIN;
   const target = process.env.CARGO_TARGET_DIR ?? join(homedir(), ".cache/agentd/target");
   return join(target, "debug", "agentd");
+}
+
+/** all-MiniLM-L6-v2, put under models/ by scripts/fetch-models. */
+export function modelDir(): string {
+  const dir =
+    process.env.AGENTD_TEST_MODEL_DIR ??
+    join(dirname(fileURLToPath(import.meta.url)), "../../../../models/all-MiniLM-L6-v2");
+  if (!existsSync(join(dir, "model.safetensors"))) {
+    throw new Error(`all-MiniLM-L6-v2 not found in ${dir}: run scripts/fetch-models`);
+  }
+  return dir;
 }
 
 function freePort(): Promise<number> {
@@ -34,12 +46,14 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-async function waitServing(client: AgentdClient, child: ChildProcess, ms: number): Promise<boolean> {
+async function waitServing(client: AgentdClient, child: ChildProcess, ms = 60_000): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) return false;
     try {
-      if ((await client.health()) === "SERVING") return true;
+      // The server, and the embedding model it loads in the background.
+      const statuses = [await client.health(), await client.health("agentd.v1.EmbeddingService")];
+      if (statuses.every((s) => s === "SERVING")) return true;
     } catch {
       // not up yet
     }
@@ -61,7 +75,17 @@ export async function startServer(): Promise<RunningServer> {
     const log = openSync(join(dir, `agentd-${port}.log`), "w");
     const child = spawn(
       binary,
-      ["serve", "--listen", target, "--data-dir", join(dir, "data"), "--shutdown-grace", "1s"],
+      [
+        "serve",
+        "--listen",
+        target,
+        "--data-dir",
+        join(dir, "data"),
+        "--shutdown-grace",
+        "1s",
+        "--embedding-model-dir",
+        modelDir(),
+      ],
       { cwd: dir, stdio: ["ignore", log, log] },
     );
     const stop = () =>

@@ -1,0 +1,271 @@
+//! EmbeddingService through the gRPC API, with the real all-MiniLM-L6-v2.
+
+mod common;
+
+use std::time::Duration;
+
+use agentd::pb::v1::embedding_service_client::EmbeddingServiceClient;
+use agentd::pb::v1::*;
+use common::{TestServer, minilm_config};
+use futures::StreamExt;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt;
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+fn request(inputs: &[&str]) -> EmbedRequest {
+    EmbedRequest {
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Starts a server with MiniLM and waits until health says it is loaded.
+async fn minilm_server() -> (TestServer, EmbeddingServiceClient<Channel>) {
+    let (config, dir) = minilm_config();
+    let server = TestServer::start_with(config, dir, |s| s).await;
+    let channel = server.channel().await;
+    let mut watch = HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: "agentd.v1.EmbeddingService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(update) = watch.message().await.unwrap() {
+            if update.status == ServingStatus::Serving as i32 {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("MiniLM loads within 60 s");
+    (server, EmbeddingServiceClient::new(channel))
+}
+
+#[tokio::test]
+async fn minilm_is_listed_ready_and_embeds_by_meaning() {
+    let (server, mut client) = minilm_server().await;
+    let models = client
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    assert_eq!(models[0].id, "all-MiniLM-L6-v2");
+    assert!(models[0].is_default);
+    assert_eq!(models[0].state, ModelState::Ready as i32);
+    assert_eq!(models[0].dimensions, 384);
+    assert_eq!(models[0].max_input_tokens, 256);
+    assert_eq!(models[0].kind, EmbeddingModelKind::Bert as i32);
+
+    let texts = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The girl is carrying a baby.",
+    ];
+    let answer = client.embed(request(&texts)).await.unwrap().into_inner();
+    assert_eq!(answer.model, "all-MiniLM-L6-v2");
+    let v: Vec<&[f32]> = answer
+        .embeddings
+        .iter()
+        .map(|e| e.values.as_slice())
+        .collect();
+    for e in &answer.embeddings {
+        assert_eq!(e.values.len(), 384);
+        let norm: f32 = e.values.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "normalised by default: {norm}");
+    }
+    let near = cosine(v[0], v[1]);
+    let far = cosine(v[0], v[2]);
+    assert!(near > 0.6, "paraphrases: {near}");
+    assert!(far < 0.3, "unrelated: {far}");
+    // [CLS] a man is eating food . [SEP]
+    assert_eq!(answer.embeddings[0].tokens, 8);
+    assert_eq!(
+        answer.usage.unwrap().input_tokens,
+        answer
+            .embeddings
+            .iter()
+            .map(|e| u64::from(e.tokens))
+            .sum::<u64>()
+    );
+    assert!(answer.timing.unwrap().total.is_some());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_gives_the_same_vectors_as_one_by_one() {
+    let (server, mut client) = minilm_server().await;
+    let texts = [
+        "short",
+        "a somewhat longer sentence about vector databases and recall",
+        "fn main() { println!(\"hello\"); }",
+        "naïve café — 東京で寿司を食べる",
+        "x",
+        "The quick brown fox jumps over the lazy dog, again and again, until the dog wakes up.",
+    ];
+    let batch = client
+        .embed(request(&texts))
+        .await
+        .unwrap()
+        .into_inner()
+        .embeddings;
+    for (i, text) in texts.iter().enumerate() {
+        let single = client
+            .embed(request(&[text]))
+            .await
+            .unwrap()
+            .into_inner()
+            .embeddings;
+        let c = cosine(&batch[i].values, &single[0].values);
+        assert!(c > 0.99999, "{text:?}: cosine {c}");
+        assert_eq!(batch[i].tokens, single[0].tokens);
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn long_inputs_truncate_at_256_tokens_or_are_refused() {
+    let (server, mut client) = minilm_server().await;
+    let long = "word ".repeat(400);
+    let answer = client.embed(request(&[&long])).await.unwrap().into_inner();
+    assert!(answer.embeddings[0].truncated);
+    assert_eq!(answer.embeddings[0].tokens, 256);
+
+    let err = client
+        .embed(EmbedRequest {
+            truncate: Some(false),
+            ..request(&["fine", &long])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let bad = err.get_error_details().bad_request().cloned().unwrap();
+    assert_eq!(bad.field_violations[0].field, "inputs[1]");
+    assert!(
+        bad.field_violations[0].description.contains("402 tokens"),
+        "{:?}",
+        bad
+    );
+    assert!(
+        bad.field_violations[0].description.contains("limit of 256"),
+        "{:?}",
+        bad
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tokenize_matches_the_bert_vocabulary() {
+    let (server, mut client) = minilm_server().await;
+    let answer = client
+        .tokenize(TokenizeRequest {
+            inputs: vec!["Hello world".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let tokens = &answer.results[0].tokens;
+    let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
+    assert_eq!(ids, [101, 7592, 2088, 102]);
+    let texts: Vec<&str> = tokens.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["[CLS]", "hello", "world", "[SEP]"]);
+    assert!(tokens[0].special && !tokens[1].special);
+    assert_eq!((tokens[2].start, tokens[2].end), (6, 11));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_name_the_field() {
+    let (server, mut client) = minilm_server().await;
+    let err = client.embed(request(&[])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let bad = err.get_error_details().bad_request().cloned().unwrap();
+    assert_eq!(bad.field_violations[0].field, "inputs");
+    assert!(bad.field_violations[0].description.contains("1 to 256"));
+
+    let err = client.embed(request(&["ok", ""])).await.unwrap_err();
+    let bad = err.get_error_details().bad_request().cloned().unwrap();
+    assert_eq!(bad.field_violations[0].field, "inputs[1]");
+
+    let err = client
+        .embed(EmbedRequest {
+            model: "no-such-model".into(),
+            ..request(&["a"])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert!(err.message().contains("no-such-model"));
+
+    let err = client
+        .embed(EmbedRequest {
+            dimensions: Some(128),
+            ..request(&["a"])
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("dimensions"), "{}", err.message());
+
+    let err = client
+        .get_model(GetModelRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn embed_stream_answers_every_request_and_reports_failures_in_band() {
+    let (server, mut client) = minilm_server().await;
+    let mut requests: Vec<EmbedStreamRequest> = (0..20)
+        .map(|i| EmbedStreamRequest {
+            request_id: format!("r{i}"),
+            request: Some(request(&[&format!("text number {i}")])),
+        })
+        .collect();
+    requests.push(EmbedStreamRequest {
+        request_id: "bad".into(),
+        request: Some(request(&[])),
+    });
+    let mut responses = client
+        .embed_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = std::collections::HashMap::new();
+    while let Some(item) = responses.next().await {
+        let item = item.unwrap();
+        seen.insert(item.request_id.clone(), item.result.unwrap());
+    }
+    assert_eq!(seen.len(), 21);
+    for i in 0..20 {
+        match &seen[&format!("r{i}")] {
+            embed_stream_response::Result::Response(r) => {
+                assert_eq!(r.embeddings[0].values.len(), 384)
+            }
+            other => panic!("r{i}: {other:?}"),
+        }
+    }
+    match &seen["bad"] {
+        embed_stream_response::Result::Error(e) => {
+            assert_eq!(e.code, tonic::Code::InvalidArgument as i32);
+            assert_eq!(e.reason, "INVALID_FIELD");
+            assert_eq!(e.field_violations[0].field, "inputs");
+        }
+        other => panic!("bad: {other:?}"),
+    }
+    server.stop().await.unwrap();
+}
