@@ -13,7 +13,10 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::embed::engine::DEFAULT_HASH_DIMENSIONS;
-use crate::embed::{Limits as EmbeddingLimits, ModelKind, ModelSpec};
+use crate::embed::{
+    DEFAULT_BATCH_LIMITS, Limits as EmbeddingLimits, ModelKind, ModelSpec,
+    Tuning as EmbeddingTuning,
+};
 
 /// Default gRPC listen address: loopback only, so a fresh install is not
 /// reachable from the network until asked.
@@ -155,6 +158,9 @@ struct EmbeddingFile {
     max_inputs: Option<usize>,
     max_input_bytes: Option<usize>,
     max_concurrent_requests: Option<usize>,
+    max_batch_tokens: Option<usize>,
+    max_batch_requests: Option<usize>,
+    cache_bytes: Option<u64>,
     /// `[[embedding.models]]`; when given, replaces the built-in list.
     models: Option<Vec<ModelSpec>>,
 }
@@ -168,7 +174,16 @@ pub struct EmbeddingConfig {
     pub default_model: String,
     /// Request limits.
     pub limits: EmbeddingLimits,
+    /// Batching and caching.
+    pub tuning: EmbeddingTuning,
 }
+
+/// Default batching and caching: TEI-like batch bounds, 64 MiB of cache per
+/// model (about 40,000 short texts of a 384-dimension model).
+pub const DEFAULT_EMBEDDING_TUNING: EmbeddingTuning = EmbeddingTuning {
+    batch: DEFAULT_BATCH_LIMITS,
+    cache_bytes: 64 * 1024 * 1024,
+};
 
 /// Default request limits of the embedding engine.
 pub const DEFAULT_EMBEDDING_LIMITS: EmbeddingLimits = EmbeddingLimits {
@@ -196,6 +211,7 @@ impl Default for EmbeddingConfig {
             models,
             default_model,
             limits: DEFAULT_EMBEDDING_LIMITS,
+            tuning: DEFAULT_EMBEDDING_TUNING,
         }
     }
 }
@@ -257,6 +273,20 @@ impl EmbeddingConfig {
                     .max_concurrent_requests
                     .unwrap_or(d.max_concurrent_requests),
             },
+            tuning: EmbeddingTuning {
+                batch: crate::embed::BatchLimits {
+                    max_batch_tokens: file
+                        .max_batch_tokens
+                        .unwrap_or(DEFAULT_BATCH_LIMITS.max_batch_tokens),
+                    max_batch_requests: file
+                        .max_batch_requests
+                        .unwrap_or(DEFAULT_BATCH_LIMITS.max_batch_requests),
+                    ..DEFAULT_BATCH_LIMITS
+                },
+                cache_bytes: file
+                    .cache_bytes
+                    .unwrap_or(DEFAULT_EMBEDDING_TUNING.cache_bytes),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -296,6 +326,10 @@ impl EmbeddingConfig {
         let l = self.limits;
         if l.max_inputs == 0 || l.max_input_bytes == 0 || l.max_concurrent_requests == 0 {
             bail!("embedding limits must be positive: {l:?}");
+        }
+        let b = self.tuning.batch;
+        if b.max_batch_tokens == 0 || b.max_batch_requests == 0 {
+            bail!("embedding max_batch_tokens and max_batch_requests must be positive: {b:?}");
         }
         Ok(())
     }

@@ -120,8 +120,12 @@ impl Server {
         let (draining_tx, draining_rx) = watch::channel(false);
         if services.embedding {
             let e = &config.embedding;
-            let engine =
-                EmbeddingEngine::start(e.models.clone(), e.default_model.clone(), e.limits)?;
+            let engine = EmbeddingEngine::start(
+                e.models.clone(),
+                e.default_model.clone(),
+                e.limits,
+                e.tuning,
+            )?;
             tracing::info!(
                 default = %e.default_model,
                 models = ?e.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),

@@ -31,6 +31,13 @@ fn request(inputs: &[&str]) -> EmbedRequest {
 /// Starts a server with MiniLM and waits until health says it is loaded.
 async fn minilm_server() -> (TestServer, EmbeddingServiceClient<Channel>) {
     let (config, dir) = minilm_config();
+    minilm_server_with(config, dir).await
+}
+
+async fn minilm_server_with(
+    config: agentd::config::Config,
+    dir: tempfile::TempDir,
+) -> (TestServer, EmbeddingServiceClient<Channel>) {
     let server = TestServer::start_with(config, dir, |s| s).await;
     let channel = server.channel().await;
     let mut watch = HealthClient::new(channel.clone())
@@ -267,5 +274,117 @@ async fn embed_stream_answers_every_request_and_reports_failures_in_band() {
         }
         other => panic!("bad: {other:?}"),
     }
+    server.stop().await.unwrap();
+}
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    cases: Vec<ReferenceCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReferenceCase {
+    text: String,
+    vector: Vec<f32>,
+}
+
+/// tests/fixtures/minilm_reference.json holds vectors computed by
+/// sentence-transformers (scripts/python/make_embedding_fixture.py).
+#[tokio::test]
+async fn vectors_match_sentence_transformers() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minilm_reference.json"
+    );
+    let reference: Reference =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(reference.cases.len() >= 20);
+    let (server, mut client) = minilm_server().await;
+    let texts: Vec<&str> = reference.cases.iter().map(|c| c.text.as_str()).collect();
+    let answer = client.embed(request(&texts)).await.unwrap().into_inner();
+    let mut worst = 1.0f32;
+    for (case, got) in reference.cases.iter().zip(&answer.embeddings) {
+        let c = cosine(&case.vector, &got.values);
+        worst = worst.min(c);
+        assert!(
+            c >= 0.9999,
+            "{:?}: cosine {c} with sentence-transformers",
+            case.text
+        );
+    }
+    assert!(
+        answer.embeddings.iter().any(|e| e.truncated),
+        "the fixture has inputs over 256 tokens"
+    );
+    eprintln!("worst cosine vs sentence-transformers: {worst}");
+    server.stop().await.unwrap();
+}
+
+/// 64 clients at once get the vectors they get alone, although the batcher
+/// packs them into shared forward passes. The cache is off so that every
+/// request really runs the model.
+#[tokio::test]
+async fn concurrent_requests_get_the_same_vectors_as_sequential_ones() {
+    let (mut config, dir) = minilm_config();
+    config.embedding.tuning.cache_bytes = 0;
+    let (server, client) = minilm_server_with(config, dir).await;
+    let texts: Vec<String> = (0..64)
+        .map(|i| format!("request {i}: {}", "some words ".repeat(i % 9 + 1)))
+        .collect();
+    let mut sequential = Vec::new();
+    for t in &texts {
+        let answer = client
+            .clone()
+            .embed(request(&[t]))
+            .await
+            .unwrap()
+            .into_inner();
+        sequential.push(answer.embeddings[0].values.clone());
+    }
+    let tasks: Vec<_> = texts
+        .iter()
+        .cloned()
+        .map(|t| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.embed(request(&[&t])).await.unwrap().into_inner() })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let answer = task.await.unwrap();
+        assert!(!answer.embeddings[0].cached);
+        let c = cosine(&answer.embeddings[0].values, &sequential[i]);
+        assert!(
+            c > 0.99999,
+            "request {i}: cosine {c} between concurrent and sequential"
+        );
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn repeated_texts_are_served_from_the_cache() {
+    let (server, mut client) = minilm_server().await;
+    let first = client
+        .embed(request(&["cache me", "and me"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.cache_hits, 0);
+    let second = client
+        .embed(request(&["and me", "not me"]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.cache_hits, 1);
+    assert!(second.embeddings[0].cached && !second.embeddings[1].cached);
+    assert_eq!(second.embeddings[0].values, first.embeddings[1].values);
+    assert_eq!(second.embeddings[0].tokens, first.embeddings[1].tokens);
+    let models = client
+        .list_models(ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    assert_eq!((models[0].cache_hits, models[0].cache_misses), (1, 3));
     server.stop().await.unwrap();
 }

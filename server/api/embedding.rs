@@ -98,6 +98,8 @@ fn model(status: ModelStatus) -> pb::EmbeddingModel {
         matryoshka_dimensions: info
             .map(|i| i.matryoshka_dimensions.iter().map(|d| *d as u32).collect())
             .unwrap_or_default(),
+        cache_hits: status.cache_hits,
+        cache_misses: status.cache_misses,
     }
 }
 

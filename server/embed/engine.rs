@@ -1,13 +1,18 @@
 //! The embedding engine: the configured models, their loading state, input
-//! validation and the post-processing every backend shares (Matryoshka cut,
-//! L2 normalisation).
+//! validation, the cache, and the post-processing every backend shares
+//! (Matryoshka cut, L2 normalisation).
+//!
+//! A request goes: validate → look up each text in the model's cache →
+//! tokenize the misses → hand them to the model's batcher, which shares
+//! forward passes between concurrent requests → cache the new vectors (only
+//! once the whole request succeeded) → cut and normalise.
 //!
 //! Models load in the background at start-up; until the default model is
 //! ready the engine answers NotReady and reports it through
 //! [`EmbeddingEngine::default_state`] (the server turns that into health).
 //! CPU-heavy work (tokenizing long inputs, forward passes) runs on tokio's
 //! blocking pool so the async reactor never stalls, and a semaphore bounds
-//! how many requests may wait for it: beyond that the engine answers
+//! how many requests may be in flight: beyond that the engine answers
 //! Overloaded instead of queueing without bound.
 
 use std::path::PathBuf;
@@ -16,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 
+use super::batcher::{BatchLimits, Batcher};
 use super::bert::BertEmbedder;
+use super::cache::{Cached, EmbeddingCache};
 use super::hash::HashEmbedder;
-use super::model::{Embedder, ModelInfo, ModelKind, Token};
+use super::model::{Embedder, Encoded, ModelInfo, ModelKind, Token};
 use crate::error::{Error, FieldViolation, Result};
 
 /// One model to serve.
@@ -72,6 +79,10 @@ pub struct ModelStatus {
     pub info: Option<ModelInfo>,
     /// Whether requests without a model use it.
     pub is_default: bool,
+    /// Cache hits since start.
+    pub cache_hits: u64,
+    /// Cache misses since start.
+    pub cache_misses: u64,
 }
 
 /// An Embed call, in domain terms.
@@ -122,18 +133,40 @@ impl EmbedOutput {
     }
 }
 
+/// A loaded model with its batcher and cache.
+#[derive(Debug)]
+struct Loaded {
+    embedder: Arc<dyn Embedder>,
+    batcher: Batcher,
+    cache: EmbeddingCache,
+}
+
 struct Slot {
     id: String,
     kind: ModelKind,
     state: ModelState,
-    embedder: Option<Arc<dyn Embedder>>,
+    loaded: Option<Arc<Loaded>>,
 }
+
+/// How the engine batches and caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Batch size bounds.
+    pub batch: BatchLimits,
+    /// Cache size per model in bytes; 0 disables the cache.
+    pub cache_bytes: u64,
+}
+
+/// Inputs whose text adds up to more than this are tokenized on the blocking
+/// pool rather than on the async reactor.
+const INLINE_TOKENIZE_BYTES: usize = 16 * 1024;
 
 /// The embedding engine.
 pub struct EmbeddingEngine {
     slots: RwLock<Vec<Slot>>,
     default: String,
     limits: Limits,
+    tuning: Tuning,
     permits: Semaphore,
     default_state: watch::Sender<ModelState>,
 }
@@ -154,7 +187,12 @@ impl EmbeddingEngine {
     /// Registers `models` (the default one is `default`, which must be among
     /// them) and starts loading them in the background. Hash models are ready
     /// at once.
-    pub fn start(models: Vec<ModelSpec>, default: String, limits: Limits) -> Result<Arc<Self>> {
+    pub fn start(
+        models: Vec<ModelSpec>,
+        default: String,
+        limits: Limits,
+        tuning: Tuning,
+    ) -> Result<Arc<Self>> {
         if !models.iter().any(|m| m.id == default) {
             return Err(Error::Internal(format!(
                 "default embedding model {default:?} is not configured"
@@ -167,12 +205,13 @@ impl EmbeddingEngine {
                 id: spec.id.clone(),
                 kind: spec.kind,
                 state: ModelState::Loading,
-                embedder: None,
+                loaded: None,
             };
             match spec.kind {
                 ModelKind::Hash => {
                     let dims = spec.dimensions.unwrap_or(DEFAULT_HASH_DIMENSIONS);
-                    slot.embedder = Some(Arc::new(HashEmbedder::new(spec.id.clone(), dims)));
+                    let embedder = Arc::new(HashEmbedder::new(spec.id.clone(), dims));
+                    slot.loaded = Some(Arc::new(Loaded::new(embedder, tuning)));
                     slot.state = ModelState::Ready;
                 }
                 ModelKind::Bert => to_load.push(spec),
@@ -187,6 +226,7 @@ impl EmbeddingEngine {
             slots: RwLock::new(slots),
             default,
             limits,
+            tuning,
             permits: Semaphore::new(limits.max_concurrent_requests),
             default_state,
         });
@@ -203,10 +243,11 @@ impl EmbeddingEngine {
             Some(path) => BertEmbedder::load(spec.id.clone(), path),
             None => Err(Error::Internal(format!("model {} has no path", spec.id))),
         };
-        let (state, embedder): (ModelState, Option<Arc<dyn Embedder>>) = match result {
+        let (state, loaded) = match result {
             Ok(model) => {
                 tracing::info!(model = %spec.id, took = ?started.elapsed(), "embedding model ready");
-                (ModelState::Ready, Some(Arc::new(model)))
+                let loaded = Loaded::new(Arc::new(model), self.tuning);
+                (ModelState::Ready, Some(Arc::new(loaded)))
             }
             Err(e) => {
                 tracing::error!(model = %spec.id, "embedding model failed to load: {e}");
@@ -216,7 +257,7 @@ impl EmbeddingEngine {
         let mut slots = self.slots.write().expect("slots lock");
         if let Some(slot) = slots.iter_mut().find(|s| s.id == spec.id) {
             slot.state = state.clone();
-            slot.embedder = embedder;
+            slot.loaded = loaded;
         }
         if spec.id == self.default {
             self.default_state.send_replace(state);
@@ -238,12 +279,18 @@ impl EmbeddingEngine {
         let slots = self.slots.read().expect("slots lock");
         slots
             .iter()
-            .map(|s| ModelStatus {
-                id: s.id.clone(),
-                kind: s.kind,
-                state: s.state.clone(),
-                info: s.embedder.as_ref().map(|e| e.info().clone()),
-                is_default: s.id == self.default,
+            .map(|s| {
+                let (cache_hits, cache_misses) =
+                    s.loaded.as_ref().map_or((0, 0), |l| l.cache.stats());
+                ModelStatus {
+                    id: s.id.clone(),
+                    kind: s.kind,
+                    state: s.state.clone(),
+                    info: s.loaded.as_ref().map(|l| l.embedder.info().clone()),
+                    is_default: s.id == self.default,
+                    cache_hits,
+                    cache_misses,
+                }
             })
             .collect()
     }
@@ -260,7 +307,7 @@ impl EmbeddingEngine {
             })
     }
 
-    fn embedder(&self, id: &str) -> Result<Arc<dyn Embedder>> {
+    fn loaded(&self, id: &str) -> Result<Arc<Loaded>> {
         let id = if id.is_empty() { &self.default } else { id };
         let slots = self.slots.read().expect("slots lock");
         let slot = slots
@@ -270,8 +317,8 @@ impl EmbeddingEngine {
                 kind: "embedding model",
                 name: id.to_owned(),
             })?;
-        match (&slot.state, &slot.embedder) {
-            (ModelState::Ready, Some(e)) => Ok(Arc::clone(e)),
+        match (&slot.state, &slot.loaded) {
+            (ModelState::Ready, Some(l)) => Ok(Arc::clone(l)),
             (ModelState::Failed(reason), _) => Err(Error::NotReady(format!(
                 "embedding model {id:?} failed to load: {reason}"
             ))),
@@ -321,8 +368,8 @@ impl EmbeddingEngine {
     /// Embeds `params.inputs`.
     pub async fn embed(&self, params: EmbedParams) -> Result<EmbedOutput> {
         self.check_inputs("inputs", &params.inputs)?;
-        let embedder = self.embedder(&params.model)?;
-        let info = embedder.info().clone();
+        let model = self.loaded(&params.model)?;
+        let info = model.embedder.info().clone();
         if let Some(d) = params.dimensions {
             check_dimensions(&info, d)?;
         }
@@ -333,72 +380,89 @@ impl EmbeddingEngine {
             ))
         })?;
 
-        let submitted = Instant::now();
-        let truncate = params.truncate;
-        let inputs = params.inputs;
-        let (queue, compute, raw) = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let queue = started.duration_since(submitted);
-            let encoded = inputs
-                .iter()
-                .map(|t| embedder.encode(t))
-                .collect::<Result<Vec<_>>>()?;
-            if !truncate {
-                let max = embedder.info().max_input_tokens;
-                let violations: Vec<_> = encoded
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| e.truncated())
-                    .map(|(i, e)| {
-                        FieldViolation::new(
-                            format!("inputs[{i}]"),
-                            format!(
-                                "has {} tokens, more than the model's limit of {max}; \
-                                 set truncate to cut it",
-                                e.full_len
-                            ),
-                        )
-                    })
-                    .collect();
-                if !violations.is_empty() {
-                    return Err(Error::InvalidArgument(violations));
-                }
-            }
-            let refs: Vec<_> = encoded.iter().collect();
-            let vectors = embedder.embed(&refs)?;
-            let out: Vec<_> = encoded
-                .iter()
-                .zip(vectors)
-                .map(|(e, v)| (v, e.ids.len(), e.truncated()))
-                .collect();
-            Ok::<_, Error>((queue, started.elapsed(), out))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("embedding task failed: {e}")))??;
+        let hits: Vec<Option<Arc<Cached>>> =
+            params.inputs.iter().map(|t| model.cache.get(t)).collect();
+        let misses: Vec<usize> = (0..hits.len()).filter(|&i| hits[i].is_none()).collect();
+        let encoded = self.encode(&model, &params.inputs, &misses).await?;
+        if !params.truncate {
+            refuse_truncated(
+                &params.inputs,
+                &hits,
+                &misses,
+                &encoded,
+                info.max_input_tokens,
+            )?;
+        }
+        let lengths: Vec<(usize, usize)> =
+            encoded.iter().map(|e| (e.ids.len(), e.full_len)).collect();
+        let (fresh, queue, compute) = if encoded.is_empty() {
+            (Vec::new(), Duration::ZERO, Duration::ZERO)
+        } else {
+            let batched = model.batcher.embed(encoded).await?;
+            (batched.vectors, batched.queue, batched.compute)
+        };
 
-        let vectors = raw
-            .into_iter()
-            .map(|(mut values, tokens, truncated)| {
-                if let Some(d) = params.dimensions {
-                    values.truncate(d);
+        // The whole request succeeded: only now may the cache learn from it.
+        let mut fresh = fresh.into_iter().zip(lengths);
+        let mut vectors = Vec::with_capacity(hits.len());
+        for (text, hit) in params.inputs.iter().zip(hits) {
+            let (raw, tokens, full_len, cached) = match hit {
+                Some(c) => (c.vector.clone(), c.tokens, c.full_len, true),
+                None => {
+                    let (raw, (tokens, full_len)) = fresh.next().expect("one vector per miss");
+                    model.cache.insert(
+                        text,
+                        Cached {
+                            vector: raw.clone(),
+                            tokens,
+                            full_len,
+                        },
+                    );
+                    (raw, tokens, full_len, false)
                 }
-                if params.normalize {
-                    l2_normalize(&mut values);
-                }
-                Vector {
-                    values,
-                    tokens,
-                    truncated,
-                    cached: false,
-                }
-            })
-            .collect();
+            };
+            let mut values = raw;
+            if let Some(d) = params.dimensions {
+                values.truncate(d);
+            }
+            if params.normalize {
+                l2_normalize(&mut values);
+            }
+            vectors.push(Vector {
+                values,
+                tokens,
+                truncated: full_len > tokens,
+                cached,
+            });
+        }
         Ok(EmbedOutput {
             model: info.id,
             vectors,
             queue,
             compute,
         })
+    }
+
+    /// Tokenizes the inputs at `indices`: inline when they are short, on the
+    /// blocking pool when tokenizing them could stall the reactor.
+    async fn encode(
+        &self,
+        model: &Arc<Loaded>,
+        inputs: &[String],
+        indices: &[usize],
+    ) -> Result<Vec<Encoded>> {
+        let bytes: usize = indices.iter().map(|&i| inputs[i].len()).sum();
+        if bytes <= INLINE_TOKENIZE_BYTES {
+            return indices
+                .iter()
+                .map(|&i| model.embedder.encode(&inputs[i]))
+                .collect();
+        }
+        let texts: Vec<String> = indices.iter().map(|&i| inputs[i].clone()).collect();
+        let embedder = Arc::clone(&model.embedder);
+        tokio::task::spawn_blocking(move || texts.iter().map(|t| embedder.encode(t)).collect())
+            .await
+            .map_err(|e| Error::Internal(format!("tokenizing task failed: {e}")))?
     }
 
     /// The tokens of each input.
@@ -409,7 +473,7 @@ impl EmbeddingEngine {
         add_special_tokens: bool,
     ) -> Result<(ModelInfo, Vec<Vec<Token>>)> {
         self.check_inputs("inputs", &inputs)?;
-        let embedder = self.embedder(model)?;
+        let embedder = Arc::clone(&self.loaded(model)?.embedder);
         let info = embedder.info().clone();
         let tokens = tokio::task::spawn_blocking(move || {
             inputs
@@ -420,6 +484,54 @@ impl EmbeddingEngine {
         .await
         .map_err(|e| Error::Internal(format!("tokenize task failed: {e}")))??;
         Ok((info, tokens))
+    }
+}
+
+impl Loaded {
+    fn new(embedder: Arc<dyn Embedder>, tuning: Tuning) -> Self {
+        Self {
+            batcher: Batcher::start(Arc::clone(&embedder), tuning.batch),
+            cache: EmbeddingCache::new(tuning.cache_bytes),
+            embedder,
+        }
+    }
+}
+
+/// With `truncate = false`, every over-long input is an error, whether it
+/// came from the cache or was just tokenized.
+fn refuse_truncated(
+    inputs: &[String],
+    hits: &[Option<Arc<Cached>>],
+    misses: &[usize],
+    encoded: &[Encoded],
+    max: usize,
+) -> Result<()> {
+    let mut full_len = vec![0; inputs.len()];
+    for (i, hit) in hits.iter().enumerate() {
+        if let Some(c) = hit {
+            full_len[i] = c.full_len;
+        }
+    }
+    for (&i, e) in misses.iter().zip(encoded) {
+        full_len[i] = e.full_len;
+    }
+    let violations: Vec<_> = full_len
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > max)
+        .map(|(i, n)| {
+            FieldViolation::new(
+                format!("inputs[{i}]"),
+                format!(
+                    "has {n} tokens, more than the model's limit of {max}; set truncate to cut it"
+                ),
+            )
+        })
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(violations))
     }
 }
 
@@ -472,7 +584,14 @@ mod tests {
             path: None,
             dimensions: Some(64),
         };
-        EmbeddingEngine::start(vec![spec], "hash".into(), limits()).unwrap()
+        EmbeddingEngine::start(vec![spec], "hash".into(), limits(), tuning()).unwrap()
+    }
+
+    fn tuning() -> Tuning {
+        Tuning {
+            batch: super::super::batcher::DEFAULT_BATCH_LIMITS,
+            cache_bytes: 1 << 20,
+        }
     }
 
     fn params(inputs: &[&str]) -> EmbedParams {
@@ -498,6 +617,28 @@ mod tests {
         }
         assert_eq!(out.vectors[0].tokens, 2);
         assert_eq!(out.input_tokens(), 3);
+    }
+
+    #[tokio::test]
+    async fn repeats_come_from_the_cache_and_failures_leave_nothing() {
+        let engine = hash_engine();
+        let first = engine.embed(params(&["alpha", "beta"])).await.unwrap();
+        assert!(first.vectors.iter().all(|v| !v.cached));
+        let second = engine.embed(params(&["beta", "gamma"])).await.unwrap();
+        assert!(second.vectors[0].cached && !second.vectors[1].cached);
+        assert_eq!(first.vectors[1].values, second.vectors[0].values);
+
+        // An invalid request (dimensions) fails before caching anything.
+        let mut bad = params(&["delta"]);
+        bad.dimensions = Some(7);
+        assert!(engine.embed(bad).await.is_err());
+        let third = engine.embed(params(&["delta"])).await.unwrap();
+        assert!(
+            !third.vectors[0].cached,
+            "a failed request must not fill the cache"
+        );
+        let status = engine.model("").unwrap();
+        assert_eq!((status.cache_hits, status.cache_misses), (1, 4));
     }
 
     #[tokio::test]
@@ -556,6 +697,7 @@ mod tests {
                 max_input_bytes: 1 << 20,
                 max_concurrent_requests: 8,
             },
+            tuning(),
         )
         .unwrap();
         let long = "w ".repeat(super::super::hash::MAX_WORDS + 1);
@@ -586,7 +728,7 @@ mod tests {
                 dimensions: None,
             },
         ];
-        let engine = EmbeddingEngine::start(specs, "bert".into(), limits()).unwrap();
+        let engine = EmbeddingEngine::start(specs, "bert".into(), limits(), tuning()).unwrap();
         let mut state = engine.default_state();
         let state = state
             .wait_for(|s| *s != ModelState::Loading)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::path::{Path, PathBuf};
 
-use agentd::config::{Config, DEFAULT_EMBEDDING_LIMITS, EmbeddingConfig};
+use agentd::config::{Config, DEFAULT_EMBEDDING_LIMITS, DEFAULT_EMBEDDING_TUNING, EmbeddingConfig};
 use agentd::embed::{ModelKind, ModelSpec};
 use agentd::server::Server;
 use tokio::net::TcpListener;
@@ -41,6 +41,7 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
             }],
             default_model: "hash".into(),
             limits: DEFAULT_EMBEDDING_LIMITS,
+            tuning: DEFAULT_EMBEDDING_TUNING,
         },
         ..Config::default()
     };
