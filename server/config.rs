@@ -203,6 +203,7 @@ impl Default for EmbeddingConfig {
                 kind: ModelKind::Bert,
                 path: Some(PathBuf::from(DEFAULT_MINILM_DIR)),
                 dimensions: None,
+                backend: Default::default(),
             });
         }
         models.push(hash_spec());
@@ -222,6 +223,7 @@ fn hash_spec() -> ModelSpec {
         kind: ModelKind::Hash,
         path: None,
         dimensions: Some(DEFAULT_HASH_DIMENSIONS),
+        backend: Default::default(),
     }
 }
 
@@ -248,6 +250,7 @@ impl EmbeddingConfig {
                     kind: ModelKind::Bert,
                     path: Some(dir.clone()),
                     dimensions: None,
+                    backend: Default::default(),
                 },
             );
             default_model = Some(id);

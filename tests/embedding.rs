@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use agentd::embed::BertBackend;
 use agentd::pb::v1::embedding_service_client::EmbeddingServiceClient;
 use agentd::pb::v1::*;
 use common::{TestServer, minilm_config};
@@ -292,6 +293,24 @@ struct ReferenceCase {
 /// sentence-transformers (scripts/python/make_embedding_fixture.py).
 #[tokio::test]
 async fn vectors_match_sentence_transformers() {
+    let (config, dir) = minilm_config();
+    assert_eq!(
+        config.embedding.models[0].backend,
+        BertBackend::Blas,
+        "the default backend"
+    );
+    matches_reference(config, dir).await;
+}
+
+/// The candle backend, kept as the reference implementation, matches too.
+#[tokio::test]
+async fn candle_backend_vectors_match_sentence_transformers() {
+    let (mut config, dir) = minilm_config();
+    config.embedding.models[0].backend = BertBackend::Candle;
+    matches_reference(config, dir).await;
+}
+
+async fn matches_reference(config: agentd::config::Config, dir: tempfile::TempDir) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/minilm_reference.json"
@@ -299,7 +318,7 @@ async fn vectors_match_sentence_transformers() {
     let reference: Reference =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert!(reference.cases.len() >= 20);
-    let (server, mut client) = minilm_server().await;
+    let (server, mut client) = minilm_server_with(config, dir).await;
     let texts: Vec<&str> = reference.cases.iter().map(|c| c.text.as_str()).collect();
     let answer = client.embed(request(&texts)).await.unwrap().into_inner();
     let mut worst = 1.0f32;

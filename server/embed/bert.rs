@@ -2,6 +2,12 @@
 //! computes them: token embeddings from the transformer, mean-pooled over the
 //! attention mask (padding excluded). Normalisation is left to the engine.
 //!
+//! Two backends run the forward pass: [`BertBackend::Blas`] (the default:
+//! OpenBLAS GEMMs over unpadded tokens, see [`super::blas`]) and
+//! [`BertBackend::Candle`] (candle-transformers' `BertModel`, kept as the
+//! reference and for checkpoints the BLAS path does not cover). Both load the
+//! weights through candle and are checked against sentence-transformers.
+//!
 //! A model directory holds `config.json`, `model.safetensors` and
 //! `tokenizer.json`, and optionally sentence-transformers'
 //! `sentence_bert_config.json`, whose `max_seq_length` (256 for
@@ -16,13 +22,30 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use super::blas::{BlasBert, Shape};
 use super::model::{Embedder, Encoded, ModelInfo, ModelKind, Token};
 use crate::error::{Error, Result};
+
+/// Which code runs a BERT model's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BertBackend {
+    /// OpenBLAS GEMMs over unpadded tokens: the fastest on CPU.
+    #[default]
+    Blas,
+    /// candle-transformers' BertModel.
+    Candle,
+}
+
+enum Forward {
+    Candle(BertModel),
+    Blas(BlasBert),
+}
 
 /// A loaded BERT model and its tokenizer.
 pub struct BertEmbedder {
     info: ModelInfo,
-    model: BertModel,
+    model: Forward,
     /// Never truncates: tells how long an input really is, and serves
     /// Tokenize.
     tokenizer: Tokenizer,
@@ -52,7 +75,7 @@ fn internal(context: &str, path: &Path, err: impl std::fmt::Display) -> Error {
 impl BertEmbedder {
     /// Loads the model in `dir` under the name `id`. Slow (hundreds of
     /// milliseconds): call it on a blocking thread.
-    pub fn load(id: impl Into<String>, dir: &Path) -> Result<Self> {
+    pub fn load(id: impl Into<String>, dir: &Path, backend: BertBackend) -> Result<Self> {
         let file = |name: &str| -> PathBuf { dir.join(name) };
         let config_path = file("config.json");
         let config_text = std::fs::read_to_string(&config_path)
@@ -102,7 +125,32 @@ impl BertEmbedder {
         #[allow(unsafe_code)]
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| internal("mapping", &weights, e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| internal("loading", &weights, e))?;
+        let blas_ok = hidden.hidden_act.as_deref().is_none_or(|a| a == "gelu")
+            && hidden
+                .position_embedding_type
+                .as_deref()
+                .is_none_or(|p| p == "absolute");
+        let model = match backend {
+            BertBackend::Blas if blas_ok => {
+                let shape = Shape {
+                    hidden: hidden.hidden_size,
+                    heads: hidden.num_attention_heads,
+                    layers: hidden.num_hidden_layers,
+                    intermediate: hidden.intermediate_size,
+                    max_positions: hidden.max_position_embeddings,
+                    eps: hidden.layer_norm_eps.unwrap_or(1e-12) as f32,
+                };
+                Forward::Blas(BlasBert::load(vb, shape)?)
+            }
+            _ => {
+                if backend == BertBackend::Blas {
+                    tracing::info!(dir = %dir.display(), "activation or position type not covered by the BLAS backend; using candle");
+                }
+                Forward::Candle(
+                    BertModel::load(vb, &config).map_err(|e| internal("loading", &weights, e))?,
+                )
+            }
+        };
 
         Ok(Self {
             info: ModelInfo {
@@ -119,7 +167,11 @@ impl BertEmbedder {
         })
     }
 
-    fn forward(&self, batch: &[&Encoded]) -> candle_core::Result<Vec<Vec<f32>>> {
+    fn forward_candle(
+        &self,
+        model: &BertModel,
+        batch: &[&Encoded],
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
         let longest = batch.iter().map(|e| e.ids.len()).max().unwrap_or(0);
         let n = batch.len();
         let mut ids = Vec::with_capacity(n * longest);
@@ -133,7 +185,7 @@ impl BertEmbedder {
         let ids = Tensor::from_vec(ids, (n, longest), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, longest), &self.device)?;
         let type_ids = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        let hidden = model.forward(&ids, &type_ids, Some(&mask))?;
         // Mean over real tokens: sum(hidden * mask) / sum(mask).
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
@@ -142,10 +194,17 @@ impl BertEmbedder {
     }
 }
 
+/// The fields of config.json this module reads itself.
 #[derive(serde::Deserialize)]
 struct HiddenSize {
     hidden_size: usize,
     max_position_embeddings: usize,
+    num_attention_heads: usize,
+    num_hidden_layers: usize,
+    intermediate_size: usize,
+    layer_norm_eps: Option<f64>,
+    hidden_act: Option<String>,
+    position_embedding_type: Option<String>,
 }
 
 impl Embedder for BertEmbedder {
@@ -176,8 +235,12 @@ impl Embedder for BertEmbedder {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.forward(batch)
-            .map_err(|e| Error::Internal(format!("forward pass of {}: {e}", self.info.id)))
+        match &self.model {
+            Forward::Blas(model) => model.forward(batch),
+            Forward::Candle(model) => self
+                .forward_candle(model, batch)
+                .map_err(|e| Error::Internal(format!("forward pass of {}: {e}", self.info.id))),
+        }
     }
 
     fn tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<Token>> {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
 use super::batcher::{BatchLimits, Batcher};
-use super::bert::BertEmbedder;
+use super::bert::{BertBackend, BertEmbedder};
 use super::cache::{Cached, EmbeddingCache};
 use super::hash::HashEmbedder;
 use super::model::{Embedder, Encoded, ModelInfo, ModelKind, Token};
@@ -42,6 +42,9 @@ pub struct ModelSpec {
     /// Vector length (hash); default 384.
     #[serde(default)]
     pub dimensions: Option<usize>,
+    /// Forward-pass code (bert): "blas" (default) or "candle".
+    #[serde(default)]
+    pub backend: BertBackend,
 }
 
 /// Request limits, from config.
@@ -240,7 +243,7 @@ impl EmbeddingEngine {
     fn load_bert(&self, spec: ModelSpec) {
         let started = Instant::now();
         let result = match &spec.path {
-            Some(path) => BertEmbedder::load(spec.id.clone(), path),
+            Some(path) => BertEmbedder::load(spec.id.clone(), path, spec.backend),
             None => Err(Error::Internal(format!("model {} has no path", spec.id))),
         };
         let (state, loaded) = match result {
@@ -583,6 +586,7 @@ mod tests {
             kind: ModelKind::Hash,
             path: None,
             dimensions: Some(64),
+            backend: Default::default(),
         };
         EmbeddingEngine::start(vec![spec], "hash".into(), limits(), tuning()).unwrap()
     }
@@ -688,6 +692,7 @@ mod tests {
             kind: ModelKind::Hash,
             path: None,
             dimensions: None,
+            backend: Default::default(),
         };
         let engine = EmbeddingEngine::start(
             vec![spec],
@@ -720,12 +725,14 @@ mod tests {
                 kind: ModelKind::Bert,
                 path: Some("/nonexistent/model".into()),
                 dimensions: None,
+                backend: Default::default(),
             },
             ModelSpec {
                 id: "hash".into(),
                 kind: ModelKind::Hash,
                 path: None,
                 dimensions: None,
+                backend: Default::default(),
             },
         ];
         let engine = EmbeddingEngine::start(specs, "bert".into(), limits(), tuning()).unwrap();

@@ -38,6 +38,7 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
                 kind: ModelKind::Hash,
                 path: None,
                 dimensions: Some(384),
+                backend: Default::default(),
             }],
             default_model: "hash".into(),
             limits: DEFAULT_EMBEDDING_LIMITS,
@@ -74,6 +75,7 @@ pub fn minilm_config() -> (Config, tempfile::TempDir) {
             kind: ModelKind::Bert,
             path: Some(minilm_dir()),
             dimensions: None,
+            backend: Default::default(),
         },
     );
     config.embedding.default_model = "all-MiniLM-L6-v2".into();
