@@ -407,3 +407,48 @@ async fn repeated_texts_are_served_from_the_cache() {
     assert_eq!((models[0].cache_hits, models[0].cache_misses), (1, 3));
     server.stop().await.unwrap();
 }
+
+/// Past `max_concurrent_requests`, requests are refused at once with
+/// RESOURCE_EXHAUSTED (reason OVERLOADED) instead of queueing without bound.
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_are_refused() {
+    let (mut config, dir) = minilm_config();
+    config.embedding.limits.max_concurrent_requests = 1;
+    config.embedding.tuning.cache_bytes = 0;
+    let (server, client) = minilm_server_with(config, dir).await;
+    let batch: Vec<String> = (0..64)
+        .map(|i| format!("a longer text to keep the model busy {i}"))
+        .collect();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let mut client = client.clone();
+            let batch = batch.clone();
+            tokio::spawn(async move {
+                client
+                    .embed(EmbedRequest {
+                        inputs: batch,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let (mut served, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => served += 1,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                let info = status.get_error_details().error_info().cloned().unwrap();
+                assert_eq!(info.reason, "OVERLOADED");
+                refused += 1;
+            }
+        }
+    }
+    assert!(served >= 1, "the first request is served");
+    assert!(
+        refused >= 1,
+        "16 simultaneous requests with a limit of 1: none refused"
+    );
+    server.stop().await.unwrap();
+}
