@@ -42,8 +42,10 @@ impl fmt::Display for FieldViolation {
 pub enum Engine {
     /// `server/embed`: text embeddings.
     Embedding,
-    /// `server/memory`: key-value memory and vector collections.
+    /// `server/memory`: key-value memory.
     Memory,
+    /// `server/memory`: vector collections on faiss.
+    VectorCollections,
     /// `server/query`: LLM query sessions.
     Query,
     /// `server/agents`: specs, agents, swarms, tasks and workers.
@@ -56,6 +58,7 @@ impl Engine {
         match self {
             Engine::Embedding => "embedding engine",
             Engine::Memory => "memory engine",
+            Engine::VectorCollections => "vector collection engine",
             Engine::Query => "query engine",
             Engine::Agents => "agents engine",
         }

@@ -13,6 +13,7 @@
 //! still running.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -27,6 +28,12 @@ use tonic_health::server::HealthReporter;
 use crate::api;
 use crate::config::{Config, ServiceKind, Services};
 use crate::embed::{EmbeddingEngine, ModelState};
+use crate::memory::KvMemory;
+use crate::store::SqliteStore;
+
+/// How often expired key-value entries are deleted from disk (they are
+/// invisible from the moment they expire).
+const KV_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::pb::v1::{
     agent_service_server::AgentServiceServer, embedding_service_server::EmbeddingServiceServer,
     memory_service_server::MemoryServiceServer,
@@ -70,6 +77,8 @@ pub struct Server {
     routes: RoutesBuilder,
     /// Set when shutdown starts, so no engine turns health back to SERVING.
     draining: watch::Sender<bool>,
+    /// Engine housekeeping tasks, stopped when serving ends.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Applies the settings every agentd service shares: compression both ways
@@ -143,9 +152,14 @@ impl Server {
                 config
             ));
         }
+        let mut background = Vec::new();
+        // The store is the source of truth for every engine that persists.
+        let store = Arc::new(SqliteStore::open(&config.data_dir)?);
         if services.memory {
+            let kv = KvMemory::new(store.clone());
+            background.push(kv.spawn_purger(KV_PURGE_INTERVAL));
             routes.add_service(configured!(
-                MemoryServiceServer::new(api::memory::MemoryApi::default()),
+                MemoryServiceServer::new(api::memory::MemoryApi::new(kv)),
                 config
             ));
         }
@@ -174,6 +188,7 @@ impl Server {
             health,
             routes,
             draining: draining_tx,
+            background,
         })
     }
 
@@ -213,6 +228,7 @@ impl Server {
             health,
             routes,
             draining,
+            background,
         } = self;
         let addr = listener
             .local_addr()
@@ -256,6 +272,7 @@ impl Server {
                 tracing::warn!(grace = ?grace, "grace period over: cutting calls still in flight");
             }
         }
+        background.iter().for_each(tokio::task::JoinHandle::abort);
         tracing::info!("agentd stopped");
         Ok(())
     }

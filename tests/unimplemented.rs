@@ -33,7 +33,11 @@ async fn every_service_names_its_missing_engine() {
         .search(SearchRequest::default())
         .await
         .unwrap_err();
-    assert_not_built(err, "memory engine", "agentd.v1.MemoryService/Search");
+    assert_not_built(
+        err,
+        "vector collection engine",
+        "agentd.v1.MemoryService/Search",
+    );
 
     let err = query_control_service_client::QueryControlServiceClient::new(channel.clone())
         .pause(PauseRequest {

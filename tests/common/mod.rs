@@ -21,6 +21,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     handle: JoinHandle<anyhow::Result<()>>,
+    /// Kept alive (and removed) with the server.
     _data_dir: tempfile::TempDir,
 }
 
@@ -123,12 +124,20 @@ impl TestServer {
     }
 
     /// Triggers shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop_keeping_data().await;
+        Ok(())
+    }
+
+    /// Stops the server and hands back its data directory, for a restart.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
         self.begin_shutdown();
         tokio::time::timeout(Duration::from_secs(20), self.handle)
             .await
             .expect("server stops within 20 s")
             .expect("server task")
+            .expect("server ran cleanly");
+        self._data_dir
     }
 }
 

@@ -27,8 +27,8 @@ function assertNotBuilt(err: unknown, engine: string, method: string): true {
 
 test("unary engine RPCs answer UNIMPLEMENTED naming their engine", async () => {
   const client = createAgentdClient({ target: server.target });
-  await assert.rejects(client.memory.get({ namespace: "n", key: "k" }), (e) =>
-    assertNotBuilt(e, "memory engine", "agentd.v1.MemoryService/Get"),
+  await assert.rejects(client.memory.getCollection({ name: "docs" }), (e) =>
+    assertNotBuilt(e, "vector collection engine", "agentd.v1.MemoryService/GetCollection"),
   );
   await assert.rejects(client.query.listQueryModels({}), (e) =>
     assertNotBuilt(e, "query engine", "agentd.v1.QueryControlService/ListQueryModels"),

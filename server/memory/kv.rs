@@ -1,0 +1,404 @@
+//! Key-value memory: facts an agent keeps by namespace and key.
+//!
+//! Validates every request against documented limits before it reaches the
+//! store, turns TTLs into expiry times, pages listings with opaque tokens, and
+//! purges expired entries in the background. Every write returns only after
+//! the store committed it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, FieldViolation, Result};
+use crate::store::{KvEntry, KvListQuery, KvStore, KvWrite};
+
+/// Longest namespace name; names match `[A-Za-z0-9_.-]{1,64}`.
+pub const MAX_NAMESPACE_BYTES: usize = 64;
+/// Longest key.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest value.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+/// Longest content type.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 128;
+/// Most metadata entries.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Longest metadata key or value.
+pub const MAX_METADATA_BYTES: usize = 256;
+/// Shortest TTL.
+pub const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest TTL (100 years: beyond that, leave it unset).
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Page size when the request leaves it 0.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Largest page.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// A Put, in domain terms.
+#[derive(Debug, Clone)]
+pub struct PutParams {
+    /// Namespace.
+    pub namespace: String,
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: Vec<u8>,
+    /// MIME type.
+    pub content_type: String,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Time to live; None or zero for ever.
+    pub ttl: Option<Duration>,
+    /// Compare-and-set version (0: must not exist).
+    pub if_version: Option<u64>,
+}
+
+/// A List, in domain terms.
+#[derive(Debug, Clone)]
+pub struct ListParams {
+    /// Namespace.
+    pub namespace: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Page size; 0 means the default.
+    pub page_size: usize,
+    /// Token from the previous page.
+    pub page_token: String,
+    /// Include values.
+    pub include_values: bool,
+}
+
+/// One page of entries.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Entries in key order.
+    pub entries: Vec<KvEntry>,
+    /// Token for the next page; empty on the last.
+    pub next_page_token: String,
+}
+
+/// The key-value memory engine.
+#[derive(Debug, Clone)]
+pub struct KvMemory {
+    store: Arc<dyn KvStore>,
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn check_namespace(namespace: &str, out: &mut Vec<FieldViolation>) {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= MAX_NAMESPACE_BYTES
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if !ok {
+        out.push(FieldViolation::new(
+            "namespace",
+            format!("must match [A-Za-z0-9_.-]{{1,{MAX_NAMESPACE_BYTES}}}, got {namespace:?}"),
+        ));
+    }
+}
+
+fn check_key(key: &str, out: &mut Vec<FieldViolation>) {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        out.push(FieldViolation::new(
+            "key",
+            format!("must be 1 to {MAX_KEY_BYTES} bytes, got {}", key.len()),
+        ));
+    }
+}
+
+fn finish(violations: Vec<FieldViolation>) -> Result<()> {
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(violations))
+    }
+}
+
+fn encode_token(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_token(token: &str) -> Option<String> {
+    if !token.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+impl KvMemory {
+    /// Key-value memory on `store`.
+    pub fn new(store: Arc<dyn KvStore>) -> Self {
+        Self { store }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn KvStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+    }
+
+    /// Writes an entry; returns it as stored.
+    pub async fn put(&self, p: PutParams) -> Result<KvEntry> {
+        let mut v = Vec::new();
+        check_namespace(&p.namespace, &mut v);
+        check_key(&p.key, &mut v);
+        if p.value.len() > MAX_VALUE_BYTES {
+            v.push(FieldViolation::new(
+                "value",
+                format!(
+                    "is {} bytes, more than the limit of {MAX_VALUE_BYTES}",
+                    p.value.len()
+                ),
+            ));
+        }
+        if p.content_type.len() > MAX_CONTENT_TYPE_BYTES {
+            v.push(FieldViolation::new(
+                "content_type",
+                format!("must be at most {MAX_CONTENT_TYPE_BYTES} bytes"),
+            ));
+        }
+        if p.metadata.len() > MAX_METADATA_ENTRIES {
+            v.push(FieldViolation::new(
+                "metadata",
+                format!(
+                    "has {} entries, more than {MAX_METADATA_ENTRIES}",
+                    p.metadata.len()
+                ),
+            ));
+        }
+        for (k, val) in &p.metadata {
+            if k.is_empty() || k.len() > MAX_METADATA_BYTES || val.len() > MAX_METADATA_BYTES {
+                v.push(FieldViolation::new(
+                    format!("metadata[{k:?}]"),
+                    format!("keys must be 1 to {MAX_METADATA_BYTES} bytes and values at most {MAX_METADATA_BYTES}"),
+                ));
+            }
+        }
+        let ttl = p.ttl.filter(|t| !t.is_zero());
+        if let Some(t) = ttl
+            && (t < MIN_TTL || t > MAX_TTL)
+        {
+            v.push(FieldViolation::new(
+                "ttl",
+                format!("must be at least 1s and at most 100 years, got {t:?}"),
+            ));
+        }
+        finish(v)?;
+        let now = now_ms();
+        let expires_at =
+            ttl.map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
+        let write = KvWrite {
+            namespace: p.namespace,
+            key: p.key,
+            value: p.value,
+            content_type: p.content_type,
+            metadata: p.metadata,
+            expires_at,
+        };
+        let if_version = p.if_version;
+        self.blocking(move |s| s.kv_put(write, if_version, now))
+            .await
+    }
+
+    /// Reads an entry; NotFound when absent or expired.
+    pub async fn get(&self, namespace: String, key: String) -> Result<KvEntry> {
+        let mut v = Vec::new();
+        check_namespace(&namespace, &mut v);
+        check_key(&key, &mut v);
+        finish(v)?;
+        let name = format!("{namespace}/{key}");
+        self.blocking(move |s| s.kv_get(&namespace, &key, now_ms()))
+            .await?
+            .ok_or(Error::NotFound { kind: "key", name })
+    }
+
+    /// Deletes an entry; false when there was none.
+    pub async fn delete(
+        &self,
+        namespace: String,
+        key: String,
+        if_version: Option<u64>,
+    ) -> Result<bool> {
+        let mut v = Vec::new();
+        check_namespace(&namespace, &mut v);
+        check_key(&key, &mut v);
+        finish(v)?;
+        self.blocking(move |s| s.kv_delete(&namespace, &key, if_version, now_ms()))
+            .await
+    }
+
+    /// One page of a namespace's entries in key order.
+    pub async fn list(&self, p: ListParams) -> Result<Page> {
+        let mut v = Vec::new();
+        check_namespace(&p.namespace, &mut v);
+        if p.prefix.len() > MAX_KEY_BYTES {
+            v.push(FieldViolation::new(
+                "prefix",
+                format!("must be at most {MAX_KEY_BYTES} bytes"),
+            ));
+        }
+        let after = if p.page_token.is_empty() {
+            None
+        } else {
+            match decode_token(&p.page_token) {
+                Some(key) if key.starts_with(&p.prefix) => Some(key),
+                _ => {
+                    v.push(FieldViolation::new(
+                        "page_token",
+                        "is not a token from a previous List of this namespace and prefix",
+                    ));
+                    None
+                }
+            }
+        };
+        finish(v)?;
+        let limit = match p.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut entries = self
+            .blocking(move |s| {
+                s.kv_list(
+                    &KvListQuery {
+                        namespace: &p.namespace,
+                        prefix: &p.prefix,
+                        after: after.as_deref(),
+                        // One more than asked tells whether a next page exists.
+                        limit: limit + 1,
+                        with_values: p.include_values,
+                    },
+                    now_ms(),
+                )
+            })
+            .await?;
+        let next_page_token = if entries.len() > limit {
+            entries.truncate(limit);
+            entries
+                .last()
+                .map(|e| encode_token(&e.key))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Page {
+            entries,
+            next_page_token,
+        })
+    }
+
+    /// Deletes expired entries every `interval` until the returned task is
+    /// aborted (or the runtime stops).
+    pub fn spawn_purger(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let memory = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match memory.blocking(|s| s.kv_purge_expired(now_ms())).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(purged = n, "expired memory entries deleted"),
+                    Err(e) => tracing::warn!("purging expired memory entries: {e}"),
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn memory() -> KvMemory {
+        KvMemory::new(Arc::new(SqliteStore::in_memory().unwrap()))
+    }
+
+    fn put(ns: &str, key: &str) -> PutParams {
+        PutParams {
+            namespace: ns.into(),
+            key: key.into(),
+            value: b"v".to_vec(),
+            content_type: String::new(),
+            metadata: BTreeMap::new(),
+            ttl: None,
+            if_version: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_name_every_bad_field() {
+        let m = memory();
+        let mut p = put("bad ns!", "");
+        p.value = vec![0; MAX_VALUE_BYTES + 1];
+        p.ttl = Some(Duration::from_millis(10));
+        let Err(Error::InvalidArgument(v)) = m.put(p).await else {
+            panic!("expected InvalidArgument")
+        };
+        let fields: Vec<&str> = v.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["namespace", "key", "value", "ttl"]);
+    }
+
+    #[tokio::test]
+    async fn pages_chain_with_tokens_and_bad_tokens_are_refused() {
+        let m = memory();
+        for i in 0..25 {
+            m.put(put("n", &format!("k{i:02}"))).await.unwrap();
+        }
+        let mut token = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let page = m
+                .list(ListParams {
+                    namespace: "n".into(),
+                    prefix: "k".into(),
+                    page_size: 10,
+                    page_token: token.clone(),
+                    include_values: false,
+                })
+                .await
+                .unwrap();
+            seen.extend(page.entries.into_iter().map(|e| e.key));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(seen.len(), 25);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+        let err = m
+            .list(ListParams {
+                namespace: "n".into(),
+                prefix: "k".into(),
+                page_size: 10,
+                page_token: "zz".into(),
+                include_values: false,
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("page_token"), "{err}");
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        for key in ["", "a", "k/é/東京"] {
+            assert_eq!(decode_token(&encode_token(key)).as_deref(), Some(key));
+        }
+        assert_eq!(decode_token("0"), None);
+        assert_eq!(decode_token("ff"), None, "not UTF-8");
+    }
+}
