@@ -37,13 +37,10 @@ impl fmt::Display for FieldViolation {
     }
 }
 
-/// The engines whose RPCs are served, named in errors and in logs.
+/// Engines that are not built yet, named in the UNIMPLEMENTED answers of
+/// their RPCs. A variant goes away when its engine lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// `server/embed`: text embeddings.
-    Embedding,
-    /// `server/memory`: key-value memory.
-    Memory,
     /// `server/memory`: vector collections on faiss.
     VectorCollections,
     /// `server/query`: LLM query sessions.
@@ -56,8 +53,6 @@ impl Engine {
     /// Human-readable name, e.g. "embedding engine".
     pub fn name(self) -> &'static str {
         match self {
-            Engine::Embedding => "embedding engine",
-            Engine::Memory => "memory engine",
             Engine::VectorCollections => "vector collection engine",
             Engine::Query => "query engine",
             Engine::Agents => "agents engine",
@@ -173,9 +168,10 @@ mod tests {
 
     #[test]
     fn not_implemented_names_engine_and_method() {
-        let err = Error::not_implemented(Engine::Memory, "agentd.v1.MemoryService/Put");
+        let err =
+            Error::not_implemented(Engine::VectorCollections, "agentd.v1.MemoryService/Search");
         let text = err.to_string();
-        assert!(text.contains("memory engine"), "{text}");
-        assert!(text.contains("agentd.v1.MemoryService/Put"), "{text}");
+        assert!(text.contains("vector collection engine"), "{text}");
+        assert!(text.contains("agentd.v1.MemoryService/Search"), "{text}");
     }
 }

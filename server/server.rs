@@ -211,12 +211,6 @@ impl Server {
         self
     }
 
-    /// The health reporter, for engines that change their status (a model
-    /// that is loading reports NOT_SERVING).
-    pub fn health(&self) -> HealthReporter {
-        self.health.clone()
-    }
-
     /// Serves until `shutdown` resolves, then shuts down gracefully.
     pub async fn serve(
         self,

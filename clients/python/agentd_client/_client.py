@@ -34,6 +34,17 @@ def _credentials(tls: bool, root_certificates: Optional[bytes]):
     return grpc.ssl_channel_credentials(root_certificates=root_certificates)
 
 
+def _attach_stubs(client, channel) -> None:
+    """One stub per service on `channel`; blocking and aio stubs are the
+    same generated classes."""
+    client.channel = channel
+    client.embedding = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+    client.memory = memory_pb2_grpc.MemoryServiceStub(channel)
+    client.query = query_pb2_grpc.QueryControlServiceStub(channel)
+    client.agents = agent_pb2_grpc.AgentServiceStub(channel)
+    client.health_stub = health_pb2_grpc.HealthStub(channel)
+
+
 def _status_name(status: int) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
 
@@ -69,12 +80,7 @@ class Client:
             )
         if api_key:
             channel = grpc.intercept_channel(channel, ApiKeyInterceptor(api_key))
-        self.channel = channel
-        self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(channel)
-        self.memory = memory_pb2_grpc.MemoryServiceStub(channel)
-        self.query = query_pb2_grpc.QueryControlServiceStub(channel)
-        self.agents = agent_pb2_grpc.AgentServiceStub(channel)
-        self.health_stub = health_pb2_grpc.HealthStub(channel)
+        _attach_stubs(self, channel)
 
     def health(self, service: str = "", timeout: Optional[float] = 5.0) -> str:
         """The serving status of ``service`` ("" for the whole server), by
@@ -123,12 +129,7 @@ class AsyncClient:
                 compression=compression,
                 interceptors=interceptors,
             )
-        self.channel = channel
-        self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(channel)
-        self.memory = memory_pb2_grpc.MemoryServiceStub(channel)
-        self.query = query_pb2_grpc.QueryControlServiceStub(channel)
-        self.agents = agent_pb2_grpc.AgentServiceStub(channel)
-        self.health_stub = health_pb2_grpc.HealthStub(channel)
+        _attach_stubs(self, channel)
 
     async def health(self, service: str = "", timeout: Optional[float] = 5.0) -> str:
         """See :meth:`Client.health`."""
