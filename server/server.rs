@@ -28,7 +28,8 @@ use tonic_health::server::HealthReporter;
 use crate::api;
 use crate::config::{Config, ServiceKind, Services};
 use crate::embed::{EmbeddingEngine, ModelState};
-use crate::memory::KvMemory;
+use crate::memory::collections::ModelDimensions;
+use crate::memory::{Collections, KvMemory};
 use crate::store::SqliteStore;
 
 /// How often expired key-value entries are deleted from disk (they are
@@ -127,6 +128,7 @@ impl Server {
 
         let services = config.services;
         let (draining_tx, draining_rx) = watch::channel(false);
+        let mut embedding = None;
         if services.embedding {
             let e = &config.embedding;
             let engine = EmbeddingEngine::start(
@@ -147,6 +149,7 @@ impl Server {
                 draining_rx.clone(),
             )
             .await;
+            embedding = Some(Arc::clone(&engine));
             routes.add_service(configured!(
                 EmbeddingServiceServer::new(api::embedding::EmbeddingApi::new(engine)),
                 config
@@ -158,8 +161,10 @@ impl Server {
         if services.memory {
             let kv = KvMemory::new(store.clone());
             background.push(kv.spawn_purger(KV_PURGE_INTERVAL));
+            let models = embedding.map(|e| e as Arc<dyn ModelDimensions>);
+            let collections = Collections::new(store.clone(), models);
             routes.add_service(configured!(
-                MemoryServiceServer::new(api::memory::MemoryApi::new(kv)),
+                MemoryServiceServer::new(api::memory::MemoryApi::new(kv, collections)),
                 config
             ));
         }

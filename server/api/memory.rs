@@ -1,8 +1,8 @@
 //! `agentd.v1.MemoryService`: validate, convert, call the memory engine,
 //! convert back.
 //!
-//! Key-value memory is served; the vector collection RPCs answer
-//! UNIMPLEMENTED naming their engine until it lands.
+//! Key-value memory and collection definitions are served; the point and
+//! search RPCs answer UNIMPLEMENTED naming their engine until it lands.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +11,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::not_built;
 use crate::error::{Engine, Error};
-use crate::memory::{KvMemory, ListParams, PutParams};
+use crate::memory::collections::{IndexSpec, Metric, Quantization};
+use crate::memory::{
+    Collection as DomainCollection, Collections, CreateParams, KvMemory, ListParams, PutParams,
+};
 use crate::pb::v1::memory_service_server::{MemoryService, MemoryServiceServer};
 use crate::pb::v1::*;
 use crate::store::KvEntry;
@@ -23,12 +26,106 @@ const ENGINE: Engine = Engine::VectorCollections;
 #[derive(Debug, Clone)]
 pub struct MemoryApi {
     kv: KvMemory,
+    collections: Collections,
 }
 
 impl MemoryApi {
-    /// Serves `kv`.
-    pub fn new(kv: KvMemory) -> Self {
-        Self { kv }
+    /// Serves `kv` and `collections`.
+    pub fn new(kv: KvMemory, collections: Collections) -> Self {
+        Self { kv, collections }
+    }
+}
+
+fn metric_from(m: i32) -> Option<Metric> {
+    match crate::pb::v1::Metric::try_from(m).ok()? {
+        crate::pb::v1::Metric::Cosine => Some(Metric::Cosine),
+        crate::pb::v1::Metric::Dot => Some(Metric::Dot),
+        crate::pb::v1::Metric::L2 => Some(Metric::L2),
+        crate::pb::v1::Metric::Unspecified => None,
+    }
+}
+
+fn index_from(spec: Option<crate::pb::v1::IndexSpec>) -> Option<IndexSpec> {
+    use crate::pb::v1::index_spec::Kind;
+    Some(match spec?.kind? {
+        Kind::Flat(_) => IndexSpec::Flat,
+        Kind::Hnsw(h) => IndexSpec::Hnsw {
+            m: h.m,
+            ef_construction: h.ef_construction,
+            ef_search: h.ef_search,
+        },
+        Kind::Ivf(i) => IndexSpec::Ivf {
+            nlist: i.nlist,
+            nprobe: i.nprobe,
+        },
+    })
+}
+
+fn quantization_from(
+    q: Option<crate::pb::v1::Quantization>,
+) -> Result<Option<Quantization>, Error> {
+    let Some(q) = q else { return Ok(None) };
+    Ok(Some(match QuantizationType::try_from(q.r#type) {
+        Ok(QuantizationType::Unspecified | QuantizationType::None) => Quantization::None,
+        Ok(QuantizationType::Sq8) => Quantization::Sq8,
+        Ok(QuantizationType::Sq4) => Quantization::Sq4,
+        Ok(QuantizationType::Pq) => Quantization::Pq {
+            subquantizers: q.pq_subquantizers,
+            bits: q.pq_bits,
+        },
+        Err(_) => {
+            return Err(Error::invalid(
+                "quantization.type",
+                format!("unknown value {}", q.r#type),
+            ));
+        }
+    }))
+}
+
+fn collection(c: DomainCollection) -> crate::pb::v1::Collection {
+    use crate::pb::v1::index_spec::Kind;
+    let def = c.def;
+    let metric = match def.metric {
+        Metric::Cosine => crate::pb::v1::Metric::Cosine,
+        Metric::Dot => crate::pb::v1::Metric::Dot,
+        Metric::L2 => crate::pb::v1::Metric::L2,
+    };
+    let kind = match def.index {
+        IndexSpec::Flat => Kind::Flat(FlatIndex {}),
+        IndexSpec::Hnsw {
+            m,
+            ef_construction,
+            ef_search,
+        } => Kind::Hnsw(HnswIndex {
+            m,
+            ef_construction,
+            ef_search,
+        }),
+        IndexSpec::Ivf { nlist, nprobe } => Kind::Ivf(IvfIndex { nlist, nprobe }),
+    };
+    let (r#type, pq_subquantizers, pq_bits) = match def.quantization {
+        Quantization::None => (QuantizationType::None, 0, 0),
+        Quantization::Sq8 => (QuantizationType::Sq8, 0, 0),
+        Quantization::Sq4 => (QuantizationType::Sq4, 0, 0),
+        Quantization::Pq {
+            subquantizers,
+            bits,
+        } => (QuantizationType::Pq, subquantizers, bits),
+    };
+    crate::pb::v1::Collection {
+        name: def.name,
+        dimensions: def.dimensions,
+        metric: metric.into(),
+        index: Some(crate::pb::v1::IndexSpec { kind: Some(kind) }),
+        quantization: Some(crate::pb::v1::Quantization {
+            r#type: r#type.into(),
+            pq_subquantizers,
+            pq_bits,
+        }),
+        embedding_model: def.embedding_model.unwrap_or_default(),
+        dedup_threshold: def.dedup_threshold,
+        points_count: c.points_count,
+        created_at: Some(timestamp(c.created_at)),
     }
 }
 
@@ -121,30 +218,57 @@ impl MemoryService for MemoryApi {
 
     async fn create_collection(
         &self,
-        _: Request<CreateCollectionRequest>,
+        request: Request<CreateCollectionRequest>,
     ) -> Result<Response<CreateCollectionResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "CreateCollection")
+        let r = request.into_inner();
+        let created = self
+            .collections
+            .create(CreateParams {
+                name: r.name,
+                dimensions: r.dimensions,
+                metric: metric_from(r.metric),
+                index: index_from(r.index),
+                quantization: quantization_from(r.quantization)?,
+                embedding_model: r.embedding_model,
+                dedup_threshold: r.dedup_threshold,
+            })
+            .await?;
+        Ok(Response::new(CreateCollectionResponse {
+            collection: Some(collection(created)),
+        }))
     }
 
     async fn get_collection(
         &self,
-        _: Request<GetCollectionRequest>,
+        request: Request<GetCollectionRequest>,
     ) -> Result<Response<GetCollectionResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "GetCollection")
+        let found = self.collections.get(request.into_inner().name).await?;
+        Ok(Response::new(GetCollectionResponse {
+            collection: Some(collection(found)),
+        }))
     }
 
     async fn list_collections(
         &self,
-        _: Request<ListCollectionsRequest>,
+        request: Request<ListCollectionsRequest>,
     ) -> Result<Response<ListCollectionsResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "ListCollections")
+        let r = request.into_inner();
+        let (found, next_page_token) = self
+            .collections
+            .list(r.page_size as usize, r.page_token)
+            .await?;
+        Ok(Response::new(ListCollectionsResponse {
+            collections: found.into_iter().map(collection).collect(),
+            next_page_token,
+        }))
     }
 
     async fn delete_collection(
         &self,
-        _: Request<DeleteCollectionRequest>,
+        request: Request<DeleteCollectionRequest>,
     ) -> Result<Response<DeleteCollectionResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "DeleteCollection")
+        let deleted = self.collections.delete(request.into_inner().name).await?;
+        Ok(Response::new(DeleteCollectionResponse { deleted }))
     }
 
     async fn collection_stats(

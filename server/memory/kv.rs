@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::validate::{check_name, decode_token, encode_token, finish, page_size};
 use crate::error::{Error, FieldViolation, Result};
 use crate::store::{KvEntry, KvListQuery, KvStore, KvWrite};
 
-/// Longest namespace name; names match `[A-Za-z0-9_.-]{1,64}`.
-pub const MAX_NAMESPACE_BYTES: usize = 64;
 /// Longest key.
 pub const MAX_KEY_BYTES: usize = 512;
 /// Largest value.
@@ -28,10 +27,6 @@ pub const MAX_METADATA_BYTES: usize = 256;
 pub const MIN_TTL: Duration = Duration::from_secs(1);
 /// Longest TTL (100 years: beyond that, leave it unset).
 pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-/// Page size when the request leaves it 0.
-pub const DEFAULT_PAGE_SIZE: usize = 100;
-/// Largest page.
-pub const MAX_PAGE_SIZE: usize = 1000;
 
 /// A Put, in domain terms.
 #[derive(Debug, Clone)]
@@ -90,17 +85,7 @@ pub fn now_ms() -> i64 {
 }
 
 fn check_namespace(namespace: &str, out: &mut Vec<FieldViolation>) {
-    let ok = !namespace.is_empty()
-        && namespace.len() <= MAX_NAMESPACE_BYTES
-        && namespace
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
-    if !ok {
-        out.push(FieldViolation::new(
-            "namespace",
-            format!("must match [A-Za-z0-9_.-]{{1,{MAX_NAMESPACE_BYTES}}}, got {namespace:?}"),
-        ));
-    }
+    check_name("namespace", namespace, out);
 }
 
 fn check_key(key: &str, out: &mut Vec<FieldViolation>) {
@@ -110,29 +95,6 @@ fn check_key(key: &str, out: &mut Vec<FieldViolation>) {
             format!("must be 1 to {MAX_KEY_BYTES} bytes, got {}", key.len()),
         ));
     }
-}
-
-fn finish(violations: Vec<FieldViolation>) -> Result<()> {
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(violations))
-    }
-}
-
-fn encode_token(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_token(token: &str) -> Option<String> {
-    if !token.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
 }
 
 impl KvMemory {
@@ -266,10 +228,7 @@ impl KvMemory {
             }
         };
         finish(v)?;
-        let limit = match p.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
+        let limit = page_size(p.page_size);
         let mut entries = self
             .blocking(move |s| {
                 s.kv_list(
@@ -391,14 +350,5 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("page_token"), "{err}");
-    }
-
-    #[test]
-    fn tokens_round_trip() {
-        for key in ["", "a", "k/é/東京"] {
-            assert_eq!(decode_token(&encode_token(key)).as_deref(), Some(key));
-        }
-        assert_eq!(decode_token("0"), None);
-        assert_eq!(decode_token("ff"), None, "not UTF-8");
     }
 }

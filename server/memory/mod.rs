@@ -2,13 +2,20 @@
 //!
 //! - [`kv`]: key-value memory with TTLs, compare-and-set and paged listing,
 //!   on the store's [`crate::store::KvStore`].
+//! - [`collections`]: vector collection definitions (metric, faiss index
+//!   structure, quantization, embedding model), defaults resolved and checked
+//!   against faiss, on the store's [`crate::store::CollectionStore`].
+//! - [`validate`]: checks and page tokens shared by both.
 //!
-//! Vector collections (issue #4, still to come): the store is the source of
-//! truth; each collection's faiss index is derived from it, snapshotted with
-//! the last applied store sequence and replayed on start-up; deletes on HNSW
-//! are tombstones compacted by a background rebuild. Until they land, the
-//! collection RPCs answer UNIMPLEMENTED.
+//! Still to come (issue #4): points and search. The store stays the source
+//! of truth; each collection's faiss index is derived from it, snapshotted
+//! with the last applied store sequence and replayed on start-up; deletes on
+//! HNSW are tombstones compacted by a background rebuild. Until then the
+//! point and search RPCs answer UNIMPLEMENTED.
 
+pub mod collections;
 pub mod kv;
+pub mod validate;
 
+pub use collections::{Collection, CollectionDef, Collections, CreateParams};
 pub use kv::{KvMemory, ListParams, Page, PutParams};

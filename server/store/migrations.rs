@@ -7,7 +7,13 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// Every migration, in order; the schema version is the count applied.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_kv", include_str!("migrations/0001_kv.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_kv", include_str!("migrations/0001_kv.sql")),
+    (
+        "0002_collections",
+        include_str!("migrations/0002_collections.sql"),
+    ),
+];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.
 pub fn apply(conn: &mut Connection) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Durable storage, the source of truth for every engine.
 //!
-//! Engines talk to the store through narrow traits ([`KvStore`] so far), so
+//! Engines talk to the store through narrow traits ([`KvStore`],
+//! [`CollectionStore`]), so
 //! that a PostgreSQL implementation (for several replicas, DESIGN.md §4) can
 //! be added without touching them. The embedded implementation is
 //! [`SqliteStore`]: one SQLite file in WAL mode under `--data-dir`, with
@@ -84,6 +85,33 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes expired entries; returns how many.
     fn kv_purge_expired(&self, now: i64) -> Result<u64>;
+}
+
+/// A stored collection definition: the engine's own JSON, opaque here, so
+/// the schema of definitions can grow without migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCollection {
+    /// Unique name.
+    pub name: String,
+    /// The definition, as the memory engine serialised it.
+    pub definition: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Collection definitions.
+pub trait CollectionStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores a new collection; `AlreadyExists` if the name is taken.
+    fn create_collection(&self, collection: &StoredCollection) -> Result<()>;
+
+    /// The collection of that name.
+    fn get_collection(&self, name: &str) -> Result<Option<StoredCollection>>;
+
+    /// Collections in name order after `after`, at most `limit`.
+    fn list_collections(&self, after: Option<&str>, limit: usize) -> Result<Vec<StoredCollection>>;
+
+    /// Deletes the collection; false if there was none.
+    fn delete_collection(&self, name: &str) -> Result<bool>;
 }
 
 /// What `kv_list` returns.
