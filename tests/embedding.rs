@@ -452,3 +452,72 @@ async fn requests_beyond_the_concurrency_limit_are_refused() {
     );
     server.stop().await.unwrap();
 }
+
+/// EmbedStream backpressure: a client that writes but does not read is
+/// slowed down. The server reads ahead only a few requests, the unread
+/// answers fill the HTTP/2 windows, and then it stops pulling requests, so
+/// its memory stays bounded whatever the client sends.
+#[tokio::test]
+async fn embed_stream_stops_reading_when_the_client_stops_reading() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let server = TestServer::start().await; // hash model: fast, no load time
+    let mut client = EmbeddingServiceClient::new(server.channel().await);
+    const OFFERED: usize = 200_000;
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&pulled);
+    let requests = futures::stream::iter(0..OFFERED).map(move |i| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        EmbedStreamRequest {
+            request_id: i.to_string(),
+            request: Some(request(&["backpressure"])),
+        }
+    });
+    let mut responses = client.embed_stream(requests).await.unwrap().into_inner();
+
+    // Read nothing: the number of requests taken from the client must level
+    // off (two samples 500 ms apart agree) far below what it offers.
+    let mut later = pulled.load(Ordering::Relaxed);
+    let mut stalled_at;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        stalled_at = later;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        later = pulled.load(Ordering::Relaxed);
+        if later == stalled_at && later > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "requests kept being pulled for 20 s without reads: {later}"
+        );
+    }
+    assert!(
+        stalled_at < OFFERED / 2,
+        "the server kept reading: {stalled_at} requests pulled"
+    );
+
+    // Reading again resumes the flow: answers keep coming (each one was
+    // asked for), and the server pulls more requests once its buffered ones
+    // are answered.
+    let mut answered = 0;
+    while let Some(item) = responses.next().await {
+        let item = item.unwrap();
+        assert!(item.result.is_some());
+        answered += 1;
+        if pulled.load(Ordering::Relaxed) > later {
+            break;
+        }
+        assert!(
+            answered <= later,
+            "answered all {later} pulled requests without pulling more"
+        );
+    }
+    assert!(
+        pulled.load(Ordering::Relaxed) > later,
+        "reading resumed the flow"
+    );
+    eprintln!("stalled at {stalled_at} of {OFFERED} requests; resumed after {answered} answers");
+    server.stop().await.unwrap();
+}
