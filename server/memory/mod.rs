@@ -5,7 +5,10 @@
 //! - [`collections`]: vector collection definitions (metric, faiss index
 //!   structure, quantization, embedding model), defaults resolved and checked
 //!   against faiss, on the store's [`crate::store::CollectionStore`].
-//! - [`validate`]: checks and page tokens shared by both.
+//! - [`filter`]: payload filters (eq, in, range, exists, all/any/none of),
+//!   validated once and evaluated per point, for Search, Count and
+//!   DeletePoints.
+//! - [`validate`]: checks and page tokens shared by the above.
 //!
 //! Still to come (issue #4): points and search. The store stays the source
 //! of truth; each collection's faiss index is derived from it, snapshotted
@@ -14,6 +17,7 @@
 //! point and search RPCs answer UNIMPLEMENTED.
 
 pub mod collections;
+pub mod filter;
 pub mod kv;
 pub mod validate;
 
