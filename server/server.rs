@@ -29,6 +29,7 @@ use crate::api;
 use crate::config::{Config, ServiceKind, Services};
 use crate::embed::{EmbeddingEngine, ModelState};
 use crate::memory::collections::ModelDimensions;
+use crate::memory::points::{Points, TextEmbedder};
 use crate::memory::{Collections, KvMemory};
 use crate::store::SqliteStore;
 
@@ -161,10 +162,12 @@ impl Server {
         if services.memory {
             let kv = KvMemory::new(store.clone());
             background.push(kv.spawn_purger(KV_PURGE_INTERVAL));
-            let models = embedding.map(|e| e as Arc<dyn ModelDimensions>);
+            let models = embedding.clone().map(|e| e as Arc<dyn ModelDimensions>);
             let collections = Collections::new(store.clone(), models);
+            let texts = embedding.map(|e| e as Arc<dyn TextEmbedder>);
+            let points = Points::new(store.clone(), collections.clone(), texts);
             routes.add_service(configured!(
-                MemoryServiceServer::new(api::memory::MemoryApi::new(kv, collections)),
+                MemoryServiceServer::new(api::memory::MemoryApi::new(kv, collections, points)),
                 config
             ));
         }

@@ -1,17 +1,21 @@
 //! `agentd.v1.MemoryService`: validate, convert, call the memory engine,
 //! convert back.
 //!
-//! Key-value memory and collection definitions are served; the point and
-//! search RPCs answer UNIMPLEMENTED naming their engine until it lands.
+//! Key-value memory, collections and points are served; Search,
+//! SearchBatch, UpsertStream and CollectionStats answer UNIMPLEMENTED naming
+//! their engine until the vector index lands.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert::{json_object, json_value, proto_struct};
 use super::not_built;
 use crate::error::{Engine, Error};
 use crate::memory::collections::{IndexSpec, Metric, Quantization};
+use crate::memory::filter::{Condition, Filter as DomainFilter, Range as DomainRange};
+use crate::memory::points::{PointData, PointInput as DomainPointInput, Points, Selector};
 use crate::memory::{
     Collection as DomainCollection, Collections, CreateParams, KvMemory, ListParams, PutParams,
 };
@@ -27,13 +31,81 @@ const ENGINE: Engine = Engine::VectorCollections;
 pub struct MemoryApi {
     kv: KvMemory,
     collections: Collections,
+    points: Points,
 }
 
 impl MemoryApi {
-    /// Serves `kv` and `collections`.
-    pub fn new(kv: KvMemory, collections: Collections) -> Self {
-        Self { kv, collections }
+    /// Serves key-value memory, collections and their points.
+    pub fn new(kv: KvMemory, collections: Collections, points: Points) -> Self {
+        Self {
+            kv,
+            collections,
+            points,
+        }
     }
+}
+
+/// A protobuf filter as a domain filter; `path` names it in errors.
+fn filter_from(f: Filter, path: &str) -> Result<DomainFilter, Error> {
+    use crate::pb::v1::field_condition::Condition as C;
+    use crate::pb::v1::filter::Kind as K;
+    let list = |l: FilterList, name: &str| -> Result<Vec<DomainFilter>, Error> {
+        l.filters
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| filter_from(f, &format!("{path}.{name}.filters[{i}]")))
+            .collect()
+    };
+    Ok(match f.kind {
+        None => {
+            return Err(Error::invalid(
+                path,
+                "is empty: set field, all_of, any_of or none_of",
+            ));
+        }
+        Some(K::AllOf(l)) => DomainFilter::AllOf(list(l, "all_of")?),
+        Some(K::AnyOf(l)) => DomainFilter::AnyOf(list(l, "any_of")?),
+        Some(K::NoneOf(l)) => DomainFilter::NoneOf(list(l, "none_of")?),
+        Some(K::Field(field)) => {
+            let at = format!("{path}.field");
+            let condition = match field.condition {
+                None => return Err(Error::invalid(&at, "needs eq, in_values, range or exists")),
+                Some(C::Eq(v)) => Condition::Eq(json_value(v, &format!("{at}.eq"))?),
+                Some(C::InValues(l)) => Condition::In(
+                    l.values
+                        .into_iter()
+                        .map(|v| json_value(v, &format!("{at}.in_values")))
+                        .collect::<Result<_, _>>()?,
+                ),
+                Some(C::Range(r)) => Condition::Range(DomainRange {
+                    gt: r.gt,
+                    gte: r.gte,
+                    lt: r.lt,
+                    lte: r.lte,
+                }),
+                Some(C::Exists(e)) => Condition::Exists(e),
+            };
+            DomainFilter::Field {
+                key: field.key,
+                condition,
+            }
+        }
+    })
+}
+
+fn point_input(p: crate::pb::v1::PointInput, i: usize) -> Result<DomainPointInput, Error> {
+    use crate::pb::v1::point_input::Data;
+    Ok(DomainPointInput {
+        id: p.id,
+        data: p.data.map(|d| match d {
+            Data::Vector(v) => PointData::Vector(v.values),
+            Data::Text(t) => PointData::Text(t),
+        }),
+        payload: match p.payload {
+            Some(s) => json_object(s, &format!("points[{i}].payload"))?,
+            None => serde_json::Map::new(),
+        },
+    })
 }
 
 fn metric_from(m: i32) -> Option<Metric> {
@@ -278,8 +350,34 @@ impl MemoryService for MemoryApi {
         not_built::<Server, _>(ENGINE, "CollectionStats")
     }
 
-    async fn upsert(&self, _: Request<UpsertRequest>) -> Result<Response<UpsertResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "Upsert")
+    async fn upsert(
+        &self,
+        request: Request<UpsertRequest>,
+    ) -> Result<Response<UpsertResponse>, Status> {
+        let r = request.into_inner();
+        let points = r
+            .points
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| point_input(p, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (outcome, seq) = self.points.upsert(r.collection, points).await?;
+        let results = outcome
+            .into_iter()
+            .map(|u| UpsertResult {
+                id: u.id,
+                status: match u.status {
+                    crate::memory::points::UpsertStatus::Created => UpsertStatus::Created,
+                    crate::memory::points::UpsertStatus::Updated => UpsertStatus::Updated,
+                }
+                .into(),
+                merged_into: String::new(),
+            })
+            .collect();
+        Ok(Response::new(UpsertResponse {
+            results,
+            sequence: seq,
+        }))
     }
 
     async fn upsert_stream(
@@ -291,20 +389,44 @@ impl MemoryService for MemoryApi {
 
     async fn get_points(
         &self,
-        _: Request<GetPointsRequest>,
+        request: Request<GetPointsRequest>,
     ) -> Result<Response<GetPointsResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "GetPoints")
+        let r = request.into_inner();
+        let found = self.points.get(r.collection, r.ids).await?;
+        let points = found
+            .into_iter()
+            .map(|p| Point {
+                id: p.id,
+                vector: r.with_vector.then_some(Vector { values: p.vector }),
+                payload: r.with_payload.then(|| proto_struct(p.payload)),
+            })
+            .collect();
+        Ok(Response::new(GetPointsResponse { points }))
     }
 
     async fn delete_points(
         &self,
-        _: Request<DeletePointsRequest>,
+        request: Request<DeletePointsRequest>,
     ) -> Result<Response<DeletePointsResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "DeletePoints")
+        use crate::pb::v1::delete_points_request::Selector as S;
+        let r = request.into_inner();
+        let selector = match r.selector {
+            Some(S::Ids(ids)) => Selector::Ids(ids.ids),
+            Some(S::Filter(f)) => Selector::Filter(filter_from(f, "filter")?),
+            None => return Err(Error::invalid("selector", "set ids or filter").into()),
+        };
+        let (deleted, sequence) = self.points.delete(r.collection, selector).await?;
+        Ok(Response::new(DeletePointsResponse { deleted, sequence }))
     }
 
-    async fn count(&self, _: Request<CountRequest>) -> Result<Response<CountResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "Count")
+    async fn count(
+        &self,
+        request: Request<CountRequest>,
+    ) -> Result<Response<CountResponse>, Status> {
+        let r = request.into_inner();
+        let filter = r.filter.map(|f| filter_from(f, "filter")).transpose()?;
+        let count = self.points.count(r.collection, filter).await?;
+        Ok(Response::new(CountResponse { count }))
     }
 
     async fn search(&self, _: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {

@@ -10,6 +10,7 @@
 //! from a failure, and never receives a fake success.
 
 pub mod agents;
+pub mod convert;
 pub mod embedding;
 pub mod error;
 pub mod memory;

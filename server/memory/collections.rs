@@ -369,6 +369,7 @@ impl Collections {
             definition: serde_json::to_string(&def)
                 .map_err(|e| Error::Internal(format!("encoding collection: {e}")))?,
             created_at: now_ms(),
+            points: 0,
         };
         let created_at = stored.created_at;
         self.blocking(move |s| s.create_collection(&stored)).await?;
@@ -448,8 +449,7 @@ fn decode(stored: StoredCollection) -> Result<Collection> {
     Ok(Collection {
         def,
         created_at: stored.created_at,
-        // Points arrive with the vector index.
-        points_count: 0,
+        points_count: stored.points,
     })
 }
 

@@ -8,17 +8,21 @@
 //! - [`filter`]: payload filters (eq, in, range, exists, all/any/none of),
 //!   validated once and evaluated per point, for Search, Count and
 //!   DeletePoints.
+//! - [`points`]: Upsert (vectors or text), GetPoints, DeletePoints (by ids or
+//!   filter) and Count, written durably with the labels and change sequence
+//!   numbers the search index will be derived from.
 //! - [`validate`]: checks and page tokens shared by the above.
 //!
-//! Still to come (issue #4): points and search. The store stays the source
+//! Still to come (issue #4): search. The store stays the source
 //! of truth; each collection's faiss index is derived from it, snapshotted
 //! with the last applied store sequence and replayed on start-up; deletes on
-//! HNSW are tombstones compacted by a background rebuild. Until then the
-//! point and search RPCs answer UNIMPLEMENTED.
+//! HNSW are tombstones compacted by a background rebuild. Until then Search,
+//! SearchBatch, UpsertStream and CollectionStats answer UNIMPLEMENTED.
 
 pub mod collections;
 pub mod filter;
 pub mod kv;
+pub mod points;
 pub mod validate;
 
 pub use collections::{Collection, CollectionDef, Collections, CreateParams};

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_collections",
         include_str!("migrations/0002_collections.sql"),
     ),
+    ("0003_points", include_str!("migrations/0003_points.sql")),
 ];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.

@@ -97,6 +97,8 @@ pub struct StoredCollection {
     pub definition: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// Points stored in it (ignored on create).
+    pub points: u64,
 }
 
 /// Collection definitions.
@@ -112,6 +114,63 @@ pub trait CollectionStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes the collection; false if there was none.
     fn delete_collection(&self, name: &str) -> Result<bool>;
+}
+
+/// A point as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoint {
+    /// Id within the collection.
+    pub id: String,
+    /// The vector.
+    pub vector: Vec<f32>,
+    /// JSON object.
+    pub payload: String,
+}
+
+/// What an upsert did to one point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpsertedPoint {
+    /// The new version's label (faiss id).
+    pub label: i64,
+    /// The replaced version's label, if the id existed.
+    pub replaced: Option<i64>,
+}
+
+/// The result of a write to a collection's points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointsWrite<T> {
+    /// Per-point outcome, in request order.
+    pub outcome: Vec<T>,
+    /// The collection's change sequence number of this write.
+    pub seq: u64,
+}
+
+/// Points of vector collections. Every write is one transaction.
+pub trait PointStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Inserts or replaces `points` (ids unique) in one transaction.
+    /// NotFound if the collection does not exist.
+    fn upsert_points(
+        &self,
+        collection: &str,
+        points: &[StoredPoint],
+    ) -> Result<PointsWrite<UpsertedPoint>>;
+
+    /// The points with these ids that exist, in the order asked.
+    fn get_points(&self, collection: &str, ids: &[String]) -> Result<Vec<StoredPoint>>;
+
+    /// Deletes the points with these ids; returns the deleted labels.
+    fn delete_points(&self, collection: &str, ids: &[String]) -> Result<PointsWrite<i64>>;
+
+    /// Calls `visit` with every point of the collection (id, payload JSON),
+    /// in id order, for filters that must look at payloads.
+    fn scan_payloads(
+        &self,
+        collection: &str,
+        visit: &mut dyn FnMut(&str, &str) -> Result<()>,
+    ) -> Result<()>;
+
+    /// Number of points.
+    fn count_points(&self, collection: &str) -> Result<u64>;
 }
 
 /// What `kv_list` returns.

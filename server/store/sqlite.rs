@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    CollectionStore, KvEntry, KvListQuery, KvStore, KvWrite, StoredCollection, migrations,
+    CollectionStore, KvEntry, KvListQuery, KvStore, KvWrite, PointStore, PointsWrite,
+    StoredCollection, StoredPoint, UpsertedPoint, migrations,
 };
 use crate::error::{Error, Result};
 
@@ -278,8 +279,13 @@ fn collection(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCollection> {
         name: row.get(0)?,
         definition: row.get(1)?,
         created_at: row.get(2)?,
+        points: row.get::<_, i64>(3)? as u64,
     })
 }
+
+/// Collection columns, with the number of points.
+const COLLECTION_COLUMNS: &str = "name, definition, created_at,
+    (SELECT COUNT(*) FROM points WHERE points.collection = collections.name)";
 
 impl CollectionStore for SqliteStore {
     fn create_collection(&self, c: &StoredCollection) -> Result<()> {
@@ -303,7 +309,7 @@ impl CollectionStore for SqliteStore {
     fn get_collection(&self, name: &str) -> Result<Option<StoredCollection>> {
         self.conn()
             .query_row(
-                "SELECT name, definition, created_at FROM collections WHERE name = ?1",
+                &format!("SELECT {COLLECTION_COLUMNS} FROM collections WHERE name = ?1"),
                 params![name],
                 collection,
             )
@@ -314,10 +320,10 @@ impl CollectionStore for SqliteStore {
     fn list_collections(&self, after: Option<&str>, limit: usize) -> Result<Vec<StoredCollection>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(
-                "SELECT name, definition, created_at FROM collections
-                 WHERE name > ?1 ORDER BY name LIMIT ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {COLLECTION_COLUMNS} FROM collections
+                 WHERE name > ?1 ORDER BY name LIMIT ?2"
+            ))
             .map_err(internal)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
@@ -332,6 +338,200 @@ impl CollectionStore for SqliteStore {
             .execute("DELETE FROM collections WHERE name = ?1", params![name])
             .map_err(internal)?;
         Ok(n > 0)
+    }
+}
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn vector_from(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The collection's next change sequence and label; NotFound if absent.
+fn counters(tx: &rusqlite::Transaction<'_>, collection: &str) -> Result<(i64, i64)> {
+    tx.query_row(
+        "SELECT next_seq, next_label FROM collections WHERE name = ?1",
+        params![collection],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
+    .map_err(internal)?
+    .ok_or_else(|| Error::NotFound {
+        kind: "collection",
+        name: collection.to_owned(),
+    })
+}
+
+impl PointStore for SqliteStore {
+    fn upsert_points(
+        &self,
+        collection: &str,
+        points: &[StoredPoint],
+    ) -> Result<PointsWrite<UpsertedPoint>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(internal)?;
+        let (seq, mut label) = counters(&tx, collection)?;
+        let mut outcome = Vec::with_capacity(points.len());
+        {
+            let mut find = tx
+                .prepare_cached("SELECT label FROM points WHERE collection = ?1 AND id = ?2")
+                .map_err(internal)?;
+            let mut tombstone = tx
+                .prepare_cached(
+                    "INSERT INTO point_deletions (collection, seq, label) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(internal)?;
+            let mut write = tx
+                .prepare_cached(
+                    "INSERT INTO points (collection, id, label, seq, vector, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (collection, id) DO UPDATE SET
+                       label = excluded.label, seq = excluded.seq,
+                       vector = excluded.vector, payload = excluded.payload",
+                )
+                .map_err(internal)?;
+            for p in points {
+                let replaced: Option<i64> = find
+                    .query_row(params![collection, p.id], |row| row.get(0))
+                    .optional()
+                    .map_err(internal)?;
+                if let Some(old) = replaced {
+                    tombstone
+                        .execute(params![collection, seq, old])
+                        .map_err(internal)?;
+                }
+                write
+                    .execute(params![
+                        collection,
+                        p.id,
+                        label,
+                        seq,
+                        vector_bytes(&p.vector),
+                        p.payload
+                    ])
+                    .map_err(internal)?;
+                outcome.push(UpsertedPoint { label, replaced });
+                label += 1;
+            }
+        }
+        tx.execute(
+            "UPDATE collections SET next_seq = ?2, next_label = ?3 WHERE name = ?1",
+            params![collection, seq + 1, label],
+        )
+        .map_err(internal)?;
+        tx.commit().map_err(internal)?;
+        Ok(PointsWrite {
+            outcome,
+            seq: seq as u64,
+        })
+    }
+
+    fn get_points(&self, collection: &str, ids: &[String]) -> Result<Vec<StoredPoint>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, vector, payload FROM points WHERE collection = ?1 AND id = ?2",
+            )
+            .map_err(internal)?;
+        let mut found = Vec::new();
+        for id in ids {
+            let point = stmt
+                .query_row(params![collection, id], |row| {
+                    Ok(StoredPoint {
+                        id: row.get(0)?,
+                        vector: vector_from(&row.get::<_, Vec<u8>>(1)?),
+                        payload: row.get(2)?,
+                    })
+                })
+                .optional()
+                .map_err(internal)?;
+            found.extend(point);
+        }
+        Ok(found)
+    }
+
+    fn delete_points(&self, collection: &str, ids: &[String]) -> Result<PointsWrite<i64>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(internal)?;
+        let (seq, _) = counters(&tx, collection)?;
+        let mut deleted = Vec::new();
+        {
+            let mut remove = tx
+                .prepare_cached(
+                    "DELETE FROM points WHERE collection = ?1 AND id = ?2 RETURNING label",
+                )
+                .map_err(internal)?;
+            let mut tombstone = tx
+                .prepare_cached(
+                    "INSERT INTO point_deletions (collection, seq, label) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(internal)?;
+            for id in ids {
+                let label: Option<i64> = remove
+                    .query_row(params![collection, id], |row| row.get(0))
+                    .optional()
+                    .map_err(internal)?;
+                if let Some(label) = label {
+                    tombstone
+                        .execute(params![collection, seq, label])
+                        .map_err(internal)?;
+                    deleted.push(label);
+                }
+            }
+        }
+        let seq = if deleted.is_empty() {
+            seq - 1
+        } else {
+            tx.execute(
+                "UPDATE collections SET next_seq = ?2 WHERE name = ?1",
+                params![collection, seq + 1],
+            )
+            .map_err(internal)?;
+            seq
+        };
+        tx.commit().map_err(internal)?;
+        Ok(PointsWrite {
+            outcome: deleted,
+            seq: seq as u64,
+        })
+    }
+
+    fn scan_payloads(
+        &self,
+        collection: &str,
+        visit: &mut dyn FnMut(&str, &str) -> Result<()>,
+    ) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, payload FROM points WHERE collection = ?1 ORDER BY id")
+            .map_err(internal)?;
+        let mut rows = stmt.query(params![collection]).map_err(internal)?;
+        while let Some(row) = rows.next().map_err(internal)? {
+            let id: String = row.get(0).map_err(internal)?;
+            let payload: String = row.get(1).map_err(internal)?;
+            visit(&id, &payload)?;
+        }
+        Ok(())
+    }
+
+    fn count_points(&self, collection: &str) -> Result<u64> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM points WHERE collection = ?1",
+                params![collection],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(internal)
     }
 }
 
@@ -447,6 +647,67 @@ mod tests {
         assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_upper_bound(""), None);
         assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+    }
+
+    fn collection_row(s: &SqliteStore, name: &str) {
+        s.create_collection(&StoredCollection {
+            name: name.into(),
+            definition: "{}".into(),
+            created_at: 0,
+            points: 0,
+        })
+        .unwrap();
+    }
+
+    fn point(id: &str, x: f32) -> StoredPoint {
+        StoredPoint {
+            id: id.into(),
+            vector: vec![x, -x, 0.5],
+            payload: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn every_version_gets_a_new_label_and_changes_are_sequenced() {
+        let s = SqliteStore::in_memory().unwrap();
+        collection_row(&s, "c");
+        let first = s
+            .upsert_points("c", &[point("a", 1.0), point("b", 2.0)])
+            .unwrap();
+        assert_eq!(first.seq, 1);
+        assert_eq!(
+            first.outcome.iter().map(|u| u.label).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let second = s.upsert_points("c", &[point("a", 3.0)]).unwrap();
+        assert_eq!(second.seq, 2);
+        assert_eq!(
+            second.outcome[0],
+            UpsertedPoint {
+                label: 3,
+                replaced: Some(1)
+            }
+        );
+        let got = s.get_points("c", &["a".into(), "zz".into()]).unwrap();
+        assert_eq!(
+            got,
+            vec![point("a", 3.0)],
+            "vectors round-trip, absent ids skipped"
+        );
+        let deleted = s.delete_points("c", &["b".into(), "zz".into()]).unwrap();
+        assert_eq!((deleted.outcome.clone(), deleted.seq), (vec![2], 3));
+        assert_eq!(s.count_points("c").unwrap(), 1);
+        // A deleted label is never handed out again.
+        let third = s.upsert_points("c", &[point("b", 4.0)]).unwrap();
+        assert_eq!(third.outcome[0].label, 4);
+        assert!(matches!(
+            s.upsert_points("nope", &[point("a", 1.0)]),
+            Err(Error::NotFound { .. })
+        ));
+        // Deleting the collection removes its points.
+        assert!(s.delete_collection("c").unwrap());
+        collection_row(&s, "c");
+        assert_eq!(s.count_points("c").unwrap(), 0);
     }
 
     #[test]
