@@ -30,13 +30,13 @@ async fn every_service_names_its_missing_engine() {
     let channel = server.channel().await;
 
     let err = memory_service_client::MemoryServiceClient::new(channel.clone())
-        .search(SearchRequest::default())
+        .collection_stats(CollectionStatsRequest::default())
         .await
         .unwrap_err();
     assert_not_built(
         err,
         "vector collection engine",
-        "agentd.v1.MemoryService/Search",
+        "agentd.v1.MemoryService/CollectionStats",
     );
 
     let err = query_control_service_client::QueryControlServiceClient::new(channel.clone())

@@ -1,9 +1,9 @@
 //! `agentd.v1.MemoryService`: validate, convert, call the memory engine,
 //! convert back.
 //!
-//! Key-value memory, collections and points are served; Search,
-//! SearchBatch, UpsertStream and CollectionStats answer UNIMPLEMENTED naming
-//! their engine until the vector index lands.
+//! Key-value memory, collections, points and search (Flat and HNSW) are
+//! served; UpsertStream and CollectionStats, and search on collections that
+//! need training (SQ, PQ, IVF), answer UNIMPLEMENTED naming their engine.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,7 +15,9 @@ use super::not_built;
 use crate::error::{Engine, Error};
 use crate::memory::collections::{IndexSpec, Metric, Quantization};
 use crate::memory::filter::{Condition, Filter as DomainFilter, Range as DomainRange};
-use crate::memory::points::{PointData, PointInput as DomainPointInput, Points, Selector};
+use crate::memory::points::{
+    Hit, PointData, PointInput as DomainPointInput, Points, Query, SearchParams, Selector,
+};
 use crate::memory::{
     Collection as DomainCollection, Collections, CreateParams, KvMemory, ListParams, PutParams,
 };
@@ -91,6 +93,39 @@ fn filter_from(f: Filter, path: &str) -> Result<DomainFilter, Error> {
             }
         }
     })
+}
+
+fn search_params(r: SearchRequest, collection: String) -> Result<SearchParams, Error> {
+    use crate::pb::v1::search_request::Query as Q;
+    Ok(SearchParams {
+        collection,
+        query: r.query.map(|q| match q {
+            Q::Vector(v) => Query::Vector(v.values),
+            Q::Text(t) => Query::Text(t),
+        }),
+        k: r.k as usize,
+        filter: r.filter.map(|f| filter_from(f, "filter")).transpose()?,
+        ef_search: r.ef_search,
+        score_threshold: r.score_threshold,
+    })
+}
+
+fn search_response(hits: Vec<Hit>, with_payload: bool, with_vector: bool) -> SearchResponse {
+    SearchResponse {
+        results: hits
+            .into_iter()
+            .map(|h| ScoredPoint {
+                id: h.point.id,
+                score: h.score,
+                payload: with_payload.then(|| proto_struct(h.point.payload)),
+                vector: with_vector.then_some(Vector {
+                    values: h.point.vector,
+                }),
+            })
+            .collect(),
+        cached: false,
+        timing: None,
+    }
 }
 
 fn point_input(p: crate::pb::v1::PointInput, i: usize) -> Result<DomainPointInput, Error> {
@@ -339,7 +374,9 @@ impl MemoryService for MemoryApi {
         &self,
         request: Request<DeleteCollectionRequest>,
     ) -> Result<Response<DeleteCollectionResponse>, Status> {
-        let deleted = self.collections.delete(request.into_inner().name).await?;
+        let name = request.into_inner().name;
+        let deleted = self.collections.delete(name.clone()).await?;
+        self.points.forget(&name);
         Ok(Response::new(DeleteCollectionResponse { deleted }))
     }
 
@@ -429,14 +466,49 @@ impl MemoryService for MemoryApi {
         Ok(Response::new(CountResponse { count }))
     }
 
-    async fn search(&self, _: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "Search")
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        let r = request.into_inner();
+        let (with_payload, with_vector) = (r.with_payload, r.with_vector);
+        let collection = r.collection.clone();
+        let hits = self.points.search(search_params(r, collection)?).await?;
+        Ok(Response::new(search_response(
+            hits,
+            with_payload,
+            with_vector,
+        )))
     }
 
     async fn search_batch(
         &self,
-        _: Request<SearchBatchRequest>,
+        request: Request<SearchBatchRequest>,
     ) -> Result<Response<SearchBatchResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "SearchBatch")
+        let r = request.into_inner();
+        if r.searches.is_empty() || r.searches.len() > 256 {
+            return Err(Error::invalid(
+                "searches",
+                format!("must hold 1 to 256 searches, got {}", r.searches.len()),
+            )
+            .into());
+        }
+        let mut results = Vec::with_capacity(r.searches.len());
+        for (i, search) in r.searches.into_iter().enumerate() {
+            if !search.collection.is_empty() && search.collection != r.collection {
+                return Err(Error::invalid(
+                    format!("searches[{i}].collection"),
+                    format!("must be empty or {:?}", r.collection),
+                )
+                .into());
+            }
+            let (with_payload, with_vector) = (search.with_payload, search.with_vector);
+            let hits = self
+                .points
+                .search(search_params(search, r.collection.clone())?)
+                .await?;
+            results.push(search_response(hits, with_payload, with_vector));
+        }
+        Ok(Response::new(SearchBatchResponse { results }))
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod collections;
 pub mod filter;
+pub mod index;
 pub mod kv;
 pub mod points;
 pub mod validate;

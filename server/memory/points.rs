@@ -3,13 +3,14 @@
 //! request. The store is the source of truth; the search index (next) is
 //! derived from it using the labels and change sequence numbers it records.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
 use super::collections::{CollectionDef, Collections, Metric};
 use super::filter::Filter;
+use super::index::VectorIndex;
 use crate::error::{Error, FieldViolation, Result};
 use crate::store::{PointStore, StoredPoint};
 
@@ -85,12 +86,56 @@ pub trait TextEmbedder: Send + Sync + std::fmt::Debug + 'static {
     async fn embed_texts(&self, model: &str, texts: Vec<String>) -> Result<Vec<Vec<f32>>>;
 }
 
+/// Most results of one search.
+pub const MAX_K: usize = 1000;
+
+/// What a search looks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    /// A vector of the collection's dimensions.
+    Vector(Vec<f32>),
+    /// Text for the collection's embedding model.
+    Text(String),
+}
+
+/// A Search, in domain terms.
+#[derive(Debug, Clone)]
+pub struct SearchParams {
+    /// Collection name.
+    pub collection: String,
+    /// The query; None is invalid.
+    pub query: Option<Query>,
+    /// Results wanted.
+    pub k: usize,
+    /// Only points whose payload matches.
+    pub filter: Option<Filter>,
+    /// HNSW candidate list override.
+    pub ef_search: Option<u32>,
+    /// Drop results scoring worse than this.
+    pub score_threshold: Option<f32>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The point.
+    pub point: Point,
+    /// Similarity (cosine, dot) or squared distance (L2).
+    pub score: f32,
+}
+
+/// Built indexes by collection name. Writes to the store and to a loaded
+/// index happen under this lock, and so does loading, so an index never
+/// misses a committed write (see `apply`).
+type Indexes = Arc<Mutex<HashMap<String, VectorIndex>>>;
+
 /// The points engine.
 #[derive(Debug, Clone)]
 pub struct Points {
     store: Arc<dyn PointStore>,
     collections: Collections,
     embedder: Option<Arc<dyn TextEmbedder>>,
+    indexes: Indexes,
 }
 
 fn check_id(field: String, id: &str, out: &mut Vec<FieldViolation>) {
@@ -140,7 +185,29 @@ impl Points {
             store,
             collections,
             embedder,
+            indexes: Arc::default(),
         }
+    }
+
+    /// Forgets the index of a deleted collection (a new collection of that
+    /// name starts from its own points).
+    pub fn forget(&self, collection: &str) {
+        self.indexes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(collection);
+    }
+
+    /// Runs `f` with the store and the index registry on the blocking pool.
+    async fn with_indexes<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn PointStore, &Indexes) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = Arc::clone(&self.store);
+        let indexes = Arc::clone(&self.indexes);
+        tokio::task::spawn_blocking(move || f(&*store, &indexes))
+            .await
+            .map_err(|e| Error::Internal(format!("index task failed: {e}")))?
     }
 
     async fn blocking<T: Send + 'static>(
@@ -258,7 +325,25 @@ impl Points {
         }
         let ids: Vec<String> = stored.iter().map(|p| p.id.clone()).collect();
         let write = self
-            .blocking(move |s| s.upsert_points(&collection, &stored))
+            .with_indexes(move |s, indexes| {
+                // Commit, then update a loaded index, both under the
+                // registry lock: a concurrent first load either sees this
+                // commit in the store or is already registered to receive it.
+                let mut indexes = indexes.lock().unwrap_or_else(|p| p.into_inner());
+                let write = s.upsert_points(&collection, &stored)?;
+                if let Some(index) = indexes.get_mut(&collection) {
+                    let added: Vec<(i64, &[f32])> = write
+                        .outcome
+                        .iter()
+                        .zip(&stored)
+                        .map(|(u, p)| (u.label, p.vector.as_slice()))
+                        .collect();
+                    let replaced: Vec<i64> =
+                        write.outcome.iter().filter_map(|u| u.replaced).collect();
+                    index.apply_upsert(&added, &replaced)?;
+                }
+                Ok(write)
+            })
             .await?;
         let outcome = ids
             .into_iter()
@@ -313,7 +398,14 @@ impl Points {
             }
         };
         let write = self
-            .blocking(move |s| s.delete_points(&collection, &ids))
+            .with_indexes(move |s, indexes| {
+                let mut indexes = indexes.lock().unwrap_or_else(|p| p.into_inner());
+                let write = s.delete_points(&collection, &ids)?;
+                if let Some(index) = indexes.get_mut(&collection) {
+                    index.apply_delete(&write.outcome);
+                }
+                Ok(write)
+            })
             .await?;
         Ok((write.outcome.len() as u64, write.seq))
     }
@@ -328,6 +420,124 @@ impl Points {
                 Ok(self.matching(collection, filter).await?.len() as u64)
             }
         }
+    }
+
+    /// The `k` nearest points to the query, best first; with a filter, the
+    /// `k` nearest among those whose payload matches (never fewer when at
+    /// least `k` match).
+    pub async fn search(&self, p: SearchParams) -> Result<Vec<Hit>> {
+        let def = self.collections.get(p.collection.clone()).await?.def;
+        let mut v = Vec::new();
+        if p.k == 0 || p.k > MAX_K {
+            v.push(FieldViolation::new(
+                "k",
+                format!("must be 1 to {MAX_K}, got {}", p.k),
+            ));
+        }
+        if let Some(ef) = p.ef_search
+            && !(1..=4096).contains(&ef)
+        {
+            v.push(FieldViolation::new(
+                "ef_search",
+                format!("must be 1 to 4096, got {ef}"),
+            ));
+        }
+        if let Some(filter) = &p.filter
+            && let Err(Error::InvalidArgument(more)) = filter.validate("filter")
+        {
+            v.extend(more);
+        }
+        let mut query = match p.query {
+            Some(Query::Vector(vector)) => {
+                check_vector(&def, "vector", &vector, &mut v);
+                vector
+            }
+            Some(Query::Text(text)) => {
+                if def.embedding_model.is_none() || text.is_empty() {
+                    v.push(FieldViolation::new(
+                        "text",
+                        format!(
+                            "needs a non-empty text and a collection with an embedding_model; {:?} has {}",
+                            def.name,
+                            def.embedding_model.as_deref().unwrap_or("none")
+                        ),
+                    ));
+                    Vec::new()
+                } else {
+                    let embedder = self.embedder.as_ref().ok_or_else(|| {
+                        Error::NotReady("the embedding service is disabled on this server".into())
+                    })?;
+                    let model = def.embedding_model.clone().unwrap_or_default();
+                    embedder.embed_texts(&model, vec![text]).await?.remove(0)
+                }
+            }
+            None => {
+                v.push(FieldViolation::new("query", "set vector or text"));
+                Vec::new()
+            }
+        };
+        super::validate::finish(v)?;
+        if def.metric == Metric::Cosine && !normalise(&mut query) {
+            return Err(Error::invalid(
+                "vector",
+                "a zero vector has no direction, so no cosine similarity",
+            ));
+        }
+
+        let collection = p.collection;
+        let (k, filter, ef, threshold, metric) =
+            (p.k, p.filter, p.ef_search, p.score_threshold, def.metric);
+        self.with_indexes(move |s, indexes| {
+            let mut indexes = indexes.lock().unwrap_or_else(|p| p.into_inner());
+            if !indexes.contains_key(&collection) {
+                let built = VectorIndex::build(&def, s.point_vectors(&collection)?)?;
+                indexes.insert(collection.clone(), built);
+            }
+            let index = indexes.get_mut(&collection).expect("just inserted");
+            let live = index.live();
+            let mut fetch = if filter.is_some() {
+                (k * 4).min(live.max(1))
+            } else {
+                k
+            };
+            loop {
+                let found = index.search(&query, fetch, ef)?;
+                let labels: Vec<i64> = found.iter().map(|(l, _)| *l).collect();
+                let scores: HashMap<i64, f32> = found.into_iter().collect();
+                let mut hits = Vec::new();
+                for (label, stored) in s.points_by_labels(&collection, &labels)? {
+                    let payload = payload_of(&stored.payload)?;
+                    if filter
+                        .as_ref()
+                        .is_some_and(|f| !f.matches(&Value::Object(payload.clone())))
+                    {
+                        continue;
+                    }
+                    let score = scores[&label];
+                    let passes = threshold.is_none_or(|t| match metric {
+                        Metric::L2 => score <= t,
+                        Metric::Cosine | Metric::Dot => score >= t,
+                    });
+                    if passes {
+                        hits.push(Hit {
+                            point: Point {
+                                id: stored.id,
+                                vector: stored.vector,
+                                payload,
+                            },
+                            score,
+                        });
+                    }
+                }
+                // Enough matches, or nothing more to look at: done.
+                if hits.len() >= k || fetch >= live || filter.is_none() {
+                    hits.truncate(k);
+                    return Ok(hits);
+                }
+                fetch = (fetch * 4).min(live);
+            }
+        })
+        .await
     }
 
     /// Ids of the points whose payload matches.

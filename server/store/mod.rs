@@ -171,6 +171,14 @@ pub trait PointStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Number of points.
     fn count_points(&self, collection: &str) -> Result<u64>;
+
+    /// Every point's label and vector, to build an index from.
+    fn point_vectors(&self, collection: &str) -> Result<Vec<(i64, Vec<f32>)>>;
+
+    /// The current points with these labels (stale labels are skipped), with
+    /// their labels.
+    fn points_by_labels(&self, collection: &str, labels: &[i64])
+    -> Result<Vec<(i64, StoredPoint)>>;
 }
 
 /// What `kv_list` returns.

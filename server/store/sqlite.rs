@@ -523,6 +523,47 @@ impl PointStore for SqliteStore {
         Ok(())
     }
 
+    fn point_vectors(&self, collection: &str) -> Result<Vec<(i64, Vec<f32>)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT label, vector FROM points WHERE collection = ?1 ORDER BY label")
+            .map_err(internal)?;
+        let rows = stmt
+            .query_map(params![collection], |row| {
+                Ok((row.get(0)?, vector_from(&row.get::<_, Vec<u8>>(1)?)))
+            })
+            .map_err(internal)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)
+    }
+
+    fn points_by_labels(
+        &self,
+        collection: &str,
+        labels: &[i64],
+    ) -> Result<Vec<(i64, StoredPoint)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, vector, payload FROM points WHERE collection = ?1 AND label = ?2",
+            )
+            .map_err(internal)?;
+        let mut found = Vec::with_capacity(labels.len());
+        for &label in labels {
+            let point = stmt
+                .query_row(params![collection, label], |row| {
+                    Ok(StoredPoint {
+                        id: row.get(0)?,
+                        vector: vector_from(&row.get::<_, Vec<u8>>(1)?),
+                        payload: row.get(2)?,
+                    })
+                })
+                .optional()
+                .map_err(internal)?;
+            found.extend(point.map(|p| (label, p)));
+        }
+        Ok(found)
+    }
+
     fn count_points(&self, collection: &str) -> Result<u64> {
         self.conn()
             .query_row(

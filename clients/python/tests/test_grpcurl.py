@@ -51,8 +51,8 @@ def test_health_check_answers_serving(server):
 
 def test_unimplemented_engine_through_grpcurl(server):
     result = subprocess.run(
-        [GRPCURL, "-plaintext", "-d", '{"collection": "docs", "k": 3}', server.target,
-         "agentd.v1.MemoryService/Search"],
+        [GRPCURL, "-plaintext", "-d", '{"name": "docs"}', server.target,
+         "agentd.v1.MemoryService/CollectionStats"],
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode != 0

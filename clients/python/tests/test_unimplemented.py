@@ -24,8 +24,8 @@ def assert_not_built(err: grpc.RpcError, engine: str, method: str) -> None:
 def test_unary_rpcs_name_their_engine(server):
     with Client(server.target) as client:
         calls = [
-            (lambda: client.memory.Search(memory_pb2.SearchRequest(collection="c", k=1)),
-             "vector collection engine", "agentd.v1.MemoryService/Search"),
+            (lambda: client.memory.CollectionStats(memory_pb2.CollectionStatsRequest(name="c")),
+             "vector collection engine", "agentd.v1.MemoryService/CollectionStats"),
             (lambda: client.query.GetQuery(query_pb2.GetQueryRequest(query_id="q")),
              "query engine", "agentd.v1.QueryControlService/GetQuery"),
             (lambda: client.agents.ListSpecs(agent_pb2.ListSpecsRequest()),

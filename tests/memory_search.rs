@@ -1,0 +1,322 @@
+//! MemoryService Search through the gRPC API: exact and HNSW results against
+//! brute force on a seeded random set, deletes and updates invisible at once,
+//! filters that still return k results, text queries, and bad input.
+
+mod common;
+
+use std::collections::HashSet;
+
+use agentd::pb::v1::memory_service_client::MemoryServiceClient;
+use agentd::pb::v1::*;
+use common::TestServer;
+use prost_types::value::Kind;
+use tonic::transport::Channel;
+
+const DIMS: usize = 32;
+
+/// Deterministic pseudo-random vectors (xorshift), so results reproduce.
+fn vectors(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 20_000) as f32 / 10_000.0 - 1.0
+    };
+    (0..n)
+        .map(|_| (0..DIMS).map(|_| next()).collect())
+        .collect()
+}
+
+fn l2(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Ids of the k nearest by brute force.
+fn exact(points: &[Vec<f32>], q: &[f32], k: usize) -> Vec<String> {
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by(|&a, &b| l2(&points[a], q).total_cmp(&l2(&points[b], q)));
+    order.into_iter().take(k).map(|i| format!("p{i}")).collect()
+}
+
+async fn collection(
+    server: &TestServer,
+    name: &str,
+    index: index_spec::Kind,
+    points: &[Vec<f32>],
+) -> MemoryServiceClient<Channel> {
+    let mut c = MemoryServiceClient::new(server.channel().await);
+    c.create_collection(CreateCollectionRequest {
+        name: name.into(),
+        dimensions: DIMS as u32,
+        metric: Metric::L2 as i32,
+        index: Some(IndexSpec { kind: Some(index) }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let inputs = points
+        .iter()
+        .enumerate()
+        .map(|(i, v)| PointInput {
+            id: format!("p{i}"),
+            data: Some(point_input::Data::Vector(Vector { values: v.clone() })),
+            payload: Some(prost_types::Struct {
+                fields: [(
+                    "bucket".to_string(),
+                    prost_types::Value {
+                        kind: Some(Kind::NumberValue((i % 10) as f64)),
+                    },
+                )]
+                .into(),
+            }),
+        })
+        .collect();
+    c.upsert(UpsertRequest {
+        collection: name.into(),
+        points: inputs,
+    })
+    .await
+    .unwrap();
+    c
+}
+
+fn search(collection: &str, q: &[f32], k: u32) -> SearchRequest {
+    SearchRequest {
+        collection: collection.into(),
+        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
+        k,
+        ..Default::default()
+    }
+}
+
+fn ids(response: SearchResponse) -> Vec<String> {
+    response.results.into_iter().map(|r| r.id).collect()
+}
+
+#[tokio::test]
+async fn flat_is_exact_and_hnsw_recall_is_high() {
+    let server = TestServer::start().await;
+    let points = vectors(2000, 7);
+    let queries = vectors(50, 99);
+    let mut flat = collection(
+        &server,
+        "flat",
+        index_spec::Kind::Flat(FlatIndex {}),
+        &points,
+    )
+    .await;
+    let mut hnsw = collection(
+        &server,
+        "hnsw",
+        index_spec::Kind::Hnsw(HnswIndex::default()),
+        &points,
+    )
+    .await;
+    let mut found = 0;
+    for q in &queries {
+        let truth = exact(&points, q, 10);
+        let got = ids(flat
+            .search(search("flat", q, 10))
+            .await
+            .unwrap()
+            .into_inner());
+        assert_eq!(got, truth, "flat search is exact");
+        let approx: HashSet<String> = ids(hnsw
+            .search(search("hnsw", q, 10))
+            .await
+            .unwrap()
+            .into_inner())
+        .into_iter()
+        .collect();
+        found += truth.iter().filter(|id| approx.contains(*id)).count();
+    }
+    let recall = found as f64 / (queries.len() * 10) as f64;
+    assert!(recall >= 0.95, "HNSW recall@10 {recall}");
+    eprintln!("HNSW recall@10 on 2000x{DIMS}: {recall}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleted_and_replaced_points_vanish_at_once() {
+    let server = TestServer::start().await;
+    let points = vectors(300, 3);
+    let mut c = collection(
+        &server,
+        "docs",
+        index_spec::Kind::Hnsw(HnswIndex::default()),
+        &points,
+    )
+    .await;
+    let q = &points[42];
+    let first = ids(c.search(search("docs", q, 1)).await.unwrap().into_inner());
+    assert_eq!(first, ["p42"]);
+    c.delete_points(DeletePointsRequest {
+        collection: "docs".into(),
+        selector: Some(delete_points_request::Selector::Ids(PointIds {
+            ids: vec!["p42".into()],
+        })),
+    })
+    .await
+    .unwrap();
+    let after = ids(c.search(search("docs", q, 5)).await.unwrap().into_inner());
+    assert_eq!(after.len(), 5, "still k results: {after:?}");
+    assert!(
+        !after.contains(&"p42".to_string()),
+        "deleted point returned: {after:?}"
+    );
+
+    // Move p7 far away: a search at its old place must not find it.
+    let old = points[7].clone();
+    c.upsert(UpsertRequest {
+        collection: "docs".into(),
+        points: vec![PointInput {
+            id: "p7".into(),
+            data: Some(point_input::Data::Vector(Vector {
+                values: vec![50.0; DIMS],
+            })),
+            payload: None,
+        }],
+    })
+    .await
+    .unwrap();
+    let near_old = ids(c
+        .search(search("docs", &old, 3))
+        .await
+        .unwrap()
+        .into_inner());
+    assert!(!near_old.contains(&"p7".to_string()), "{near_old:?}");
+    let near_new = ids(c
+        .search(search("docs", &[50.0; DIMS], 1))
+        .await
+        .unwrap()
+        .into_inner());
+    assert_eq!(near_new, ["p7"]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn filtered_search_returns_k_matches_with_payloads() {
+    let server = TestServer::start().await;
+    let points = vectors(1000, 11);
+    let mut c = collection(
+        &server,
+        "docs",
+        index_spec::Kind::Hnsw(HnswIndex::default()),
+        &points,
+    )
+    .await;
+    let only_bucket_3 = Filter {
+        kind: Some(filter::Kind::Field(FieldCondition {
+            key: "bucket".into(),
+            condition: Some(field_condition::Condition::Eq(prost_types::Value {
+                kind: Some(Kind::NumberValue(3.0)),
+            })),
+        })),
+    };
+    let request = SearchRequest {
+        filter: Some(only_bucket_3),
+        with_payload: true,
+        ..search("docs", &points[0], 10)
+    };
+    let results = c.search(request).await.unwrap().into_inner().results;
+    assert_eq!(results.len(), 10, "10% of points match: still 10 results");
+    for r in &results {
+        let bucket = &r.payload.as_ref().unwrap().fields["bucket"];
+        assert_eq!(bucket.kind, Some(Kind::NumberValue(3.0)));
+    }
+    assert!(
+        results.windows(2).all(|w| w[0].score <= w[1].score),
+        "best (nearest) first"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn text_queries_use_the_collection_model() {
+    let server = TestServer::start().await;
+    let mut c = MemoryServiceClient::new(server.channel().await);
+    c.create_collection(CreateCollectionRequest {
+        name: "notes".into(),
+        metric: Metric::Cosine as i32,
+        embedding_model: "hash".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let texts = [
+        "vector search with faiss",
+        "lunch in Lisbon",
+        "the weather today",
+    ];
+    c.upsert(UpsertRequest {
+        collection: "notes".into(),
+        points: texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| PointInput {
+                id: format!("n{i}"),
+                data: Some(point_input::Data::Text(t.to_string())),
+                payload: None,
+            })
+            .collect(),
+    })
+    .await
+    .unwrap();
+    let request = SearchRequest {
+        collection: "notes".into(),
+        query: Some(search_request::Query::Text(
+            "searching vectors in faiss".into(),
+        )),
+        k: 1,
+        ..Default::default()
+    };
+    let best = c.search(request).await.unwrap().into_inner().results;
+    assert_eq!(best[0].id, "n0");
+    assert!(
+        best[0].score > 0.3 && best[0].score <= 1.0001,
+        "cosine {}",
+        best[0].score
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_searches_are_refused() {
+    let server = TestServer::start().await;
+    let points = vectors(10, 5);
+    let mut c = collection(
+        &server,
+        "docs",
+        index_spec::Kind::Flat(FlatIndex {}),
+        &points,
+    )
+    .await;
+    let err = c.search(search("docs", &points[0], 0)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = c.search(search("docs", &[1.0, 2.0], 3)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("32 dimensions"), "{}", err.message());
+    let err = c.search(search("nope", &points[0], 3)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    c.create_collection(CreateCollectionRequest {
+        name: "sq8".into(),
+        dimensions: DIMS as u32,
+        metric: Metric::L2 as i32,
+        quantization: Some(Quantization {
+            r#type: QuantizationType::Sq8 as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let err = c.search(search("sq8", &points[0], 3)).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unimplemented,
+        "training comes next: {err:?}"
+    );
+    server.stop().await.unwrap();
+}
