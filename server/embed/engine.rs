@@ -429,6 +429,8 @@ impl EmbeddingEngine {
                 values.truncate(d);
             }
             if params.normalize {
+                // A zero vector (possible only for the hash model on text
+                // without words) stays zero.
                 l2_normalize(&mut values);
             }
             vectors.push(Vector {
@@ -560,12 +562,15 @@ fn check_dimensions(info: &ModelInfo, d: usize) -> Result<()> {
     ))
 }
 
-/// Scales `v` to length 1 (a zero vector stays zero).
-pub fn l2_normalize(v: &mut [f32]) {
+/// Scales `v` to length 1; false (and `v` unchanged) for a zero vector,
+/// which has no direction.
+pub fn l2_normalize(v: &mut [f32]) -> bool {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
+    if norm == 0.0 {
+        return false;
     }
+    v.iter_mut().for_each(|x| *x /= norm);
+    true
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::collections::{CollectionDef, Collections, Metric};
 use super::filter::Filter;
 use super::index::VectorIndex;
+use crate::embed::engine::l2_normalize;
 use crate::error::{Error, FieldViolation, Result};
 use crate::store::{PointStore, StoredPoint};
 
@@ -157,15 +158,6 @@ fn check_ids(field: &str, ids: &[String], out: &mut Vec<FieldViolation>) {
     for (i, id) in ids.iter().enumerate() {
         check_id(format!("{field}[{i}]"), id, out);
     }
-}
-
-fn normalise(v: &mut [f32]) -> bool {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm == 0.0 {
-        return false;
-    }
-    v.iter_mut().for_each(|x| *x /= norm);
-    true
 }
 
 fn payload_of(stored: &str) -> Result<Map<String, Value>> {
@@ -315,7 +307,7 @@ impl Points {
         }
         if def.metric == Metric::Cosine {
             for (i, p) in stored.iter_mut().enumerate() {
-                if !normalise(&mut p.vector) {
+                if !l2_normalize(&mut p.vector) {
                     return Err(Error::invalid(
                         format!("points[{i}].vector"),
                         "a zero vector has no direction, so no cosine similarity",
@@ -477,7 +469,7 @@ impl Points {
             }
         };
         super::validate::finish(v)?;
-        if def.metric == Metric::Cosine && !normalise(&mut query) {
+        if def.metric == Metric::Cosine && !l2_normalize(&mut query) {
             return Err(Error::invalid(
                 "vector",
                 "a zero vector has no direction, so no cosine similarity",
