@@ -4,9 +4,8 @@ mod common;
 
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
-use common::{TestServer, test_config};
+use common::{TestServer, test_config, violated_fields};
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
 fn create(name: &str, dimensions: u32) -> CreateCollectionRequest {
     CreateCollectionRequest {
@@ -19,14 +18,6 @@ fn create(name: &str, dimensions: u32) -> CreateCollectionRequest {
 
 async fn client(server: &TestServer) -> MemoryServiceClient<Channel> {
     MemoryServiceClient::new(server.channel().await)
-}
-
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -126,7 +117,7 @@ async fn invalid_definitions_name_every_bad_field() {
     let err = c.create_collection(bad).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(
-        fields(&err),
+        violated_fields(&err),
         ["name", "metric", "dimensions", "index.hnsw.m"]
     );
 
@@ -135,7 +126,7 @@ async fn invalid_definitions_name_every_bad_field() {
         ..create("text", 0)
     };
     let err = c.create_collection(unknown_model).await.unwrap_err();
-    assert_eq!(fields(&err), ["embedding_model", "dimensions"]);
+    assert_eq!(violated_fields(&err), ["embedding_model", "dimensions"]);
 
     let listed = c
         .list_collections(ListCollectionsRequest::default())
@@ -168,7 +159,7 @@ async fn text_collections_take_the_model_dimensions() {
         ..create("notes2", 128)
     };
     let err = c.create_collection(mismatch).await.unwrap_err();
-    assert_eq!(fields(&err), ["dimensions"]);
+    assert_eq!(violated_fields(&err), ["dimensions"]);
     server.stop().await.unwrap();
 }
 

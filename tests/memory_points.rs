@@ -5,10 +5,9 @@ mod common;
 
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
-use common::{TestServer, test_config};
+use common::{TestServer, test_config, violated_fields};
 use prost_types::value::Kind;
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
 fn payload(pairs: &[(&str, Kind)]) -> prost_types::Struct {
     prost_types::Struct {
@@ -61,14 +60,6 @@ async fn with_collection(server: &TestServer, metric: Metric) -> MemoryServiceCl
     .await
     .unwrap();
     c
-}
-
-fn fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -159,7 +150,7 @@ async fn cosine_collections_store_unit_vectors() {
         })
         .await
         .unwrap_err();
-    assert_eq!(fields(&zero), ["points[0].vector"]);
+    assert_eq!(violated_fields(&zero), ["points[0].vector"]);
     server.stop().await.unwrap();
 }
 
@@ -184,7 +175,7 @@ async fn invalid_points_name_every_field_and_write_nothing() {
     let err = c.upsert(bad).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert_eq!(
-        fields(&err),
+        violated_fields(&err),
         [
             "points[1].vector",
             "points[2].vector",
@@ -298,7 +289,7 @@ async fn count_and_delete_by_filter() {
         })))
         .await
         .unwrap_err();
-    assert_eq!(fields(&bad_filter), ["filter.any_of"]);
+    assert_eq!(violated_fields(&bad_filter), ["filter.any_of"]);
     server.stop().await.unwrap();
 }
 

@@ -352,6 +352,19 @@ fn vector_from(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// A `SELECT id, vector, payload` row as a point.
+fn point_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredPoint> {
+    Ok(StoredPoint {
+        id: row.get(0)?,
+        vector: vector_from(&row.get::<_, Vec<u8>>(1)?),
+        payload: row.get(2)?,
+    })
+}
+
+/// Records that a point version (label) died in change `seq`.
+const INSERT_TOMBSTONE: &str =
+    "INSERT INTO point_deletions (collection, seq, label) VALUES (?1, ?2, ?3)";
+
 /// The collection's next change sequence and label; NotFound if absent.
 fn counters(tx: &rusqlite::Transaction<'_>, collection: &str) -> Result<(i64, i64)> {
     tx.query_row(
@@ -383,11 +396,7 @@ impl PointStore for SqliteStore {
             let mut find = tx
                 .prepare_cached("SELECT label FROM points WHERE collection = ?1 AND id = ?2")
                 .map_err(internal)?;
-            let mut tombstone = tx
-                .prepare_cached(
-                    "INSERT INTO point_deletions (collection, seq, label) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(internal)?;
+            let mut tombstone = tx.prepare_cached(INSERT_TOMBSTONE).map_err(internal)?;
             let mut write = tx
                 .prepare_cached(
                     "INSERT INTO points (collection, id, label, seq, vector, payload)
@@ -443,13 +452,7 @@ impl PointStore for SqliteStore {
         let mut found = Vec::new();
         for id in ids {
             let point = stmt
-                .query_row(params![collection, id], |row| {
-                    Ok(StoredPoint {
-                        id: row.get(0)?,
-                        vector: vector_from(&row.get::<_, Vec<u8>>(1)?),
-                        payload: row.get(2)?,
-                    })
-                })
+                .query_row(params![collection, id], point_row)
                 .optional()
                 .map_err(internal)?;
             found.extend(point);
@@ -470,11 +473,7 @@ impl PointStore for SqliteStore {
                     "DELETE FROM points WHERE collection = ?1 AND id = ?2 RETURNING label",
                 )
                 .map_err(internal)?;
-            let mut tombstone = tx
-                .prepare_cached(
-                    "INSERT INTO point_deletions (collection, seq, label) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(internal)?;
+            let mut tombstone = tx.prepare_cached(INSERT_TOMBSTONE).map_err(internal)?;
             for id in ids {
                 let label: Option<i64> = remove
                     .query_row(params![collection, id], |row| row.get(0))
@@ -550,13 +549,7 @@ impl PointStore for SqliteStore {
         let mut found = Vec::with_capacity(labels.len());
         for &label in labels {
             let point = stmt
-                .query_row(params![collection, label], |row| {
-                    Ok(StoredPoint {
-                        id: row.get(0)?,
-                        vector: vector_from(&row.get::<_, Vec<u8>>(1)?),
-                        payload: row.get(2)?,
-                    })
-                })
+                .query_row(params![collection, label], point_row)
                 .optional()
                 .map_err(internal)?;
             found.extend(point.map(|p| (label, p)));
