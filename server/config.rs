@@ -148,6 +148,37 @@ struct FileConfig {
     services: ServicesFile,
     #[serde(default)]
     embedding: EmbeddingFile,
+    #[serde(default)]
+    memory: MemoryFile,
+}
+
+/// `[memory]` of agentd.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemoryFile {
+    search_cache_bytes: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    snapshot_interval: Option<Duration>,
+}
+
+/// The memory engine's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Bytes of recent search results kept; 0 disables the cache.
+    pub search_cache_bytes: u64,
+    /// How often changed collection indexes are snapshotted (they also are
+    /// after every build and at shutdown). A crash replays at most this
+    /// much of writes from the store on restart.
+    pub snapshot_interval: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            search_cache_bytes: 64 << 20,
+            snapshot_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[embedding]` of agentd.toml.
@@ -427,6 +458,8 @@ pub struct Config {
     pub services: Services,
     /// The embedding engine's models and limits.
     pub embedding: EmbeddingConfig,
+    /// The memory engine's caches and snapshots.
+    pub memory: MemoryConfig,
 }
 
 impl Default for Config {
@@ -445,6 +478,7 @@ impl Default for Config {
                 agents: true,
             },
             embedding: EmbeddingConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -502,6 +536,16 @@ impl Config {
                 .unwrap_or(defaults.shutdown_grace),
             services,
             embedding: EmbeddingConfig::merge(args, file.embedding)?,
+            memory: MemoryConfig {
+                search_cache_bytes: file
+                    .memory
+                    .search_cache_bytes
+                    .unwrap_or(defaults.memory.search_cache_bytes),
+                snapshot_interval: file
+                    .memory
+                    .snapshot_interval
+                    .unwrap_or(defaults.memory.snapshot_interval),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -509,6 +553,12 @@ impl Config {
 
     /// Checks every value against its documented limits.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.memory.snapshot_interval < Duration::from_secs(1) {
+            bail!(
+                "memory snapshot_interval must be at least 1s, got {:?}",
+                self.memory.snapshot_interval
+            );
+        }
         if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
             bail!(
                 "max_message_bytes must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}, got {}",

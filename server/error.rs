@@ -41,8 +41,6 @@ impl fmt::Display for FieldViolation {
 /// their RPCs. A variant goes away when its engine lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// `server/memory`: vector collections on faiss.
-    VectorCollections,
     /// `server/query`: LLM query sessions.
     Query,
     /// `server/agents`: specs, agents, swarms, tasks and workers.
@@ -53,7 +51,6 @@ impl Engine {
     /// Human-readable name, e.g. "embedding engine".
     pub fn name(self) -> &'static str {
         match self {
-            Engine::VectorCollections => "vector collection engine",
             Engine::Query => "query engine",
             Engine::Agents => "agents engine",
         }
@@ -168,10 +165,12 @@ mod tests {
 
     #[test]
     fn not_implemented_names_engine_and_method() {
-        let err =
-            Error::not_implemented(Engine::VectorCollections, "agentd.v1.MemoryService/Search");
+        let err = Error::not_implemented(Engine::Query, "agentd.v1.QueryControlService/Pause");
         let text = err.to_string();
-        assert!(text.contains("vector collection engine"), "{text}");
-        assert!(text.contains("agentd.v1.MemoryService/Search"), "{text}");
+        assert!(text.contains("query engine"), "{text}");
+        assert!(
+            text.contains("agentd.v1.QueryControlService/Pause"),
+            "{text}"
+        );
     }
 }

@@ -29,7 +29,9 @@ use crate::api;
 use crate::config::{Config, ServiceKind, Services};
 use crate::embed::{EmbeddingEngine, ModelState};
 use crate::memory::collections::ModelDimensions;
+use crate::memory::indexes::Indexes;
 use crate::memory::points::{Points, TextEmbedder};
+use crate::memory::search_cache::SearchCache;
 use crate::memory::{Collections, KvMemory};
 use crate::store::SqliteStore;
 
@@ -81,6 +83,8 @@ pub struct Server {
     draining: watch::Sender<bool>,
     /// Engine housekeeping tasks, stopped when serving ends.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Snapshotted at shutdown.
+    memory_indexes: Option<Indexes>,
 }
 
 /// Applies the settings every agentd service shares: compression both ways
@@ -157,6 +161,7 @@ impl Server {
             ));
         }
         let mut background = Vec::new();
+        let mut memory_indexes = None;
         // The store is the source of truth for every engine that persists.
         let store = Arc::new(SqliteStore::open(&config.data_dir)?);
         if services.memory {
@@ -165,7 +170,19 @@ impl Server {
             let models = embedding.clone().map(|e| e as Arc<dyn ModelDimensions>);
             let collections = Collections::new(store.clone(), models);
             let texts = embedding.map(|e| e as Arc<dyn TextEmbedder>);
-            let points = Points::new(store.clone(), collections.clone(), texts);
+            let indexes = Indexes::new(store.clone(), Some(config.data_dir.join("indexes")));
+            let cache = SearchCache::new(config.memory.search_cache_bytes);
+            let points = Points::new(store.clone(), collections.clone(), texts, indexes, cache);
+            background.push(
+                points
+                    .indexes()
+                    .spawn_snapshotter(config.memory.snapshot_interval),
+            );
+            // Load every collection's index now (from its snapshot), not on
+            // its first search.
+            let warming = points.clone();
+            background.push(tokio::spawn(async move { warming.warm_up().await }));
+            memory_indexes = Some(points.indexes().clone());
             routes.add_service(configured!(
                 MemoryServiceServer::new(api::memory::MemoryApi::new(kv, collections, points)),
                 config
@@ -197,6 +214,7 @@ impl Server {
             routes,
             draining: draining_tx,
             background,
+            memory_indexes,
         })
     }
 
@@ -231,6 +249,7 @@ impl Server {
             routes,
             draining,
             background,
+            memory_indexes,
         } = self;
         let addr = listener
             .local_addr()
@@ -275,6 +294,10 @@ impl Server {
             }
         }
         background.iter().for_each(tokio::task::JoinHandle::abort);
+        if let Some(indexes) = memory_indexes {
+            // Saves restarts a replay; the store already has every write.
+            let _ = tokio::task::spawn_blocking(move || indexes.snapshot_changed()).await;
+        }
         tracing::info!("agentd stopped");
         Ok(())
     }

@@ -29,16 +29,6 @@ async fn every_service_names_its_missing_engine() {
     let server = TestServer::start().await;
     let channel = server.channel().await;
 
-    let err = memory_service_client::MemoryServiceClient::new(channel.clone())
-        .collection_stats(CollectionStatsRequest::default())
-        .await
-        .unwrap_err();
-    assert_not_built(
-        err,
-        "vector collection engine",
-        "agentd.v1.MemoryService/CollectionStats",
-    );
-
     let err = query_control_service_client::QueryControlServiceClient::new(channel.clone())
         .pause(PauseRequest {
             query_id: "q".into(),

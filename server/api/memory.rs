@@ -1,9 +1,8 @@
 //! `agentd.v1.MemoryService`: validate, convert, call the memory engine,
 //! convert back.
 //!
-//! Key-value memory, collections, points and search (Flat and HNSW) are
-//! served; UpsertStream and CollectionStats, and search on collections that
-//! need training (SQ, PQ, IVF), answer UNIMPLEMENTED naming their engine.
+//! Every RPC is served: key-value memory, collections (with their stats),
+//! points (Upsert, UpsertStream, GetPoints, DeletePoints, Count) and search.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,22 +10,19 @@ use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{json_object, json_value, proto_struct};
-use super::not_built;
-use crate::error::{Engine, Error};
+use crate::error::{Error, FieldViolation};
 use crate::memory::collections::{IndexSpec, Metric, Quantization};
 use crate::memory::filter::{Condition, Filter as DomainFilter, Range as DomainRange};
 use crate::memory::points::{
     Hit, PointData, PointInput as DomainPointInput, Points, Query, SearchParams, Selector,
+    UpsertStatus as DomainStatus, Upserted,
 };
 use crate::memory::{
     Collection as DomainCollection, Collections, CreateParams, KvMemory, ListParams, PutParams,
 };
-use crate::pb::v1::memory_service_server::{MemoryService, MemoryServiceServer};
+use crate::pb::v1::memory_service_server::MemoryService;
 use crate::pb::v1::*;
 use crate::store::KvEntry;
-
-type Server = MemoryServiceServer<MemoryApi>;
-const ENGINE: Engine = Engine::VectorCollections;
 
 /// The MemoryService handlers.
 #[derive(Debug, Clone)]
@@ -95,6 +91,33 @@ fn filter_from(f: Filter, path: &str) -> Result<DomainFilter, Error> {
     })
 }
 
+/// Names the stream message a domain error is about, so a client knows
+/// which batches before it were committed.
+fn in_message(n: u64, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument(violations) => Error::InvalidArgument(
+            violations
+                .into_iter()
+                .map(|v| FieldViolation::new(format!("messages[{n}].{}", v.field), v.description))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn upsert_result(u: Upserted) -> UpsertResult {
+    let (status, merged_into) = match u.status {
+        DomainStatus::Created => (UpsertStatus::Created, String::new()),
+        DomainStatus::Updated => (UpsertStatus::Updated, String::new()),
+        DomainStatus::Merged(into) => (UpsertStatus::Merged, into),
+    };
+    UpsertResult {
+        id: u.id,
+        status: status.into(),
+        merged_into,
+    }
+}
+
 fn search_params(r: SearchRequest, collection: String) -> Result<SearchParams, Error> {
     use crate::pb::v1::search_request::Query as Q;
     Ok(SearchParams {
@@ -106,6 +129,7 @@ fn search_params(r: SearchRequest, collection: String) -> Result<SearchParams, E
         k: r.k as usize,
         filter: r.filter.map(|f| filter_from(f, "filter")).transpose()?,
         ef_search: r.ef_search,
+        nprobe: r.nprobe,
         score_threshold: r.score_threshold,
     })
 }
@@ -382,9 +406,25 @@ impl MemoryService for MemoryApi {
 
     async fn collection_stats(
         &self,
-        _: Request<CollectionStatsRequest>,
+        request: Request<CollectionStatsRequest>,
     ) -> Result<Response<CollectionStatsResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "CollectionStats")
+        let stats = self.points.stats(request.into_inner().name).await?;
+        let searches = stats.cache_hits + stats.cache_misses;
+        Ok(Response::new(CollectionStatsResponse {
+            points_count: stats.points,
+            deleted_not_compacted: stats.index.dead,
+            disk_bytes: stats.disk_bytes,
+            index_memory_bytes: stats.index.memory_bytes,
+            cache_hits: stats.cache_hits,
+            cache_misses: stats.cache_misses,
+            cache_hit_rate: if searches == 0 {
+                0.0
+            } else {
+                stats.cache_hits as f64 / searches as f64
+            },
+            last_applied_sequence: stats.index.applied_seq,
+            rebuilding: stats.index.rebuilding,
+        }))
     }
 
     async fn upsert(
@@ -399,18 +439,7 @@ impl MemoryService for MemoryApi {
             .map(|(i, p)| point_input(p, i))
             .collect::<Result<Vec<_>, _>>()?;
         let (outcome, seq) = self.points.upsert(r.collection, points).await?;
-        let results = outcome
-            .into_iter()
-            .map(|u| UpsertResult {
-                id: u.id,
-                status: match u.status {
-                    crate::memory::points::UpsertStatus::Created => UpsertStatus::Created,
-                    crate::memory::points::UpsertStatus::Updated => UpsertStatus::Updated,
-                }
-                .into(),
-                merged_into: String::new(),
-            })
-            .collect();
+        let results = outcome.into_iter().map(upsert_result).collect();
         Ok(Response::new(UpsertResponse {
             results,
             sequence: seq,
@@ -419,9 +448,55 @@ impl MemoryService for MemoryApi {
 
     async fn upsert_stream(
         &self,
-        _: Request<Streaming<UpsertStreamRequest>>,
+        request: Request<Streaming<UpsertStreamRequest>>,
     ) -> Result<Response<UpsertStreamResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "UpsertStream")
+        let mut stream = request.into_inner();
+        let mut totals = UpsertStreamResponse::default();
+        let mut collection: Option<String> = None;
+        // One message at a time: each batch is committed before the next is
+        // read, so memory stays bounded and flow control slows the sender.
+        while let Some(message) = stream.message().await? {
+            let n = totals.batches_committed;
+            let in_message = |e: Error| in_message(n, e);
+            let name = match (&collection, message.collection) {
+                (None, name) if name.is_empty() => {
+                    return Err(in_message(Error::invalid(
+                        "collection",
+                        "is required in the first message",
+                    ))
+                    .into());
+                }
+                (None, name) => collection.insert(name).clone(),
+                (Some(first), name) if name.is_empty() || &name == first => first.clone(),
+                (Some(first), name) => {
+                    return Err(in_message(Error::invalid(
+                        "collection",
+                        format!("is {name:?}, but this stream writes to {first:?}"),
+                    ))
+                    .into());
+                }
+            };
+            let points = message
+                .points
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| point_input(p, i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(in_message)?;
+            let count = points.len() as u64;
+            let (outcome, seq) = self.points.upsert(name, points).await.map_err(in_message)?;
+            totals.points_merged += outcome
+                .iter()
+                .filter(|u| matches!(u.status, DomainStatus::Merged(_)))
+                .count() as u64;
+            totals.points_upserted += count;
+            totals.batches_committed += 1;
+            totals.sequence = seq;
+        }
+        if collection.is_none() {
+            return Err(Error::invalid("messages", "the stream sent no message").into());
+        }
+        Ok(Response::new(totals))
     }
 
     async fn get_points(

@@ -1,34 +1,72 @@
 //! A collection's in-memory faiss index, derived from the store.
 //!
-//! Built from every stored point on first use (labels are the store's, so a
-//! search result maps straight back to a stored point), then kept in step
-//! with each committed write. faiss HNSW cannot remove vectors (faiss issue
-//! 3339), so a replaced or deleted version's label becomes a tombstone:
-//! searches over-fetch by the number of tombstones and drop them, which keeps
-//! every answer exact in what it returns. Compaction (a rebuild once the dead
-//! fraction grows) and snapshots come with the next step of issue #4.
+//! Labels are the store's (every stored version of a point gets a fresh,
+//! never-reused label), so a search result maps straight back to a stored
+//! point. faiss HNSW cannot remove vectors (faiss issue 3339), so a replaced
+//! or deleted version's label becomes a tombstone: searches over-fetch by
+//! the number of tombstones and drop them, so what a search returns is always
+//! live. The registry ([`super::indexes`]) rebuilds the index in the
+//! background when tombstones pile up.
+//!
+//! Quantizers (SQ, PQ) and IVF's coarse quantizer must be trained on data.
+//! Until a collection holds [`training_threshold`] points its index is an
+//! exact flat index with the same metric (so search stays exact, only
+//! slower); once it has enough, the registry rebuilds it as the real
+//! structure, trained on the stored points, and retrains as the collection
+//! grows several-fold, since ranges and centroids learnt from a small sample
+//! fit a large one badly.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use faiss::index::IndexImpl;
 use faiss::index::autotune::ParameterSpace;
-use faiss::index::id_map::IdMap;
 use faiss::{Idx, Index, index_factory};
 
-use super::collections::{CollectionDef, IndexSpec, Metric};
-use crate::error::{Engine, Error, Result};
+use super::collections::{CollectionDef, IndexSpec, Metric, Quantization};
+use crate::error::{Error, Result};
+use crate::store::LabelledVectors;
+
+/// Most points a quantizer is trained on; larger collections are sampled.
+pub const MAX_TRAINING_POINTS: usize = 65_536;
+
+/// Rebuild when this fraction of the index is tombstones...
+const REBUILD_DEAD_FRACTION: f64 = 0.2;
+/// ...and at least this many (tiny indexes are not worth a rebuild).
+const REBUILD_MIN_DEAD: usize = 64;
+/// Retrain once the collection has grown this many times past the points
+/// its quantizer was trained on.
+const RETRAIN_GROWTH: usize = 4;
+
+/// Points a collection needs before its quantizer or IVF lists are trained:
+/// faiss wants about 39 training points per centroid (k-means), and SQ needs
+/// enough to see each dimension's range. 0 when nothing needs training.
+pub fn training_threshold(def: &CollectionDef) -> usize {
+    let codes = match def.quantization {
+        Quantization::None => 0,
+        Quantization::Sq8 | Quantization::Sq4 => 1_000,
+        Quantization::Pq { bits, .. } => 39 << bits,
+    };
+    let lists = match def.index {
+        IndexSpec::Ivf { nlist, .. } => 39 * nlist as usize,
+        _ => 0,
+    };
+    codes.max(lists).min(MAX_TRAINING_POINTS)
+}
 
 /// A collection's index.
 pub struct VectorIndex {
-    index: IdMap<IndexImpl>,
+    index: IndexImpl,
     /// Labels in the index (live or dead), so a write applied twice (once
-    /// by the initial build, once by its own commit) is added once.
+    /// by a build that read it from the store, once from a log) is added once.
     present: HashSet<i64>,
     /// Labels of replaced or deleted versions.
     dead: HashSet<i64>,
-    metric: Metric,
-    hnsw: bool,
-    ef_search: u32,
+    def: CollectionDef,
+    /// Exact flat stand-in while too few points to train the real structure.
+    untrained: bool,
+    /// Points the quantizer was trained on (0: none needed or untrained).
+    trained_on: usize,
 }
 
 impl std::fmt::Debug for VectorIndex {
@@ -36,6 +74,7 @@ impl std::fmt::Debug for VectorIndex {
         f.debug_struct("VectorIndex")
             .field("present", &self.present.len())
             .field("dead", &self.dead.len())
+            .field("untrained", &self.untrained)
             .finish_non_exhaustive()
     }
 }
@@ -45,74 +84,105 @@ fn faiss_error(context: &str, e: faiss::error::Error) -> Error {
 }
 
 impl VectorIndex {
-    /// An index for `def` holding `points` (label, vector).
-    pub fn build(def: &CollectionDef, points: Vec<(i64, Vec<f32>)>) -> Result<Self> {
-        let inner = index_factory(def.dimensions, def.factory(), def.faiss_metric())
-            .map_err(|e| faiss_error("creating the index", e))?;
-        if !inner.is_trained() {
-            return Err(Error::not_implemented(
-                Engine::VectorCollections,
-                format!(
-                    "Search on {:?} collections (it needs training: SQ, PQ and IVF come next)",
-                    def.factory()
-                ),
-            ));
-        }
-        let (hnsw, ef_search) = match def.index {
-            IndexSpec::Hnsw { ef_search, .. } => (true, ef_search),
-            _ => (false, 0),
+    /// An index for `def` holding `points`, trained on them when the
+    /// structure needs it and there are enough.
+    pub fn build(def: &CollectionDef, points: &LabelledVectors) -> Result<Self> {
+        let threshold = training_threshold(def);
+        let untrained = threshold > 0 && points.len() < threshold;
+        let factory = if untrained {
+            "IDMap,Flat".to_owned()
+        } else {
+            format!("IDMap,{}", def.factory())
         };
-        let mut index = IdMap::new(inner).map_err(|e| faiss_error("wrapping the index", e))?;
-        let mut present = HashSet::new();
-        let mut flat = Vec::with_capacity(points.len() * def.dimensions as usize);
-        let mut ids = Vec::with_capacity(points.len());
-        for (label, vector) in points {
-            flat.extend_from_slice(&vector);
-            ids.push(Idx::new(label as u64));
-            present.insert(label);
-        }
-        if !ids.is_empty() {
+        let mut index = index_factory(def.dimensions, &factory, def.faiss_metric())
+            .map_err(|e| faiss_error("creating the index", e))?;
+        let mut trained_on = 0;
+        if !index.is_trained() {
+            let sample = training_sample(points, def.dimensions as usize);
             index
-                .add_with_ids(&flat, &ids)
-                .map_err(|e| faiss_error("adding points", e))?;
+                .train(&sample)
+                .map_err(|e| faiss_error("training", e))?;
+            trained_on = points.len();
         }
-        Ok(Self {
+        let mut built = Self {
             index,
-            present,
+            present: HashSet::with_capacity(points.len()),
             dead: HashSet::new(),
-            metric: def.metric,
-            hnsw,
-            ef_search,
-        })
+            def: def.clone(),
+            untrained,
+            trained_on,
+        };
+        built.add(&points.labels, &points.data)?;
+        Ok(built)
     }
 
-    /// Applies a committed upsert: new versions in, replaced ones dead.
-    pub fn apply_upsert(&mut self, added: &[(i64, &[f32])], replaced: &[i64]) -> Result<()> {
-        let mut flat = Vec::new();
-        let mut ids = Vec::new();
-        for (label, vector) in added {
-            if self.present.insert(*label) {
-                flat.extend_from_slice(vector);
-                ids.push(Idx::new(*label as u64));
-            }
+    /// Adds vectors (`data` holds one per label, back to back) not yet in
+    /// the index; labels already present are skipped.
+    pub fn add(&mut self, labels: &[i64], data: &[f32]) -> Result<()> {
+        if labels.is_empty() {
+            return Ok(());
         }
-        if !ids.is_empty() {
+        let dims = self.def.dimensions as usize;
+        let fresh = labels.iter().filter(|l| !self.present.contains(*l)).count();
+        if fresh == labels.len() {
+            let ids: Vec<Idx> = labels.iter().map(|l| Idx::new(*l as u64)).collect();
+            self.index
+                .add_with_ids(data, &ids)
+                .map_err(|e| faiss_error("adding points", e))?;
+        } else if fresh > 0 {
+            let mut ids = Vec::with_capacity(fresh);
+            let mut flat = Vec::with_capacity(fresh * dims);
+            for (label, vector) in labels.iter().zip(data.chunks_exact(dims)) {
+                if !self.present.contains(label) {
+                    ids.push(Idx::new(*label as u64));
+                    flat.extend_from_slice(vector);
+                }
+            }
             self.index
                 .add_with_ids(&flat, &ids)
                 .map_err(|e| faiss_error("adding points", e))?;
         }
-        self.dead.extend(replaced.iter().copied());
+        self.present.extend(labels.iter().copied());
         Ok(())
     }
 
-    /// Applies a committed deletion.
-    pub fn apply_delete(&mut self, labels: &[i64]) {
-        self.dead.extend(labels.iter().copied());
+    /// Marks versions dead (labels not in the index are ignored: a build
+    /// that read the store after they died never added them).
+    pub fn kill(&mut self, labels: &[i64]) {
+        for label in labels {
+            if self.present.contains(label) {
+                self.dead.insert(*label);
+            }
+        }
     }
 
     /// Live points in the index.
     pub fn live(&self) -> usize {
         self.present.len() - self.dead.len()
+    }
+
+    /// Tombstones awaiting a rebuild.
+    pub fn dead(&self) -> usize {
+        self.dead.len()
+    }
+
+    /// Every label in the index, live or dead (for snapshots).
+    pub fn labels(&self) -> impl Iterator<Item = i64> + '_ {
+        self.present.iter().copied()
+    }
+
+    /// Whether a rebuild would pay off: many tombstones, enough points to
+    /// train at last, or a collection that outgrew its training sample.
+    pub fn wants_rebuild(&self) -> bool {
+        let dead = self.dead.len();
+        let many_dead = dead >= REBUILD_MIN_DEAD
+            && dead as f64 >= REBUILD_DEAD_FRACTION * self.present.len() as f64;
+        let threshold = training_threshold(&self.def);
+        let trainable = self.untrained && self.live() >= threshold;
+        let outgrown = self.trained_on > 0
+            && self.trained_on < MAX_TRAINING_POINTS
+            && self.live() >= RETRAIN_GROWTH * self.trained_on;
+        many_dead || trainable || outgrown
     }
 
     /// Up to `k` nearest live labels with their faiss scores (inner product
@@ -122,21 +192,29 @@ impl VectorIndex {
         query: &[f32],
         k: usize,
         ef_search: Option<u32>,
+        nprobe: Option<u32>,
     ) -> Result<Vec<(i64, f32)>> {
         let total = self.present.len();
         if total == 0 || k == 0 {
             return Ok(Vec::new());
         }
-        if self.hnsw {
-            // Enough candidates for k live results after dropping tombstones.
-            let ef = ef_search
-                .unwrap_or(self.ef_search)
-                .max((k + self.dead.len()) as u32);
-            ParameterSpace::new()
-                .and_then(|p| p.set_index_parameter(&self.index, "efSearch", f64::from(ef)))
-                .map_err(|e| faiss_error("setting efSearch", e))?;
-        }
         let fetch = (k + self.dead.len()).min(total);
+        if !self.untrained {
+            match self.def.index {
+                IndexSpec::Hnsw {
+                    ef_search: default, ..
+                } => {
+                    // Enough candidates for k live results after dropping
+                    // tombstones.
+                    let ef = ef_search.unwrap_or(default).max(fetch as u32);
+                    self.set_parameter("efSearch", ef)?;
+                }
+                IndexSpec::Ivf {
+                    nprobe: default, ..
+                } => self.set_parameter("nprobe", nprobe.unwrap_or(default))?,
+                IndexSpec::Flat => {}
+            }
+        }
         let found = self
             .index
             .search(query, fetch)
@@ -151,8 +229,199 @@ impl VectorIndex {
             .collect())
     }
 
+    fn set_parameter(&self, name: &str, value: u32) -> Result<()> {
+        ParameterSpace::new()
+            .and_then(|p| p.set_index_parameter(&self.index, name, f64::from(value)))
+            .map_err(|e| faiss_error(&format!("setting {name}"), e))
+    }
+
     /// The collection's metric.
     pub fn metric(&self) -> Metric {
-        self.metric
+        self.def.metric
+    }
+
+    /// Estimated bytes this index holds in memory: codes, graph or lists,
+    /// the id map and the label sets.
+    pub fn memory_bytes(&self) -> u64 {
+        let n = self.present.len() as u64;
+        let d = u64::from(self.def.dimensions);
+        let code = if self.untrained {
+            4 * d
+        } else {
+            match self.def.quantization {
+                Quantization::None => 4 * d,
+                Quantization::Sq8 => d,
+                Quantization::Sq4 => d.div_ceil(2),
+                Quantization::Pq {
+                    subquantizers,
+                    bits,
+                } => (u64::from(subquantizers) * u64::from(bits)).div_ceil(8),
+            }
+        };
+        let structure = match (self.untrained, self.def.index) {
+            (true, _) | (false, IndexSpec::Flat) => 0,
+            // Level 0 holds 2m neighbours, upper levels m per level with
+            // geometrically fewer nodes; plus levels and offsets.
+            (false, IndexSpec::Hnsw { m, .. }) => n * (4 * 2 * u64::from(m) + 4 * 2 + 12),
+            // An id per listed vector plus the centroids.
+            (false, IndexSpec::Ivf { nlist, .. }) => n * 8 + u64::from(nlist) * d * 4,
+        };
+        // IDMap's label array, plus the label sets (~2 words per entry).
+        let bookkeeping = n * 8 + (n + self.dead.len() as u64) * 16;
+        n * code + structure + bookkeeping
+    }
+
+    /// Writes the faiss index to `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let path = path.to_str().ok_or_else(|| {
+            Error::Internal(format!("index path {} is not UTF-8", path.display()))
+        })?;
+        faiss::write_index(&self.index, path).map_err(|e| faiss_error("writing a snapshot", e))
+    }
+
+    /// An index read back from a snapshot written by [`Self::write`], with
+    /// the labels it held, of which `live` are still current.
+    pub fn read(
+        def: &CollectionDef,
+        path: &Path,
+        labels: Vec<i64>,
+        live: &HashSet<i64>,
+        trained_on: usize,
+    ) -> Result<Self> {
+        let path = path.to_str().ok_or_else(|| {
+            Error::Internal(format!("index path {} is not UTF-8", path.display()))
+        })?;
+        let index = faiss::read_index(path).map_err(|e| faiss_error("reading a snapshot", e))?;
+        if index.ntotal() != labels.len() as u64 || index.d() != def.dimensions {
+            return Err(Error::Internal(format!(
+                "snapshot {path} holds {} vectors of {} dimensions, its metadata says {} of {}",
+                index.ntotal(),
+                index.d(),
+                labels.len(),
+                def.dimensions
+            )));
+        }
+        let dead = labels
+            .iter()
+            .copied()
+            .filter(|l| !live.contains(l))
+            .collect();
+        let threshold = training_threshold(def);
+        Ok(Self {
+            index,
+            present: labels.into_iter().collect(),
+            dead,
+            def: def.clone(),
+            untrained: threshold > 0 && trained_on == 0,
+            trained_on,
+        })
+    }
+
+    /// Points the quantizer was trained on (0 if none).
+    pub fn trained_on(&self) -> usize {
+        self.trained_on
+    }
+}
+
+/// Up to [`MAX_TRAINING_POINTS`] vectors spread evenly over `points`.
+fn training_sample(points: &LabelledVectors, dims: usize) -> Vec<f32> {
+    let step = points.len().div_ceil(MAX_TRAINING_POINTS).max(1);
+    let mut sample = Vec::with_capacity(points.len().min(MAX_TRAINING_POINTS) * dims);
+    for vector in points.data.chunks_exact(dims).step_by(step) {
+        sample.extend_from_slice(vector);
+    }
+    sample
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(index: IndexSpec, quantization: Quantization) -> CollectionDef {
+        CollectionDef {
+            name: "t".into(),
+            dimensions: 8,
+            metric: Metric::L2,
+            index,
+            quantization,
+            embedding_model: None,
+            dedup_threshold: None,
+        }
+    }
+
+    fn points(n: usize, from: i64) -> LabelledVectors {
+        let mut out = LabelledVectors::default();
+        for i in 0..n {
+            let x = i as f32;
+            let v: Vec<f32> = (0..8).map(|j| (x * 0.37 + j as f32).sin()).collect();
+            out.push(from + i as i64, &v);
+        }
+        out
+    }
+
+    fn nth(points: &LabelledVectors, i: usize) -> &[f32] {
+        &points.data[i * 8..(i + 1) * 8]
+    }
+
+    #[test]
+    fn quantized_indexes_stay_exact_until_they_can_train() {
+        let d = def(
+            IndexSpec::Hnsw {
+                m: 16,
+                ef_construction: 40,
+                ef_search: 64,
+            },
+            Quantization::Sq8,
+        );
+        let few = points(10, 1);
+        let mut index = VectorIndex::build(&d, &few).unwrap();
+        assert!(index.untrained);
+        let found = index.search(nth(&few, 3), 1, None, None).unwrap();
+        assert_eq!(found[0], (4, 0.0), "exact while untrained");
+        let more = points(2_000, 11);
+        index.add(&more.labels, &more.data).unwrap();
+        assert!(index.wants_rebuild(), "enough points to train now");
+
+        let all = points(2_010, 1);
+        let trained = VectorIndex::build(&d, &all).unwrap();
+        assert!(!trained.untrained);
+        assert_eq!(trained.trained_on(), 2_010);
+        assert!(!trained.wants_rebuild());
+    }
+
+    #[test]
+    fn tombstones_are_skipped_and_trigger_a_rebuild() {
+        let d = def(IndexSpec::Flat, Quantization::None);
+        let all = points(200, 1);
+        let mut index = VectorIndex::build(&d, &all).unwrap();
+        index.kill(&(1..=100).collect::<Vec<_>>());
+        index.kill(&[9_999]);
+        assert_eq!((index.live(), index.dead()), (100, 100));
+        assert!(index.wants_rebuild());
+        let found = index.search(nth(&all, 0), 5, None, None).unwrap();
+        assert_eq!(found.len(), 5);
+        assert!(found.iter().all(|(label, _)| *label > 100));
+    }
+
+    #[test]
+    fn snapshots_round_trip() {
+        let d = def(
+            IndexSpec::Ivf {
+                nlist: 4,
+                nprobe: 4,
+            },
+            Quantization::Sq8,
+        );
+        let all = points(1_000, 1);
+        let index = VectorIndex::build(&d, &all).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.faiss");
+        index.write(&path).unwrap();
+        let labels: Vec<i64> = index.labels().collect();
+        let live: HashSet<i64> = (2..=1_000).collect();
+        let mut back = VectorIndex::read(&d, &path, labels, &live, 1_000).unwrap();
+        assert_eq!((back.live(), back.dead()), (999, 1));
+        let found = back.search(nth(&all, 1), 1, None, None).unwrap();
+        assert_eq!(found[0].0, 2);
     }
 }

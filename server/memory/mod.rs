@@ -8,22 +8,29 @@
 //! - [`filter`]: payload filters (eq, in, range, exists, all/any/none of),
 //!   validated once and evaluated per point, for Search, Count and
 //!   DeletePoints.
-//! - [`points`]: Upsert (vectors or text), GetPoints, DeletePoints (by ids or
-//!   filter) and Count, written durably with the labels and change sequence
-//!   numbers the search index will be derived from.
+//! - [`points`]: Upsert (vectors or text, with optional near-duplicate
+//!   merging), GetPoints, DeletePoints (by ids or filter), Count, Search and
+//!   CollectionStats, written durably with the labels and change sequence
+//!   numbers the search indexes are derived from.
+//! - [`index`]: one collection's faiss index (tombstones for deletes,
+//!   training once there are enough points).
+//! - [`indexes`]: every collection's index, kept in step with the store
+//!   under a per-collection lock, rebuilt in the background, snapshotted.
+//! - [`snapshot`]: crash-safe index snapshot files.
+//! - [`search_cache`]: recent search results until the next write.
 //! - [`validate`]: checks and page tokens shared by the above.
 //!
-//! Still to come (issue #4): search. The store stays the source
-//! of truth; each collection's faiss index is derived from it, snapshotted
-//! with the last applied store sequence and replayed on start-up; deletes on
-//! HNSW are tombstones compacted by a background rebuild. Until then Search,
-//! SearchBatch, UpsertStream and CollectionStats answer UNIMPLEMENTED.
+//! The store stays the source of truth: an index can always be rebuilt
+//! from it, and a snapshot only saves the time to do so.
 
 pub mod collections;
 pub mod filter;
 pub mod index;
+pub mod indexes;
 pub mod kv;
 pub mod points;
+pub mod search_cache;
+pub mod snapshot;
 pub mod validate;
 
 pub use collections::{Collection, CollectionDef, Collections, CreateParams};

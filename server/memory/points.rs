@@ -1,19 +1,24 @@
 //! Points of vector collections: validated, embedded when given as text,
-//! normalised for cosine, and written to the store in one transaction per
-//! request. The store is the source of truth; the search index (next) is
-//! derived from it using the labels and change sequence numbers it records.
+//! normalised for cosine, merged into near-duplicates when the collection
+//! asks for it, and written to the store in one transaction per request. The
+//! store is the source of truth; each collection's search index
+//! ([`super::indexes`]) follows it under the collection's lock, and recent
+//! search results are cached ([`super::search_cache`]) until the next write.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::{Map, Value};
 
-use super::collections::{CollectionDef, Collections, Metric};
+use super::collections::{Collection, CollectionDef, Collections, Metric};
 use super::filter::Filter;
 use super::index::VectorIndex;
+use super::indexes::{Change, IndexStats, Indexes, Slot, Written};
+use super::search_cache::{CachedHits, QueryKey, SearchCache, SearchKey};
 use crate::embed::engine::l2_normalize;
 use crate::error::{Error, FieldViolation, Result};
-use crate::store::{PointStore, StoredPoint};
+use crate::store::{PointStore, StoredPoint, UpsertedPoint};
 
 /// Most points in one request.
 pub const MAX_POINTS: usize = 10_000;
@@ -43,12 +48,14 @@ pub struct PointInput {
 }
 
 /// What happened to one upserted point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpsertStatus {
     /// New id.
     Created,
     /// Replaced an existing point.
     Updated,
+    /// Merged into this existing near-duplicate (see [`Points::upsert`]).
+    Merged(String),
 }
 
 /// The outcome for one point.
@@ -56,7 +63,7 @@ pub enum UpsertStatus {
 pub struct Upserted {
     /// The point's id (generated if it was empty).
     pub id: String,
-    /// Created or updated.
+    /// Created, updated or merged.
     pub status: UpsertStatus,
 }
 
@@ -112,6 +119,8 @@ pub struct SearchParams {
     pub filter: Option<Filter>,
     /// HNSW candidate list override.
     pub ef_search: Option<u32>,
+    /// IVF lists probed override.
+    pub nprobe: Option<u32>,
     /// Drop results scoring worse than this.
     pub score_threshold: Option<f32>,
 }
@@ -125,10 +134,20 @@ pub struct Hit {
     pub score: f32,
 }
 
-/// Built indexes by collection name. Writes to the store and to a loaded
-/// index happen under this lock, and so does loading, so an index never
-/// misses a committed write (see `apply`).
-type Indexes = Arc<Mutex<HashMap<String, VectorIndex>>>;
+/// A collection's figures for CollectionStats.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CollectionStats {
+    /// Live points.
+    pub points: u64,
+    /// Bytes of its rows in the store plus its snapshots.
+    pub disk_bytes: u64,
+    /// Search cache hits since start.
+    pub cache_hits: u64,
+    /// Search cache misses since start.
+    pub cache_misses: u64,
+    /// The index's figures.
+    pub index: IndexStats,
+}
 
 /// The points engine.
 #[derive(Debug, Clone)]
@@ -137,6 +156,7 @@ pub struct Points {
     collections: Collections,
     embedder: Option<Arc<dyn TextEmbedder>>,
     indexes: Indexes,
+    cache: SearchCache,
 }
 
 fn check_id(field: String, id: &str, out: &mut Vec<FieldViolation>) {
@@ -172,32 +192,67 @@ impl Points {
         store: Arc<dyn PointStore>,
         collections: Collections,
         embedder: Option<Arc<dyn TextEmbedder>>,
+        indexes: Indexes,
+        cache: SearchCache,
     ) -> Self {
         Self {
             store,
             collections,
             embedder,
-            indexes: Arc::default(),
+            indexes,
+            cache,
         }
     }
 
-    /// Forgets the index of a deleted collection (a new collection of that
-    /// name starts from its own points).
+    /// Forgets the index and snapshots of a deleted collection (a new
+    /// collection of that name starts from its own points).
     pub fn forget(&self, collection: &str) {
-        self.indexes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(collection);
+        self.indexes.forget(collection);
     }
 
-    /// Runs `f` with the store and the index registry on the blocking pool.
-    async fn with_indexes<T: Send + 'static>(
+    /// The index registry (for snapshots at shutdown and warm-up).
+    pub fn indexes(&self) -> &Indexes {
+        &self.indexes
+    }
+
+    /// Loads every collection's index, so the first searches after a
+    /// restart do not pay for it. Errors are logged; searches retry.
+    pub async fn warm_up(&self) {
+        let mut token = String::new();
+        loop {
+            let (page, next) = match self.collections.list(100, token).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list collections to load their indexes");
+                    return;
+                }
+            };
+            for collection in page {
+                let name = collection.def.name.clone();
+                let slot = self.indexes.slot(&collection);
+                let indexes = self.indexes.clone();
+                let loaded =
+                    tokio::task::spawn_blocking(move || indexes.read(&slot, |_, _| Ok(()))).await;
+                if let Ok(Err(e)) = loaded {
+                    tracing::warn!(collection = %name, error = %e, "could not load the index");
+                }
+            }
+            if next.is_empty() {
+                return;
+            }
+            token = next;
+        }
+    }
+
+    /// Runs `f` on the blocking pool with the registry and the slot.
+    async fn with_slot<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn PointStore, &Indexes) -> Result<T> + Send + 'static,
+        collection: &Collection,
+        f: impl FnOnce(&Indexes, &Arc<Slot>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let store = Arc::clone(&self.store);
-        let indexes = Arc::clone(&self.indexes);
-        tokio::task::spawn_blocking(move || f(&*store, &indexes))
+        let indexes = self.indexes.clone();
+        let slot = self.indexes.slot(collection);
+        tokio::task::spawn_blocking(move || f(&indexes, &slot))
             .await
             .map_err(|e| Error::Internal(format!("index task failed: {e}")))?
     }
@@ -214,12 +269,22 @@ impl Points {
 
     /// Inserts or replaces `points` in `collection`, all or nothing; returns
     /// each point's outcome and the write's change sequence number.
+    ///
+    /// In a collection with a `dedup_threshold`, a point whose id is new and
+    /// whose nearest stored neighbour is at least that similar (cosine or
+    /// dot score; `1 / (1 + squared distance)` for L2) is merged into that
+    /// neighbour instead of being added: the neighbour keeps its id and
+    /// vector, and its payload takes the new point's fields on top of its
+    /// own (a shallow merge: new keys are added, existing keys overwritten).
+    /// Points are compared with what was stored before the request, not with
+    /// each other.
     pub async fn upsert(
         &self,
         collection: String,
         points: Vec<PointInput>,
     ) -> Result<(Vec<Upserted>, u64)> {
-        let def = self.collections.get(collection.clone()).await?.def;
+        let collection = self.collections.get(collection).await?;
+        let def = &collection.def;
         let mut v = Vec::new();
         if points.is_empty() || points.len() > MAX_POINTS {
             v.push(FieldViolation::new(
@@ -255,7 +320,7 @@ impl Points {
             }
             let vector = match p.data {
                 Some(PointData::Vector(vector)) => {
-                    check_vector(&def, &format!("points[{i}].vector"), &vector, &mut v);
+                    check_vector(def, &format!("points[{i}].vector"), &vector, &mut v);
                     vector
                 }
                 Some(PointData::Text(text)) => {
@@ -315,41 +380,39 @@ impl Points {
                 }
             }
         }
-        let ids: Vec<String> = stored.iter().map(|p| p.id.clone()).collect();
-        let write = self
-            .with_indexes(move |s, indexes| {
-                // Commit, then update a loaded index, both under the
-                // registry lock: a concurrent first load either sees this
-                // commit in the store or is already registered to receive it.
-                let mut indexes = indexes.lock().unwrap_or_else(|p| p.into_inner());
-                let write = s.upsert_points(&collection, &stored)?;
-                if let Some(index) = indexes.get_mut(&collection) {
-                    let added: Vec<(i64, &[f32])> = write
-                        .outcome
-                        .iter()
-                        .zip(&stored)
-                        .map(|(u, p)| (u.label, p.vector.as_slice()))
-                        .collect();
-                    let replaced: Vec<i64> =
-                        write.outcome.iter().filter_map(|u| u.replaced).collect();
-                    index.apply_upsert(&added, &replaced)?;
+        let name = def.name.clone();
+        let dedup = def.dedup_threshold;
+        self.with_slot(&collection, move |indexes, slot| {
+            indexes.write(slot, dedup.is_some(), move |s, index| {
+                // Under the collection's lock: no write can slip between the
+                // duplicate check and the commit.
+                let ids: Vec<String> = stored.iter().map(|p| p.id.clone()).collect();
+                let (rows, placed) = match (dedup, index) {
+                    (Some(threshold), Some(index)) => {
+                        merge_duplicates(s, &name, index, threshold, stored)?
+                    }
+                    _ => {
+                        let placed = (0..stored.len()).map(Placed::Row).collect();
+                        (stored, placed)
+                    }
+                };
+                let write = s.upsert_points(&name, &rows)?;
+                let mut change = Change {
+                    killed: write.outcome.iter().filter_map(|u| u.replaced).collect(),
+                    ..Change::default()
+                };
+                for (u, p) in write.outcome.iter().zip(&rows) {
+                    change.added.push(u.label, &p.vector);
                 }
-                Ok(write)
+                let value = outcomes(&ids, &write.outcome, placed);
+                Ok(Written {
+                    value: (value, write.seq),
+                    seq: write.seq,
+                    change,
+                })
             })
-            .await?;
-        let outcome = ids
-            .into_iter()
-            .zip(write.outcome)
-            .map(|(id, u)| Upserted {
-                id,
-                status: if u.replaced.is_some() {
-                    UpsertStatus::Updated
-                } else {
-                    UpsertStatus::Created
-                },
-            })
-            .collect();
-        Ok((outcome, write.seq))
+        })
+        .await
     }
 
     /// The points with these ids that exist, in the order asked.
@@ -376,30 +439,36 @@ impl Points {
     /// Deletes the selected points; returns how many existed and the change
     /// sequence number.
     pub async fn delete(&self, collection: String, selector: Selector) -> Result<(u64, u64)> {
-        self.collections.get(collection.clone()).await?;
-        let ids = match selector {
+        let collection = self.collections.get(collection).await?;
+        match &selector {
             Selector::Ids(ids) => {
                 let mut v = Vec::new();
-                check_ids("ids.ids", &ids, &mut v);
+                check_ids("ids.ids", ids, &mut v);
                 super::validate::finish(v)?;
-                ids
             }
-            Selector::Filter(filter) => {
-                filter.validate("filter")?;
-                self.matching(collection.clone(), filter).await?
-            }
-        };
-        let write = self
-            .with_indexes(move |s, indexes| {
-                let mut indexes = indexes.lock().unwrap_or_else(|p| p.into_inner());
-                let write = s.delete_points(&collection, &ids)?;
-                if let Some(index) = indexes.get_mut(&collection) {
-                    index.apply_delete(&write.outcome);
-                }
-                Ok(write)
+            Selector::Filter(filter) => filter.validate("filter")?,
+        }
+        let name = collection.def.name.clone();
+        self.with_slot(&collection, move |indexes, slot| {
+            indexes.write(slot, false, move |s, _| {
+                // Matching under the lock too: a point written meanwhile
+                // cannot escape a filter delete.
+                let ids = match selector {
+                    Selector::Ids(ids) => ids,
+                    Selector::Filter(filter) => matching(s, &name, &filter)?,
+                };
+                let write = s.delete_points(&name, &ids)?;
+                Ok(Written {
+                    value: (write.outcome.len() as u64, write.seq),
+                    seq: write.seq,
+                    change: Change {
+                        killed: write.outcome,
+                        ..Change::default()
+                    },
+                })
             })
-            .await?;
-        Ok((write.outcome.len() as u64, write.seq))
+        })
+        .await
     }
 
     /// Number of points, of those matching `filter` if given.
@@ -418,7 +487,8 @@ impl Points {
     /// `k` nearest among those whose payload matches (never fewer when at
     /// least `k` match).
     pub async fn search(&self, p: SearchParams) -> Result<Vec<Hit>> {
-        let def = self.collections.get(p.collection.clone()).await?.def;
+        let collection = self.collections.get(p.collection.clone()).await?;
+        let def = &collection.def;
         let mut v = Vec::new();
         if p.k == 0 || p.k > MAX_K {
             v.push(FieldViolation::new(
@@ -434,15 +504,32 @@ impl Points {
                 format!("must be 1 to 4096, got {ef}"),
             ));
         }
+        if let Some(nprobe) = p.nprobe {
+            let nlist = match def.index {
+                super::collections::IndexSpec::Ivf { nlist, .. } => nlist,
+                _ => 0,
+            };
+            if nlist == 0 || !(1..=nlist).contains(&nprobe) {
+                v.push(FieldViolation::new(
+                    "nprobe",
+                    format!(
+                        "must be 1 to nlist ({nlist}) on an IVF collection, got {nprobe}; \
+                         {:?} is {}",
+                        def.name,
+                        def.factory()
+                    ),
+                ));
+            }
+        }
         if let Some(filter) = &p.filter
             && let Err(Error::InvalidArgument(more)) = filter.validate("filter")
         {
             v.extend(more);
         }
-        let mut query = match p.query {
+        let query_key = match &p.query {
             Some(Query::Vector(vector)) => {
-                check_vector(&def, "vector", &vector, &mut v);
-                vector
+                check_vector(def, "vector", vector, &mut v);
+                QueryKey::Vector(vector.iter().map(|x| x.to_bits()).collect())
             }
             Some(Query::Text(text)) => {
                 if def.embedding_model.is_none() || text.is_empty() {
@@ -454,21 +541,47 @@ impl Points {
                             def.embedding_model.as_deref().unwrap_or("none")
                         ),
                     ));
-                    Vec::new()
-                } else {
-                    let embedder = self.embedder.as_ref().ok_or_else(|| {
-                        Error::NotReady("the embedding service is disabled on this server".into())
-                    })?;
-                    let model = def.embedding_model.clone().unwrap_or_default();
-                    embedder.embed_texts(&model, vec![text]).await?.remove(0)
                 }
+                QueryKey::Text(text.clone())
             }
             None => {
                 v.push(FieldViolation::new("query", "set vector or text"));
-                Vec::new()
+                QueryKey::Text(String::new())
             }
         };
         super::validate::finish(v)?;
+
+        let slot = self.indexes.slot(&collection);
+        let key = SearchKey {
+            collection: def.name.clone(),
+            created_at: collection.created_at,
+            generation: slot.generation(),
+            query: query_key,
+            k: p.k,
+            filter: p.filter.as_ref().map(|f| format!("{f:?}")),
+            ef_search: p.ef_search,
+            nprobe: p.nprobe,
+            threshold: p.score_threshold.map(f32::to_bits),
+        };
+        if let Some(cached) = self.cache.get(&key) {
+            slot.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(cached.hits.clone());
+        }
+        if self.cache.enabled() {
+            slot.cache_misses.fetch_add(1, Ordering::Relaxed);
+        }
+
+        let mut query = match p.query {
+            Some(Query::Text(text)) => {
+                let embedder = self.embedder.as_ref().ok_or_else(|| {
+                    Error::NotReady("the embedding service is disabled on this server".into())
+                })?;
+                let model = def.embedding_model.clone().unwrap_or_default();
+                embedder.embed_texts(&model, vec![text]).await?.remove(0)
+            }
+            Some(Query::Vector(vector)) => vector,
+            None => unreachable!("rejected above"),
+        };
         if def.metric == Metric::Cosine && !l2_normalize(&mut query) {
             return Err(Error::invalid(
                 "vector",
@@ -476,76 +589,220 @@ impl Points {
             ));
         }
 
-        let collection = p.collection;
-        let (k, filter, ef, threshold, metric) =
-            (p.k, p.filter, p.ef_search, p.score_threshold, def.metric);
-        self.with_indexes(move |s, indexes| {
-            let mut indexes = indexes.lock().unwrap_or_else(|p| p.into_inner());
-            if !indexes.contains_key(&collection) {
-                let built = VectorIndex::build(&def, s.point_vectors(&collection)?)?;
-                indexes.insert(collection.clone(), built);
-            }
-            let index = indexes.get_mut(&collection).expect("just inserted");
-            let live = index.live();
-            let mut fetch = if filter.is_some() {
-                (k * 4).min(live.max(1))
-            } else {
-                k
-            };
-            loop {
-                let found = index.search(&query, fetch, ef)?;
-                let labels: Vec<i64> = found.iter().map(|(l, _)| *l).collect();
-                let scores: HashMap<i64, f32> = found.into_iter().collect();
-                let mut hits = Vec::new();
-                for (label, stored) in s.points_by_labels(&collection, &labels)? {
-                    let payload = payload_of(&stored.payload)?;
-                    if filter
-                        .as_ref()
-                        .is_some_and(|f| !f.matches(&Value::Object(payload.clone())))
-                    {
-                        continue;
+        let name = def.name.clone();
+        let (k, filter, ef, nprobe, threshold, metric) = (
+            p.k,
+            p.filter,
+            p.ef_search,
+            p.nprobe,
+            p.score_threshold,
+            def.metric,
+        );
+        let found = self
+            .with_slot(&collection, move |indexes, slot| {
+                indexes.read(slot, |index, s| {
+                    let live = index.live();
+                    let mut fetch = if filter.is_some() {
+                        (k * 4).min(live.max(1))
+                    } else {
+                        k
+                    };
+                    loop {
+                        let found = index.search(&query, fetch, ef, nprobe)?;
+                        let labels: Vec<i64> = found.iter().map(|(l, _)| *l).collect();
+                        let scores: HashMap<i64, f32> = found.into_iter().collect();
+                        let mut hits = Vec::new();
+                        let mut bytes = 0;
+                        for (label, stored) in s.points_by_labels(&name, &labels)? {
+                            let payload = payload_of(&stored.payload)?;
+                            if filter
+                                .as_ref()
+                                .is_some_and(|f| !f.matches(&Value::Object(payload.clone())))
+                            {
+                                continue;
+                            }
+                            let score = scores[&label];
+                            let passes = threshold.is_none_or(|t| match metric {
+                                Metric::L2 => score <= t,
+                                Metric::Cosine | Metric::Dot => score >= t,
+                            });
+                            if passes {
+                                bytes += stored.id.len()
+                                    + stored.vector.len() * 4
+                                    + stored.payload.len()
+                                    + 64;
+                                hits.push(Hit {
+                                    point: Point {
+                                        id: stored.id,
+                                        vector: stored.vector,
+                                        payload,
+                                    },
+                                    score,
+                                });
+                            }
+                        }
+                        // Enough matches, or nothing more to look at: done.
+                        if hits.len() >= k || fetch >= live || filter.is_none() {
+                            hits.truncate(k);
+                            return Ok(CachedHits { hits, bytes });
+                        }
+                        fetch = (fetch * 4).min(live);
                     }
-                    let score = scores[&label];
-                    let passes = threshold.is_none_or(|t| match metric {
-                        Metric::L2 => score <= t,
-                        Metric::Cosine | Metric::Dot => score >= t,
-                    });
-                    if passes {
-                        hits.push(Hit {
-                            point: Point {
-                                id: stored.id,
-                                vector: stored.vector,
-                                payload,
-                            },
-                            score,
-                        });
-                    }
-                }
-                // Enough matches, or nothing more to look at: done.
-                if hits.len() >= k || fetch >= live || filter.is_none() {
-                    hits.truncate(k);
-                    return Ok(hits);
-                }
-                fetch = (fetch * 4).min(live);
-            }
+                })
+            })
+            .await?;
+        let hits = found.hits.clone();
+        self.cache.insert(key, found);
+        Ok(hits)
+    }
+
+    /// Counts, sizes and cache figures of `collection`.
+    pub async fn stats(&self, collection: String) -> Result<CollectionStats> {
+        let collection = self.collections.get(collection).await?;
+        let name = collection.def.name.clone();
+        self.with_slot(&collection, move |indexes, slot| {
+            let index = indexes.stats(slot)?;
+            let store = indexes.store();
+            Ok(CollectionStats {
+                points: store.count_points(&name)?,
+                disk_bytes: store.collection_bytes(&name)? + index.snapshot_bytes,
+                cache_hits: slot.cache_hits.load(Ordering::Relaxed),
+                cache_misses: slot.cache_misses.load(Ordering::Relaxed),
+                index,
+            })
         })
         .await
     }
 
     /// Ids of the points whose payload matches.
     async fn matching(&self, collection: String, filter: Filter) -> Result<Vec<String>> {
-        self.blocking(move |s| {
-            let mut ids = Vec::new();
-            s.scan_payloads(&collection, &mut |id, payload| {
-                if filter.matches(&Value::Object(payload_of(payload)?)) {
-                    ids.push(id.to_owned());
-                }
-                Ok(())
-            })?;
-            Ok(ids)
-        })
-        .await
+        self.blocking(move |s| matching(s, &collection, &filter))
+            .await
     }
+}
+
+/// Where one input point of an upsert went.
+#[derive(Debug, Clone, PartialEq)]
+enum Placed {
+    /// Written as this row.
+    Row(usize),
+    /// Merged into the stored point with this id.
+    Merged(String),
+}
+
+/// Plans a dedup upsert: the rows to write (ids unique) and where each input
+/// went. See [`Points::upsert`] for the rule.
+fn merge_duplicates(
+    s: &dyn PointStore,
+    collection: &str,
+    index: &mut VectorIndex,
+    threshold: f32,
+    inputs: Vec<StoredPoint>,
+) -> Result<(Vec<StoredPoint>, Vec<Placed>)> {
+    let ids: Vec<String> = inputs.iter().map(|p| p.id.clone()).collect();
+    let existing: HashSet<String> = s
+        .get_points(collection, &ids)?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let metric = index.metric();
+    let mut rows: Vec<StoredPoint> = Vec::with_capacity(inputs.len());
+    let mut row_of: HashMap<String, usize> = HashMap::new();
+    let mut placed = Vec::with_capacity(inputs.len());
+    for point in inputs {
+        let twin = if existing.contains(&point.id) {
+            None
+        } else {
+            index
+                .search(&point.vector, 1, None, None)?
+                .first()
+                .copied()
+                .filter(|(_, score)| similarity(metric, *score) >= threshold)
+        };
+        let Some((label, _)) = twin else {
+            // An explicit write replaces whatever this request planned for
+            // the id so far.
+            let r = match row_of.get(&point.id) {
+                Some(&r) => {
+                    rows[r] = point;
+                    r
+                }
+                None => {
+                    row_of.insert(point.id.clone(), rows.len());
+                    rows.push(point);
+                    rows.len() - 1
+                }
+            };
+            placed.push(Placed::Row(r));
+            continue;
+        };
+        let Some((_, target)) = s.points_by_labels(collection, &[label])?.pop() else {
+            return Err(Error::Internal(format!(
+                "index label {label} of {collection:?} has no stored point"
+            )));
+        };
+        let r = match row_of.get(&target.id) {
+            Some(&r) => r,
+            None => {
+                row_of.insert(target.id.clone(), rows.len());
+                rows.push(target);
+                rows.len() - 1
+            }
+        };
+        let mut merged = payload_of(&rows[r].payload)?;
+        merged.extend(payload_of(&point.payload)?);
+        let merged = Value::Object(merged).to_string();
+        if merged.len() > MAX_PAYLOAD_BYTES {
+            return Err(Error::invalid(
+                format!("points[{}].payload", placed.len()),
+                format!(
+                    "merged into near-duplicate {:?}, the payload would be {} bytes as JSON, \
+                     more than {MAX_PAYLOAD_BYTES}",
+                    rows[r].id,
+                    merged.len()
+                ),
+            ));
+        }
+        rows[r].payload = merged;
+        placed.push(Placed::Merged(rows[r].id.clone()));
+    }
+    Ok((rows, placed))
+}
+
+/// Similarity of a faiss score, for dedup thresholds in (0, 1].
+fn similarity(metric: Metric, score: f32) -> f32 {
+    match metric {
+        Metric::Cosine | Metric::Dot => score,
+        Metric::L2 => 1.0 / (1.0 + score),
+    }
+}
+
+/// Each input's outcome from the plan and the store's per-row outcome.
+fn outcomes(inputs: &[String], written: &[UpsertedPoint], placed: Vec<Placed>) -> Vec<Upserted> {
+    inputs
+        .iter()
+        .zip(placed)
+        .map(|(id, place)| Upserted {
+            id: id.clone(),
+            status: match place {
+                Placed::Merged(into) => UpsertStatus::Merged(into),
+                Placed::Row(r) if written[r].replaced.is_some() => UpsertStatus::Updated,
+                Placed::Row(_) => UpsertStatus::Created,
+            },
+        })
+        .collect()
+}
+
+/// Ids of the points of `collection` whose payload matches `filter`.
+fn matching(s: &dyn PointStore, collection: &str, filter: &Filter) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    s.scan_payloads(collection, &mut |id, payload| {
+        if filter.matches(&Value::Object(payload_of(payload)?)) {
+            ids.push(id.to_owned());
+        }
+        Ok(())
+    })?;
+    Ok(ids)
 }
 
 fn check_vector(def: &CollectionDef, field: &str, vector: &[f32], out: &mut Vec<FieldViolation>) {

@@ -14,6 +14,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0002_collections.sql"),
     ),
     ("0003_points", include_str!("migrations/0003_points.sql")),
+    (
+        "0004_no_deletion_log",
+        include_str!("migrations/0004_no_deletion_log.sql"),
+    ),
 ];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.

@@ -1,7 +1,7 @@
 //! Durable storage, the source of truth for every engine.
 //!
 //! Engines talk to the store through narrow traits ([`KvStore`],
-//! [`CollectionStore`]), so
+//! [`CollectionStore`], [`PointStore`]), so
 //! that a PostgreSQL implementation (for several replicas, DESIGN.md §4) can
 //! be added without touching them. The embedded implementation is
 //! [`SqliteStore`]: one SQLite file in WAL mode under `--data-dir`, with
@@ -172,13 +172,66 @@ pub trait PointStore: Send + Sync + std::fmt::Debug + 'static {
     /// Number of points.
     fn count_points(&self, collection: &str) -> Result<u64>;
 
-    /// Every point's label and vector, to build an index from.
-    fn point_vectors(&self, collection: &str) -> Result<Vec<(i64, Vec<f32>)>>;
+    /// What an index is built or brought up to date from: every current
+    /// label, the vectors of those above `after_label` (0 for all), and the
+    /// last change's sequence number, all from one consistent state.
+    fn index_source(&self, collection: &str, after_label: i64) -> Result<IndexSource>;
+
+    /// Approximate bytes the collection's points take in the store.
+    fn collection_bytes(&self, collection: &str) -> Result<u64>;
 
     /// The current points with these labels (stale labels are skipped), with
     /// their labels.
     fn points_by_labels(&self, collection: &str, labels: &[i64])
     -> Result<Vec<(i64, StoredPoint)>>;
+}
+
+/// Labelled vectors in one contiguous buffer, as faiss takes them: one
+/// allocation instead of one per vector, so a 100k-point build neither
+/// copies them again nor leaves a fragmented heap behind.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LabelledVectors {
+    /// One label per vector.
+    pub labels: Vec<i64>,
+    /// The vectors, back to back.
+    pub data: Vec<f32>,
+}
+
+impl LabelledVectors {
+    /// Appends one vector.
+    pub fn push(&mut self, label: i64, vector: &[f32]) {
+        self.labels.push(label);
+        self.data.extend_from_slice(vector);
+    }
+
+    /// Number of vectors.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The vectors in runs of at most `n`, as (labels, data) slices.
+    pub fn chunks(&self, n: usize) -> impl Iterator<Item = (&[i64], &[f32])> {
+        let dims = self.data.len().checked_div(self.labels.len()).unwrap_or(0);
+        self.labels
+            .chunks(n.max(1))
+            .zip(self.data.chunks((n * dims).max(1)))
+    }
+}
+
+/// See [`PointStore::index_source`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IndexSource {
+    /// Labels of every current point version.
+    pub labels: Vec<i64>,
+    /// Current versions above the asked label, by label.
+    pub added: LabelledVectors,
+    /// Sequence number of the collection's last change (0: none yet).
+    pub seq: u64,
 }
 
 /// What `kv_list` returns.

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    CollectionStore, KvEntry, KvListQuery, KvStore, KvWrite, PointStore, PointsWrite,
-    StoredCollection, StoredPoint, UpsertedPoint, migrations,
+    CollectionStore, IndexSource, KvEntry, KvListQuery, KvStore, KvWrite, LabelledVectors,
+    PointStore, PointsWrite, StoredCollection, StoredPoint, UpsertedPoint, migrations,
 };
 use crate::error::{Error, Result};
 
@@ -361,10 +361,6 @@ fn point_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredPoint> {
     })
 }
 
-/// Records that a point version (label) died in change `seq`.
-const INSERT_TOMBSTONE: &str =
-    "INSERT INTO point_deletions (collection, seq, label) VALUES (?1, ?2, ?3)";
-
 /// The collection's next change sequence and label; NotFound if absent.
 fn counters(tx: &rusqlite::Transaction<'_>, collection: &str) -> Result<(i64, i64)> {
     tx.query_row(
@@ -396,7 +392,6 @@ impl PointStore for SqliteStore {
             let mut find = tx
                 .prepare_cached("SELECT label FROM points WHERE collection = ?1 AND id = ?2")
                 .map_err(internal)?;
-            let mut tombstone = tx.prepare_cached(INSERT_TOMBSTONE).map_err(internal)?;
             let mut write = tx
                 .prepare_cached(
                     "INSERT INTO points (collection, id, label, seq, vector, payload)
@@ -411,11 +406,6 @@ impl PointStore for SqliteStore {
                     .query_row(params![collection, p.id], |row| row.get(0))
                     .optional()
                     .map_err(internal)?;
-                if let Some(old) = replaced {
-                    tombstone
-                        .execute(params![collection, seq, old])
-                        .map_err(internal)?;
-                }
                 write
                     .execute(params![
                         collection,
@@ -473,18 +463,12 @@ impl PointStore for SqliteStore {
                     "DELETE FROM points WHERE collection = ?1 AND id = ?2 RETURNING label",
                 )
                 .map_err(internal)?;
-            let mut tombstone = tx.prepare_cached(INSERT_TOMBSTONE).map_err(internal)?;
             for id in ids {
                 let label: Option<i64> = remove
                     .query_row(params![collection, id], |row| row.get(0))
                     .optional()
                     .map_err(internal)?;
-                if let Some(label) = label {
-                    tombstone
-                        .execute(params![collection, seq, label])
-                        .map_err(internal)?;
-                    deleted.push(label);
-                }
+                deleted.extend(label);
             }
         }
         let seq = if deleted.is_empty() {
@@ -522,17 +506,64 @@ impl PointStore for SqliteStore {
         Ok(())
     }
 
-    fn point_vectors(&self, collection: &str) -> Result<Vec<(i64, Vec<f32>)>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT label, vector FROM points WHERE collection = ?1 ORDER BY label")
-            .map_err(internal)?;
-        let rows = stmt
-            .query_map(params![collection], |row| {
-                Ok((row.get(0)?, vector_from(&row.get::<_, Vec<u8>>(1)?)))
-            })
-            .map_err(internal)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(internal)
+    fn index_source(&self, collection: &str, after_label: i64) -> Result<IndexSource> {
+        let mut conn = self.conn();
+        // One read transaction: labels, vectors and seq from the same state.
+        let tx = conn.transaction().map_err(internal)?;
+        let (next_seq, _) = counters(&tx, collection)?;
+        let labels = {
+            let mut stmt = tx
+                .prepare_cached("SELECT label FROM points WHERE collection = ?1")
+                .map_err(internal)?;
+            stmt.query_map(params![collection], |row| row.get(0))
+                .map_err(internal)?
+                .collect::<rusqlite::Result<Vec<i64>>>()
+                .map_err(internal)?
+        };
+        let mut added = LabelledVectors::default();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT label, vector FROM points WHERE collection = ?1 AND label > ?2
+                     ORDER BY label",
+                )
+                .map_err(internal)?;
+            let mut rows = stmt
+                .query(params![collection, after_label])
+                .map_err(internal)?;
+            while let Some(row) = rows.next().map_err(internal)? {
+                let label: i64 = row.get(0).map_err(internal)?;
+                let bytes = row.get_ref(1).map_err(internal)?;
+                let bytes = bytes
+                    .as_blob()
+                    .map_err(|e| Error::Internal(format!("stored vector: {e}")))?;
+                added.labels.push(label);
+                added.data.extend(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+            }
+        }
+        tx.commit().map_err(internal)?;
+        Ok(IndexSource {
+            labels,
+            added,
+            seq: (next_seq - 1) as u64,
+        })
+    }
+
+    fn collection_bytes(&self, collection: &str) -> Result<u64> {
+        // length() of a blob or text reads its size, not its content.
+        self.conn()
+            .query_row(
+                "SELECT COALESCE(SUM(length(id) + length(vector) + length(payload) + 16), 0)
+                 FROM points WHERE collection = ?1",
+                params![collection],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(internal)
     }
 
     fn points_by_labels(
@@ -734,6 +765,15 @@ mod tests {
         // A deleted label is never handed out again.
         let third = s.upsert_points("c", &[point("b", 4.0)]).unwrap();
         assert_eq!(third.outcome[0].label, 4);
+        // An index source sees current labels only, vectors above a label.
+        let source = s.index_source("c", 3).unwrap();
+        let mut labels = source.labels.clone();
+        labels.sort();
+        assert_eq!(labels, [3, 4]);
+        assert_eq!(source.added.labels, [4]);
+        assert_eq!(source.added.data, point("b", 4.0).vector);
+        assert_eq!(source.seq, 4);
+        assert!(s.collection_bytes("c").unwrap() > 0);
         assert!(matches!(
             s.upsert_points("nope", &[point("a", 1.0)]),
             Err(Error::NotFound { .. })

@@ -159,4 +159,6 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Erro
         .connect()
         .await
 }
+pub mod binary;
+pub mod points;
 pub mod sleep;

@@ -6,7 +6,7 @@ import asyncio
 import grpc
 import pytest
 
-from agentd.v1 import agent_pb2, memory_pb2, query_pb2
+from agentd.v1 import agent_pb2, query_pb2
 from agentd_client import AsyncClient, Client, error_details
 
 
@@ -24,8 +24,6 @@ def assert_not_built(err: grpc.RpcError, engine: str, method: str) -> None:
 def test_unary_rpcs_name_their_engine(server):
     with Client(server.target) as client:
         calls = [
-            (lambda: client.memory.CollectionStats(memory_pb2.CollectionStatsRequest(name="c")),
-             "vector collection engine", "agentd.v1.MemoryService/CollectionStats"),
             (lambda: client.query.GetQuery(query_pb2.GetQueryRequest(query_id="q")),
              "query engine", "agentd.v1.QueryControlService/GetQuery"),
             (lambda: client.agents.ListSpecs(agent_pb2.ListSpecsRequest()),

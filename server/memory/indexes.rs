@@ -1,0 +1,469 @@
+//! Every collection's search index, kept in step with the store.
+//!
+//! One slot per collection holds its [`VectorIndex`] behind a lock. A write
+//! to a collection's points commits to the store and updates the loaded
+//! index under that lock, so the index never misses or reorders a committed
+//! change, and collections never wait on each other.
+//!
+//! An index is loaded on first use (and for every collection at start-up,
+//! in the background): from the newest [snapshot](super::snapshot) plus the
+//! points stored after it, or built from the store when there is none. When
+//! tombstones pile up or a quantizer can be (re)trained, a background thread
+//! rebuilds the index from the store while searches keep using the old one;
+//! writes made meanwhile are logged and replayed onto the new index before
+//! it takes over, so no search ever sees a missing or resurrected point.
+//! Snapshots are written after builds, periodically when writes happened,
+//! and at shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::collections::Collection;
+use super::index::VectorIndex;
+use super::snapshot::SnapshotDir;
+use crate::error::Result;
+use crate::store::{LabelledVectors, PointStore};
+
+/// Replays report progress every this many points.
+const REPLAY_CHUNK: usize = 20_000;
+
+/// What a committed write changed, for the index.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// New versions.
+    pub added: LabelledVectors,
+    /// Labels of versions replaced or deleted.
+    pub killed: Vec<i64>,
+}
+
+/// A committed write: its result, sequence number and effect on the index.
+#[derive(Debug)]
+pub struct Written<T> {
+    /// What the caller gets back.
+    pub value: T,
+    /// The store's change sequence number.
+    pub seq: u64,
+    /// Effect on the index.
+    pub change: Change,
+}
+
+/// Figures of one collection's index.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IndexStats {
+    /// Tombstones not yet compacted.
+    pub dead: u64,
+    /// Estimated bytes in memory.
+    pub memory_bytes: u64,
+    /// Bytes of snapshot files.
+    pub snapshot_bytes: u64,
+    /// Store sequence number the index reflects.
+    pub applied_seq: u64,
+    /// A background rebuild is running.
+    pub rebuilding: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    index: Option<VectorIndex>,
+    /// Store sequence number the index reflects.
+    applied_seq: u64,
+    /// Sequence number of the newest snapshot on disk.
+    snapshot_seq: u64,
+    /// Changes committed while a rebuild runs, replayed onto its result.
+    rebuild_log: Option<Vec<Change>>,
+}
+
+/// One collection's slot.
+#[derive(Debug)]
+pub struct Slot {
+    name: String,
+    created_at: i64,
+    collection: Collection,
+    snapshots: Option<SnapshotDir>,
+    state: Mutex<State>,
+    /// Bumped by every write; search results cached under an older value
+    /// are never served again.
+    generation: AtomicU64,
+    /// Search cache counters.
+    pub cache_hits: AtomicU64,
+    /// Search cache counters.
+    pub cache_misses: AtomicU64,
+    /// Set when the collection is deleted: a rebuild in flight drops its work.
+    forgotten: AtomicBool,
+}
+
+impl Slot {
+    /// The write generation (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn PointStore>,
+    /// `<data-dir>/indexes`; None keeps indexes in memory only.
+    snapshot_root: Option<PathBuf>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+/// The registry of collection indexes.
+#[derive(Debug, Clone)]
+pub struct Indexes {
+    inner: Arc<Inner>,
+}
+
+impl Indexes {
+    /// Indexes over `store`, snapshotted under `snapshot_root` if given.
+    pub fn new(store: Arc<dyn PointStore>, snapshot_root: Option<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                snapshot_root,
+                slots: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The slot of `collection`, created on first use. A slot left from a
+    /// deleted collection of the same name is replaced.
+    pub fn slot(&self, collection: &Collection) -> Arc<Slot> {
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let name = &collection.def.name;
+        match slots.get(name) {
+            Some(slot) if slot.created_at == collection.created_at => Arc::clone(slot),
+            _ => {
+                let slot = Arc::new(Slot {
+                    name: name.clone(),
+                    created_at: collection.created_at,
+                    collection: collection.clone(),
+                    snapshots: self
+                        .inner
+                        .snapshot_root
+                        .as_ref()
+                        .map(|root| SnapshotDir::new(root, name, collection.created_at)),
+                    state: Mutex::default(),
+                    generation: AtomicU64::new(0),
+                    cache_hits: AtomicU64::new(0),
+                    cache_misses: AtomicU64::new(0),
+                    forgotten: AtomicBool::new(false),
+                });
+                if let Some(old) = slots.insert(name.clone(), Arc::clone(&slot)) {
+                    old.forgotten.store(true, Ordering::Release);
+                }
+                slot
+            }
+        }
+    }
+
+    /// The store the indexes follow.
+    pub fn store(&self) -> &dyn PointStore {
+        &*self.inner.store
+    }
+
+    /// Drops the index and snapshots of a deleted collection.
+    pub fn forget(&self, name: &str) {
+        let removed = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(slot) = &removed {
+            slot.forgotten.store(true, Ordering::Release);
+            // Wait for a write or snapshot in progress before removing files.
+            drop(slot.lock());
+        }
+        // Snapshots of any incarnation, including ones from earlier runs.
+        if let Some(root) = &self.inner.snapshot_root
+            && let Ok(entries) = std::fs::read_dir(root)
+        {
+            for entry in entries.flatten() {
+                let dir = entry.file_name().to_string_lossy().into_owned();
+                if let Some((created, rest)) = dir.split_once('-')
+                    && rest == name
+                    && let Ok(created) = created.parse::<i64>()
+                {
+                    SnapshotDir::new(root, name, created).remove();
+                }
+            }
+        }
+    }
+
+    /// Commits a write with `write` and applies it to the loaded index, under
+    /// the collection's lock. Blocking.
+    /// With `with_index`, the index is loaded first and `write` gets it (to
+    /// look for near-duplicates before writing).
+    pub fn write<T>(
+        &self,
+        slot: &Arc<Slot>,
+        with_index: bool,
+        write: impl FnOnce(&dyn PointStore, Option<&mut VectorIndex>) -> Result<Written<T>>,
+    ) -> Result<T> {
+        let mut state = slot.lock();
+        if with_index && state.index.is_none() {
+            self.load(slot, &mut state)?;
+        }
+        let index = if with_index {
+            state.index.as_mut()
+        } else {
+            None
+        };
+        let written = write(&*self.inner.store, index)?;
+        slot.generation.fetch_add(1, Ordering::AcqRel);
+        state.applied_seq = state.applied_seq.max(written.seq);
+        if let Some(log) = &mut state.rebuild_log {
+            log.push(written.change.clone());
+        }
+        if let Some(index) = &mut state.index {
+            index.add(&written.change.added.labels, &written.change.added.data)?;
+            index.kill(&written.change.killed);
+            if index.wants_rebuild() {
+                self.start_rebuild(slot, &mut state);
+            }
+        }
+        Ok(written.value)
+    }
+
+    /// Runs `f` on the collection's index (loading it first if needed), under
+    /// the collection's lock. Blocking.
+    pub fn read<T>(
+        &self,
+        slot: &Arc<Slot>,
+        f: impl FnOnce(&mut VectorIndex, &dyn PointStore) -> Result<T>,
+    ) -> Result<T> {
+        let mut state = slot.lock();
+        if state.index.is_none() {
+            self.load(slot, &mut state)?;
+        }
+        let index = state.index.as_mut().expect("loaded above");
+        f(index, &*self.inner.store)
+    }
+
+    /// The collection's index figures (loading it if needed). Blocking.
+    pub fn stats(&self, slot: &Arc<Slot>) -> Result<IndexStats> {
+        let mut state = slot.lock();
+        if state.index.is_none() {
+            self.load(slot, &mut state)?;
+        }
+        let index = state.index.as_ref().expect("loaded above");
+        Ok(IndexStats {
+            dead: index.dead() as u64,
+            memory_bytes: index.memory_bytes(),
+            snapshot_bytes: slot.snapshots.as_ref().map_or(0, SnapshotDir::disk_bytes),
+            applied_seq: state.applied_seq,
+            rebuilding: state.rebuild_log.is_some(),
+        })
+    }
+
+    /// Snapshots every loaded index that changed since its last snapshot.
+    /// Blocking; errors are logged (the store still has everything).
+    pub fn snapshot_changed(&self) {
+        let slots: Vec<Arc<Slot>> = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for slot in slots {
+            let mut state = slot.lock();
+            if state.index.is_some() && state.applied_seq > state.snapshot_seq {
+                snapshot(&slot, &mut state);
+            }
+        }
+    }
+
+    /// Snapshots changed indexes every `interval` until aborted.
+    pub fn spawn_snapshotter(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let indexes = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let indexes = indexes.clone();
+                let _ = tokio::task::spawn_blocking(move || indexes.snapshot_changed()).await;
+            }
+        })
+    }
+
+    /// Loads the index from its snapshot plus the store, or builds it.
+    fn load(&self, slot: &Arc<Slot>, state: &mut State) -> Result<()> {
+        let started = Instant::now();
+        let def = &slot.collection.def;
+        let store = &*self.inner.store;
+        if let Some(dir) = &slot.snapshots {
+            match dir.latest() {
+                Ok(Some((meta, path))) => {
+                    let after = meta.labels.iter().copied().max().unwrap_or(0);
+                    let source = store.index_source(&slot.name, after)?;
+                    let live: HashSet<i64> = source.labels.iter().copied().collect();
+                    match VectorIndex::read(
+                        def,
+                        &path,
+                        meta.labels,
+                        &live,
+                        meta.trained_on as usize,
+                    ) {
+                        Ok(mut index) => {
+                            replay(&slot.name, &mut index, &source.added)?;
+                            tracing::info!(
+                                collection = %slot.name,
+                                snapshot_seq = meta.seq,
+                                replayed = source.added.len(),
+                                seq = source.seq,
+                                elapsed_ms = started.elapsed().as_millis() as u64,
+                                "index loaded from snapshot"
+                            );
+                            state.applied_seq = source.seq;
+                            state.snapshot_seq = meta.seq;
+                            let stale = source.seq > meta.seq;
+                            self.install(slot, state, index);
+                            if stale {
+                                snapshot(slot, state);
+                            }
+                            return Ok(());
+                        }
+                        Err(e) => tracing::warn!(
+                            collection = %slot.name, error = %e,
+                            "index snapshot unusable; rebuilding from the store"
+                        ),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    collection = %slot.name, error = %e,
+                    "index snapshot unreadable; rebuilding from the store"
+                ),
+            }
+        }
+        let source = store.index_source(&slot.name, 0)?;
+        if source.added.len() >= REPLAY_CHUNK {
+            tracing::info!(collection = %slot.name, points = source.added.len(), "building index");
+        }
+        let index = VectorIndex::build(def, &source.added)?;
+        if !source.added.is_empty() {
+            tracing::info!(
+                collection = %slot.name,
+                points = source.added.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "index built from the store"
+            );
+        }
+        state.applied_seq = source.seq;
+        let built_something = !source.added.is_empty();
+        self.install(slot, state, index);
+        if built_something {
+            snapshot(slot, state);
+        }
+        Ok(())
+    }
+
+    fn install(&self, slot: &Arc<Slot>, state: &mut State, index: VectorIndex) {
+        let wants_rebuild = index.wants_rebuild();
+        state.index = Some(index);
+        if wants_rebuild {
+            self.start_rebuild(slot, state);
+        }
+    }
+
+    /// Starts a background rebuild unless one is running.
+    fn start_rebuild(&self, slot: &Arc<Slot>, state: &mut State) {
+        if state.rebuild_log.is_some() {
+            return;
+        }
+        state.rebuild_log = Some(Vec::new());
+        let (registry, slot) = (self.clone(), Arc::clone(slot));
+        std::thread::Builder::new()
+            .name(format!("rebuild-{}", slot.name))
+            .spawn(move || registry.rebuild(&slot))
+            .map(drop)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not start an index rebuild");
+                state.rebuild_log = None;
+            });
+    }
+
+    /// Builds a fresh index from the store outside the lock, then replays
+    /// the changes logged meanwhile and swaps it in.
+    fn rebuild(&self, slot: &Arc<Slot>) {
+        let started = Instant::now();
+        let built = self
+            .inner
+            .store
+            .index_source(&slot.name, 0)
+            .and_then(|source| VectorIndex::build(&slot.collection.def, &source.added));
+        let mut state = slot.lock();
+        let log = state.rebuild_log.take().unwrap_or_default();
+        if slot.forgotten.load(Ordering::Acquire) {
+            return;
+        }
+        let mut index = match built {
+            Ok(index) => index,
+            Err(e) => {
+                tracing::warn!(collection = %slot.name, error = %e, "index rebuild failed");
+                return;
+            }
+        };
+        // Changes the build already saw are skipped by `add` (labels
+        // present) and `kill` (only present labels die), so replaying the
+        // whole log is exact.
+        for change in &log {
+            if let Err(e) = index.add(&change.added.labels, &change.added.data) {
+                tracing::warn!(collection = %slot.name, error = %e, "index rebuild failed");
+                return;
+            }
+            index.kill(&change.killed);
+        }
+        tracing::info!(
+            collection = %slot.name,
+            points = index.live(),
+            replayed_changes = log.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "index rebuilt"
+        );
+        state.index = Some(index);
+        snapshot(slot, &mut state);
+    }
+}
+
+/// Adds `points` to a loaded snapshot, reporting progress on long replays.
+fn replay(name: &str, index: &mut VectorIndex, points: &LabelledVectors) -> Result<()> {
+    let total = points.len();
+    let mut done = 0;
+    for (labels, data) in points.chunks(REPLAY_CHUNK) {
+        index.add(labels, data)?;
+        done += labels.len();
+        if total > REPLAY_CHUNK {
+            tracing::info!(
+                collection = %name,
+                "replaying points stored after the snapshot: {done}/{total} ({}%)",
+                done * 100 / total
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes a snapshot of the slot's index; failures are logged, not fatal.
+fn snapshot(slot: &Slot, state: &mut State) {
+    let (Some(dir), Some(index)) = (&slot.snapshots, &state.index) else {
+        return;
+    };
+    if slot.forgotten.load(Ordering::Acquire) {
+        return;
+    }
+    match dir.write(index, state.applied_seq) {
+        Ok(_) => state.snapshot_seq = state.applied_seq,
+        Err(e) => tracing::warn!(collection = %slot.name, error = %e, "index snapshot failed"),
+    }
+}
