@@ -24,6 +24,7 @@ use faiss::index::autotune::ParameterSpace;
 use faiss::{Idx, Index, index_factory};
 
 use super::collections::{CollectionDef, IndexSpec, Metric, Quantization};
+use super::live_filter::{LiveLabels, search_live};
 use crate::error::{Error, Result};
 use crate::store::LabelledVectors;
 
@@ -62,6 +63,8 @@ pub struct VectorIndex {
     present: HashSet<i64>,
     /// Labels of replaced or deleted versions.
     dead: HashSet<i64>,
+    /// Live labels as a bitmap, for faiss to skip tombstones while searching.
+    live: LiveLabels,
     def: CollectionDef,
     /// Exact flat stand-in while too few points to train the real structure.
     untrained: bool,
@@ -96,6 +99,19 @@ impl VectorIndex {
         };
         let mut index = index_factory(def.dimensions, &factory, def.faiss_metric())
             .map_err(|e| faiss_error("creating the index", e))?;
+        if let (
+            false,
+            IndexSpec::Hnsw {
+                ef_construction, ..
+            },
+        ) = (untrained, def.index)
+        {
+            ParameterSpace::new()
+                .and_then(|p| {
+                    p.set_index_parameter(&index, "efConstruction", f64::from(ef_construction))
+                })
+                .map_err(|e| faiss_error("setting efConstruction", e))?;
+        }
         let mut trained_on = 0;
         if !index.is_trained() {
             let sample = training_sample(points, def.dimensions as usize);
@@ -108,6 +124,7 @@ impl VectorIndex {
             index,
             present: HashSet::with_capacity(points.len()),
             dead: HashSet::new(),
+            live: LiveLabels::default(),
             def: def.clone(),
             untrained,
             trained_on,
@@ -142,7 +159,11 @@ impl VectorIndex {
                 .add_with_ids(&flat, &ids)
                 .map_err(|e| faiss_error("adding points", e))?;
         }
-        self.present.extend(labels.iter().copied());
+        for &label in labels {
+            if self.present.insert(label) {
+                self.live.insert(label);
+            }
+        }
         Ok(())
     }
 
@@ -152,6 +173,7 @@ impl VectorIndex {
         for label in labels {
             if self.present.contains(label) {
                 self.dead.insert(*label);
+                self.live.remove(*label);
             }
         }
     }
@@ -194,27 +216,37 @@ impl VectorIndex {
         ef_search: Option<u32>,
         nprobe: Option<u32>,
     ) -> Result<Vec<(i64, f32)>> {
-        let total = self.present.len();
-        if total == 0 || k == 0 {
+        let k = k.min(self.live());
+        if k == 0 {
             return Ok(Vec::new());
         }
-        let fetch = (k + self.dead.len()).min(total);
-        if !self.untrained {
-            match self.def.index {
-                IndexSpec::Hnsw {
-                    ef_search: default, ..
-                } => {
-                    // Enough candidates for k live results after dropping
-                    // tombstones.
-                    let ef = ef_search.unwrap_or(default).max(fetch as u32);
-                    self.set_parameter("efSearch", ef)?;
-                }
-                IndexSpec::Ivf {
-                    nprobe: default, ..
-                } => self.set_parameter("nprobe", nprobe.unwrap_or(default))?,
-                IndexSpec::Flat => {}
+        // Tombstones are skipped inside faiss where it can filter by label;
+        // flat PQ cannot, so there the search over-fetches past them.
+        if !self.dead.is_empty() && self.filters_by_label() {
+            self.tune(k, ef_search, nprobe)?;
+            let ivf_nprobe = match (self.untrained, self.def.index) {
+                (
+                    false,
+                    IndexSpec::Ivf {
+                        nprobe: default, ..
+                    },
+                ) => Some(nprobe.unwrap_or(default) as usize),
+                _ => None,
+            };
+            let (scores, labels) = search_live(&self.index, &self.live, query, k, ivf_nprobe)?;
+            let found: Vec<(i64, f32)> = labels
+                .into_iter()
+                .zip(scores)
+                .filter(|(label, _)| *label >= 0)
+                .collect();
+            // HNSW may run out of live candidates among many tombstones:
+            // then fall through to the exhaustive over-fetch.
+            if found.len() == k {
+                return Ok(found);
             }
         }
+        let fetch = (k + self.dead.len()).min(self.present.len());
+        self.tune(fetch, ef_search, nprobe)?;
         let found = self
             .index
             .search(query, fetch)
@@ -227,6 +259,35 @@ impl VectorIndex {
             .filter(|(label, _)| !self.dead.contains(label))
             .take(k)
             .collect())
+    }
+
+    /// Whether faiss can skip labels during this index's search.
+    fn filters_by_label(&self) -> bool {
+        self.untrained
+            || !matches!(
+                (self.def.index, self.def.quantization),
+                (IndexSpec::Flat, Quantization::Pq { .. })
+            )
+    }
+
+    /// Search-time parameters: HNSW's candidate list (at least `fetch`, so
+    /// that many results can come back) or IVF's lists probed.
+    fn tune(&self, fetch: usize, ef_search: Option<u32>, nprobe: Option<u32>) -> Result<()> {
+        if self.untrained {
+            return Ok(());
+        }
+        match self.def.index {
+            IndexSpec::Hnsw {
+                ef_search: default, ..
+            } => {
+                let ef = ef_search.unwrap_or(default).max(fetch as u32);
+                self.set_parameter("efSearch", ef)
+            }
+            IndexSpec::Ivf {
+                nprobe: default, ..
+            } => self.set_parameter("nprobe", nprobe.unwrap_or(default)),
+            IndexSpec::Flat => Ok(()),
+        }
     }
 
     fn set_parameter(&self, name: &str, value: u32) -> Result<()> {
@@ -266,8 +327,9 @@ impl VectorIndex {
             // An id per listed vector plus the centroids.
             (false, IndexSpec::Ivf { nlist, .. }) => n * 8 + u64::from(nlist) * d * 4,
         };
-        // IDMap's label array, plus the label sets (~2 words per entry).
-        let bookkeeping = n * 8 + (n + self.dead.len() as u64) * 16;
+        // IDMap's label array, the label sets (~2 words per entry) and the
+        // live bitmap.
+        let bookkeeping = n * 8 + (n + self.dead.len() as u64) * 16 + self.live.bytes() as u64;
         n * code + structure + bookkeeping
     }
 
@@ -306,11 +368,16 @@ impl VectorIndex {
             .copied()
             .filter(|l| !live.contains(l))
             .collect();
+        let mut live_bits = LiveLabels::default();
+        for &label in labels.iter().filter(|l| live.contains(l)) {
+            live_bits.insert(label);
+        }
         let threshold = training_threshold(def);
         Ok(Self {
             index,
             present: labels.into_iter().collect(),
             dead,
+            live: live_bits,
             def: def.clone(),
             untrained: threshold > 0 && trained_on == 0,
             trained_on,

@@ -28,6 +28,7 @@ pub mod filter;
 pub mod index;
 pub mod indexes;
 pub mod kv;
+pub mod live_filter;
 pub mod points;
 pub mod search_cache;
 pub mod snapshot;

@@ -1,14 +1,16 @@
 //! The real `agentd` binary on a free loopback port, for tests that need a
-//! separate process (signals, crashes).
+//! separate process (signals, crashes) and for benchmarks that measure it
+//! from outside (`benches/memory.rs` includes this file). Self-contained
+//! for that reason.
+
+#![allow(dead_code)] // tests and benches each use part of it
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
-
-use super::connect;
+use tonic::transport::{Channel, Endpoint};
 
 /// A running agentd process; killed when dropped.
 pub struct Binary {
@@ -53,6 +55,27 @@ impl Binary {
         self.child.id()
     }
 
+    /// Resident memory of the process, in bytes (Linux `VmRSS`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// SIGTERM, then waits for the graceful exit (which snapshots indexes).
+    pub fn stop(mut self) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM agentd");
+        let status = self.child.wait().expect("wait for agentd");
+        assert!(status.success(), "agentd exited with {status}");
+    }
+
     /// SIGKILL: no shutdown path runs, as in a crash or an OOM kill.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL agentd");
@@ -65,4 +88,12 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
 }

@@ -1,0 +1,433 @@
+//! Vector collections: agentd over gRPC against raw faiss in-process, on the
+//! same vectors and queries in the same run.
+//!
+//! For a random-normal and a clustered set of 100k × 384 vectors:
+//! - durable upsert throughput (UpsertStream, 1,000 points a message, each
+//!   batch committed to SQLite with fsync before the next is read);
+//! - index build time in agentd (the first CollectionStats loads the index:
+//!   read from the store, HNSW build, snapshot written) and in raw faiss;
+//! - the smallest efSearch at which raw faiss reaches recall@10 ≥ 0.98, then
+//!   Search p50/p99 at that efSearch for one query at a time: raw faiss
+//!   `search` in-process vs agentd's Search RPC from a client in this
+//!   process to the server in its own process; the difference is the
+//!   service overhead (gRPC, store reads of ids, locking);
+//! - resident memory of the server holding the collection (after a restart,
+//!   so only what loading the snapshot allocates), for no quantization, SQ8
+//!   and SQ4, against faiss's own serialised size of the same index.
+//!
+//! `cargo bench --bench memory` (about 15 minutes on 2 cores). Set
+//! `AGENTD_BENCH_POINTS` for another size. Under `cargo test` (no `--bench`
+//! argument) it runs 2,000 points and 20 queries, so CI keeps it working.
+
+#[path = "../tests/common/binary.rs"]
+mod binary;
+
+use std::time::{Duration, Instant};
+
+use agentd::pb::v1::memory_service_client::MemoryServiceClient;
+use agentd::pb::v1::*;
+use binary::Binary;
+use faiss::index::autotune::ParameterSpace;
+use faiss::{Index, MetricType, index_factory};
+use tonic::transport::Channel;
+
+const DIMS: usize = 384;
+const K: usize = 10;
+const M: u32 = 32;
+const EF_CONSTRUCTION: u32 = 200;
+const BATCH: usize = 1000;
+
+/// Seeded normal variates (xorshift64* and Box-Muller).
+struct Normal(u64);
+
+impl Normal {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn next(&mut self) -> f32 {
+        let (u, v) = (self.uniform(), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    }
+}
+
+/// `n` vectors back to back: random normal, or around 100 normal centres.
+fn dataset(kind: &str, n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Normal(seed);
+    let mut centres = Normal(7);
+    let centres: Vec<f32> = (0..100 * DIMS).map(|_| centres.next()).collect();
+    let mut out = Vec::with_capacity(n * DIMS);
+    for i in 0..n {
+        for d in 0..DIMS {
+            let noise = rng.next();
+            out.push(match kind {
+                "clustered" => centres[(i % 100) * DIMS + d] + 0.35 * noise,
+                _ => noise,
+            });
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn recall(truth: &[Vec<i64>], got: &[Vec<i64>]) -> f64 {
+    let hits: usize = truth
+        .iter()
+        .zip(got)
+        .map(|(t, g)| t.iter().filter(|x| g.contains(x)).count())
+        .sum();
+    hits as f64 / (truth.len() * K) as f64
+}
+
+/// Exact k nearest by label, with faiss's flat index.
+fn exact(data: &[f32], queries: &[f32]) -> Vec<Vec<i64>> {
+    let mut flat = index_factory(DIMS as u32, "Flat", MetricType::L2).unwrap();
+    flat.add(data).unwrap();
+    let found = flat.search(queries, K).unwrap();
+    found
+        .labels
+        .chunks(K)
+        .map(|c| c.iter().map(|l| l.get().unwrap() as i64).collect())
+        .collect()
+}
+
+async fn upload(c: &mut MemoryServiceClient<Channel>, name: &str, data: &[f32]) -> f64 {
+    let n = data.len() / DIMS;
+    let messages: Vec<UpsertStreamRequest> = (0..n)
+        .step_by(BATCH)
+        .map(|first| UpsertStreamRequest {
+            collection: name.into(),
+            points: (first..(first + BATCH).min(n))
+                .map(|i| PointInput {
+                    id: i.to_string(),
+                    data: Some(point_input::Data::Vector(Vector {
+                        values: data[i * DIMS..(i + 1) * DIMS].to_vec(),
+                    })),
+                    payload: None,
+                })
+                .collect(),
+        })
+        .collect();
+    let started = Instant::now();
+    let totals = c
+        .upsert_stream(futures::stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(totals.points_upserted, n as u64);
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn create(c: &mut MemoryServiceClient<Channel>, name: &str, q: QuantizationType) {
+    c.create_collection(CreateCollectionRequest {
+        name: name.into(),
+        dimensions: DIMS as u32,
+        metric: Metric::L2 as i32,
+        index: Some(IndexSpec {
+            kind: Some(index_spec::Kind::Hnsw(HnswIndex {
+                m: M,
+                ef_construction: EF_CONSTRUCTION,
+                ef_search: 64,
+            })),
+        }),
+        quantization: Some(Quantization {
+            r#type: q as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+async fn stats(c: &mut MemoryServiceClient<Channel>, name: &str) -> CollectionStatsResponse {
+    c.collection_stats(CollectionStatsRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+struct Run {
+    n: usize,
+    queries: usize,
+}
+
+fn print_row(label: &str, agentd: String, faiss: String, note: String) {
+    println!("| {label} | {agentd} | {faiss} | {note} |");
+}
+
+/// Upload, build, search: agentd vs raw faiss on one dataset.
+async fn search_run(kind: &str, run: &Run) {
+    let data = dataset(kind, run.n, 1);
+    let queries = dataset(kind, run.queries, 2);
+    let truth = exact(&data, &queries);
+
+    // Raw faiss, in-process, the same structure and parameters.
+    let started = Instant::now();
+    let mut raw = index_factory(DIMS as u32, format!("HNSW{M},Flat"), MetricType::L2).unwrap();
+    let space = ParameterSpace::new().unwrap();
+    space
+        .set_index_parameter(&raw, "efConstruction", EF_CONSTRUCTION)
+        .unwrap();
+    raw.add(&data).unwrap();
+    let raw_build = started.elapsed().as_secs_f64();
+    let mut ef = 16;
+    let mut raw_recall = 0.0;
+    for candidate in [16u32, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024] {
+        ef = candidate;
+        space.set_index_parameter(&raw, "efSearch", ef).unwrap();
+        let found = raw.search(&queries, K).unwrap();
+        let got: Vec<Vec<i64>> = found
+            .labels
+            .chunks(K)
+            .map(|c| c.iter().filter_map(|l| l.get()).map(|l| l as i64).collect())
+            .collect();
+        raw_recall = recall(&truth, &got);
+        if raw_recall >= 0.98 {
+            break;
+        }
+    }
+    let mut raw_times = Vec::with_capacity(run.queries);
+    for q in queries.chunks(DIMS) {
+        let t = Instant::now();
+        std::hint::black_box(raw.search(q, K).unwrap());
+        raw_times.push(t.elapsed());
+    }
+    raw_times.sort();
+    drop(raw);
+
+    // agentd, in its own process.
+    let dir = tempfile::tempdir().unwrap();
+    let (server, channel) = Binary::start(&dir.path().join("data")).await;
+    let mut c = MemoryServiceClient::new(channel);
+    create(&mut c, "bench", QuantizationType::None).await;
+    let upsert_rate = upload(&mut c, "bench", &data).await;
+    let started = Instant::now();
+    stats(&mut c, "bench").await;
+    let build = started.elapsed().as_secs_f64();
+    // Upserts into the loaded index pay for HNSW insertion.
+    let extra = dataset(kind, run.n / 10, 3);
+    let mut inserts = c.clone();
+    let started = Instant::now();
+    for (b, chunk) in extra.chunks(BATCH * DIMS).enumerate() {
+        let points = chunk
+            .chunks(DIMS)
+            .enumerate()
+            .map(|(i, v)| PointInput {
+                id: format!("x{}", b * BATCH + i),
+                data: Some(point_input::Data::Vector(Vector { values: v.to_vec() })),
+                payload: None,
+            })
+            .collect();
+        inserts
+            .upsert(UpsertRequest {
+                collection: "bench".into(),
+                points,
+            })
+            .await
+            .unwrap();
+    }
+    let loaded_rate = (extra.len() / DIMS) as f64 / started.elapsed().as_secs_f64();
+    let gone: Vec<String> = (0..extra.len() / DIMS).map(|i| format!("x{i}")).collect();
+    for ids in gone.chunks(10_000) {
+        c.delete_points(DeletePointsRequest {
+            collection: "bench".into(),
+            selector: Some(delete_points_request::Selector::Ids(PointIds {
+                ids: ids.to_vec(),
+            })),
+        })
+        .await
+        .unwrap();
+    }
+    // Let the compaction the deletes trigger finish before timing searches.
+    while stats(&mut c, "bench").await.rebuilding {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let request = |q: &[f32]| SearchRequest {
+        collection: "bench".into(),
+        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
+        k: K as u32,
+        ef_search: Some(ef),
+        ..Default::default()
+    };
+    // Warm the connection with other queries (distinct, so no cache hits).
+    for q in dataset(kind, 20, 4).chunks(DIMS) {
+        c.search(request(q)).await.unwrap();
+    }
+    let mut times = Vec::with_capacity(run.queries);
+    let mut got = Vec::with_capacity(run.queries);
+    for q in queries.chunks(DIMS) {
+        let t = Instant::now();
+        let r = c.search(request(q)).await.unwrap().into_inner();
+        times.push(t.elapsed());
+        got.push(
+            r.results
+                .iter()
+                .map(|p| p.id.parse::<i64>().unwrap() + 1)
+                .collect::<Vec<_>>(),
+        );
+    }
+    times.sort();
+    // Store labels start at 1 for point "0"; faiss's flat labels at 0.
+    let truth_labels: Vec<Vec<i64>> = truth
+        .iter()
+        .map(|t| t.iter().map(|l| l + 1).collect())
+        .collect();
+    let agentd_recall = recall(&truth_labels, &got);
+    let cache = stats(&mut c, "bench").await;
+    assert_eq!(
+        cache.cache_hits, 0,
+        "every timed query must reach the index"
+    );
+    server.stop();
+
+    let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+    let (r50, r99) = (percentile(&raw_times, 0.5), percentile(&raw_times, 0.99));
+    println!(
+        "\n### {kind}: {} x {DIMS}, HNSW{M} efConstruction {EF_CONSTRUCTION}, {} queries, k = {K}\n",
+        run.n, run.queries
+    );
+    println!("| measure | agentd (gRPC, own process) | raw faiss (in-process) | note |");
+    println!("|---|---|---|---|");
+    print_row(
+        "durable upsert (points/s)",
+        format!("{upsert_rate:.0}"),
+        "—".into(),
+        format!("UpsertStream, {BATCH} a message, fsync per message"),
+    );
+    print_row(
+        "upsert into the loaded index (points/s)",
+        format!("{loaded_rate:.0}"),
+        "—".into(),
+        format!("Upsert, {BATCH} a call, HNSW insertion included"),
+    );
+    print_row(
+        "index build (s)",
+        format!("{build:.1}"),
+        format!("{raw_build:.1}"),
+        "agentd: store read + build + snapshot".into(),
+    );
+    print_row(
+        &format!("recall@10 at efSearch {ef}"),
+        format!("{agentd_recall:.3}"),
+        format!("{raw_recall:.3}"),
+        "smallest efSearch with raw recall ≥ 0.98".into(),
+    );
+    print_row(
+        "search p50 (ms)",
+        format!("{p50:.3}"),
+        format!("{r50:.3}"),
+        format!("overhead {:.0} µs", (p50 - r50) * 1e3),
+    );
+    print_row(
+        "search p99 (ms)",
+        format!("{p99:.3}"),
+        format!("{r99:.3}"),
+        String::new(),
+    );
+}
+
+/// Server RSS holding one collection, per quantization, after a restart.
+async fn memory_run(run: &Run) {
+    let data = dataset("normal", run.n, 1);
+    let empty_dir = tempfile::tempdir().unwrap();
+    let (empty, _) = Binary::start(&empty_dir.path().join("data")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = empty.rss_bytes();
+    empty.stop();
+
+    println!(
+        "\n### server memory holding {} x {DIMS} (HNSW{M}), after a restart\n",
+        run.n
+    );
+    println!(
+        "| quantization | RSS over an empty server (MB) | faiss index file (MB) | ratio | vs none |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut none_rss = 0.0;
+    for (label, q) in [
+        ("none", QuantizationType::None),
+        ("sq8", QuantizationType::Sq8),
+        ("sq4", QuantizationType::Sq4),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let (server, channel) = Binary::start(&data_dir).await;
+        let mut c = MemoryServiceClient::new(channel);
+        create(&mut c, "bench", q).await;
+        upload(&mut c, "bench", &data).await;
+        stats(&mut c, "bench").await;
+        server.stop();
+        let (server, channel) = Binary::start(&data_dir).await;
+        let mut c = MemoryServiceClient::new(channel);
+        let s = stats(&mut c, "bench").await;
+        assert_eq!(s.points_count, run.n as u64);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = server.rss_bytes().saturating_sub(baseline) as f64 / 1e6;
+        let file = snapshot_bytes(&data_dir) as f64 / 1e6;
+        server.stop();
+        if label == "none" {
+            none_rss = rss;
+        }
+        println!(
+            "| {label} | {rss:.1} | {file:.1} | {:.2}x | {:.2}x |",
+            rss / file,
+            rss / none_rss
+        );
+    }
+}
+
+/// Bytes of the `.faiss` snapshot files under a data directory.
+fn snapshot_bytes(data_dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for dir in std::fs::read_dir(data_dir.join("indexes"))
+        .unwrap()
+        .flatten()
+    {
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            if f.path().extension().is_some_and(|e| e == "faiss") {
+                total += f.metadata().unwrap().len();
+            }
+        }
+    }
+    total
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let run = if full {
+        Run {
+            n: std::env::var("AGENTD_BENCH_POINTS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100_000),
+            queries: 500,
+        }
+    } else {
+        Run {
+            n: 2_000,
+            queries: 20,
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        search_run("normal", &run).await;
+        if full {
+            search_run("clustered", &run).await;
+        }
+        memory_run(&run).await;
+    });
+}
