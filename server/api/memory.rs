@@ -91,6 +91,10 @@ fn filter_from(f: Filter, path: &str) -> Result<DomainFilter, Error> {
     })
 }
 
+/// One UpsertStream batch on its way to the store: (points, outcome, sequence).
+type BatchCommit =
+    std::pin::Pin<Box<dyn Future<Output = Result<(u64, Vec<Upserted>, u64), Error>> + Send>>;
+
 /// Names the stream message a domain error is about, so a client knows
 /// which batches before it were committed.
 fn in_message(n: u64, e: Error) -> Error {
@@ -131,6 +135,8 @@ fn search_params(r: SearchRequest, collection: String) -> Result<SearchParams, E
         ef_search: r.ef_search,
         nprobe: r.nprobe,
         score_threshold: r.score_threshold,
+        with_payload: r.with_payload,
+        with_vector: r.with_vector,
     })
 }
 
@@ -453,11 +459,36 @@ impl MemoryService for MemoryApi {
         let mut stream = request.into_inner();
         let mut totals = UpsertStreamResponse::default();
         let mut collection: Option<String> = None;
-        // One message at a time: each batch is committed before the next is
-        // read, so memory stays bounded and flow control slows the sender.
-        while let Some(message) = stream.message().await? {
-            let n = totals.batches_committed;
-            let in_message = |e: Error| in_message(n, e);
+        let mut received = 0u64;
+        // The batch being committed while the next message is read and
+        // decoded: at most two batches in memory whatever the stream length,
+        // and flow control slows a sender that outpaces the commits.
+        let mut committing: Option<BatchCommit> = None;
+        loop {
+            let (committed, next) = match committing.take() {
+                Some(commit) => {
+                    let (committed, next) = tokio::join!(commit, stream.message());
+                    (Some(committed), next)
+                }
+                None => (None, stream.message().await),
+            };
+            // A failed batch wins over anything read after it.
+            if let Some(committed) = committed {
+                let (count, outcome, seq) = committed?;
+                totals.points_merged += outcome
+                    .iter()
+                    .filter(|u| matches!(u.status, DomainStatus::Merged(_)))
+                    .count() as u64;
+                totals.points_upserted += count;
+                totals.batches_committed += 1;
+                totals.sequence = seq;
+            }
+            let Some(message) = next? else {
+                break;
+            };
+            let n = received;
+            received += 1;
+            let in_message = move |e: Error| in_message(n, e);
             let name = match (&collection, message.collection) {
                 (None, name) if name.is_empty() => {
                     return Err(in_message(Error::invalid(
@@ -483,15 +514,12 @@ impl MemoryService for MemoryApi {
                 .map(|(i, p)| point_input(p, i))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(in_message)?;
-            let count = points.len() as u64;
-            let (outcome, seq) = self.points.upsert(name, points).await.map_err(in_message)?;
-            totals.points_merged += outcome
-                .iter()
-                .filter(|u| matches!(u.status, DomainStatus::Merged(_)))
-                .count() as u64;
-            totals.points_upserted += count;
-            totals.batches_committed += 1;
-            totals.sequence = seq;
+            let engine = self.points.clone();
+            committing = Some(Box::pin(async move {
+                let count = points.len() as u64;
+                let (outcome, seq) = engine.upsert(name, points).await.map_err(in_message)?;
+                Ok((count, outcome, seq))
+            }));
         }
         if collection.is_none() {
             return Err(Error::invalid("messages", "the stream sent no message").into());

@@ -6,7 +6,8 @@
 //! empty, so a combination faiss cannot make is refused up front rather than
 //! at the first upsert.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use faiss::{MetricType, index_factory};
 use serde::{Deserialize, Serialize};
@@ -273,13 +274,60 @@ impl ModelDimensions for EmbeddingEngine {
 pub struct Collections {
     store: Arc<dyn CollectionStore>,
     models: Option<Arc<dyn ModelDimensions>>,
+    /// Definitions by name for [`Collections::resolve`]: every point write
+    /// and search needs one, and definitions never change, so this saves a
+    /// store read per call.
+    resolved: Arc<Mutex<Resolved>>,
+}
+
+#[derive(Debug, Default)]
+struct Resolved {
+    by_name: HashMap<String, Collection>,
+    /// Bumped by every create and delete: a definition read before one is
+    /// not cached after it.
+    epoch: u64,
 }
 
 impl Collections {
     /// Collections on `store`; `models` resolves `embedding_model` (None when
     /// the embedding service is disabled).
     pub fn new(store: Arc<dyn CollectionStore>, models: Option<Arc<dyn ModelDimensions>>) -> Self {
-        Self { store, models }
+        Self {
+            store,
+            models,
+            resolved: Arc::default(),
+        }
+    }
+
+    fn resolved(&self) -> std::sync::MutexGuard<'_, Resolved> {
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The collection of that name for the points engine: like
+    /// [`Collections::get`] but served from memory after the first call,
+    /// and with `points_count` left at 0 (it is not kept up to date).
+    pub async fn resolve(&self, name: String) -> Result<Collection> {
+        let epoch = {
+            let resolved = self.resolved();
+            if let Some(found) = resolved.by_name.get(&name) {
+                return Ok(found.clone());
+            }
+            resolved.epoch
+        };
+        let mut found = self.get(name.clone()).await?;
+        found.points_count = 0;
+        let mut resolved = self.resolved();
+        if resolved.epoch == epoch {
+            resolved.by_name.insert(name, found.clone());
+        }
+        Ok(found)
+    }
+
+    /// Forgets cached definitions after a create or delete.
+    fn invalidate(&self, name: &str) {
+        let mut resolved = self.resolved();
+        resolved.epoch += 1;
+        resolved.by_name.remove(name);
     }
 
     async fn blocking<T: Send + 'static>(
@@ -372,7 +420,10 @@ impl Collections {
             points: 0,
         };
         let created_at = stored.created_at;
-        self.blocking(move |s| s.create_collection(&stored)).await?;
+        let name = stored.name.clone();
+        let created = self.blocking(move |s| s.create_collection(&stored)).await;
+        self.invalidate(&name);
+        created?;
         Ok(Collection {
             def,
             created_at,
@@ -435,7 +486,14 @@ impl Collections {
         let mut v = Vec::new();
         check_name("name", &name, &mut v);
         finish(v)?;
-        self.blocking(move |s| s.delete_collection(&name)).await
+        let deleted = self
+            .blocking({
+                let name = name.clone();
+                move |s| s.delete_collection(&name)
+            })
+            .await;
+        self.invalidate(&name);
+        deleted
     }
 }
 

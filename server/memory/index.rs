@@ -16,7 +16,7 @@
 //! grows several-fold, since ranges and centroids learnt from a small sample
 //! fit a large one badly.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use faiss::index::IndexImpl;
@@ -24,6 +24,7 @@ use faiss::index::autotune::ParameterSpace;
 use faiss::{Idx, Index, index_factory};
 
 use super::collections::{CollectionDef, IndexSpec, Metric, Quantization};
+use super::faiss_threads;
 use super::live_filter::{LiveLabels, search_live};
 use crate::error::{Error, Result};
 use crate::store::LabelledVectors;
@@ -65,6 +66,9 @@ pub struct VectorIndex {
     dead: HashSet<i64>,
     /// Live labels as a bitmap, for faiss to skip tombstones while searching.
     live: LiveLabels,
+    /// Point id of each live label, so a search that needs neither payloads
+    /// nor vectors answers without reading the store.
+    ids: HashMap<i64, Box<str>>,
     def: CollectionDef,
     /// Exact flat stand-in while too few points to train the real structure.
     untrained: bool,
@@ -89,7 +93,9 @@ fn faiss_error(context: &str, e: faiss::error::Error) -> Error {
 impl VectorIndex {
     /// An index for `def` holding `points`, trained on them when the
     /// structure needs it and there are enough.
-    pub fn build(def: &CollectionDef, points: &LabelledVectors) -> Result<Self> {
+    /// `ids` holds each point's id, in the order of `points`.
+    pub fn build(def: &CollectionDef, points: &LabelledVectors, ids: &[String]) -> Result<Self> {
+        faiss_threads::for_build();
         let threshold = training_threshold(def);
         let untrained = threshold > 0 && points.len() < threshold;
         let factory = if untrained {
@@ -125,20 +131,23 @@ impl VectorIndex {
             present: HashSet::with_capacity(points.len()),
             dead: HashSet::new(),
             live: LiveLabels::default(),
+            ids: HashMap::with_capacity(points.len()),
             def: def.clone(),
             untrained,
             trained_on,
         };
-        built.add(&points.labels, &points.data)?;
+        built.add(&points.labels, &points.data, ids)?;
         Ok(built)
     }
 
     /// Adds vectors (`data` holds one per label, back to back) not yet in
     /// the index; labels already present are skipped.
-    pub fn add(&mut self, labels: &[i64], data: &[f32]) -> Result<()> {
+    /// `ids` holds the points' ids, one per label.
+    pub fn add(&mut self, labels: &[i64], data: &[f32], ids: &[String]) -> Result<()> {
         if labels.is_empty() {
             return Ok(());
         }
+        faiss_threads::for_build();
         let dims = self.def.dimensions as usize;
         let fresh = labels.iter().filter(|l| !self.present.contains(*l)).count();
         if fresh == labels.len() {
@@ -159,9 +168,10 @@ impl VectorIndex {
                 .add_with_ids(&flat, &ids)
                 .map_err(|e| faiss_error("adding points", e))?;
         }
-        for &label in labels {
+        for (&label, id) in labels.iter().zip(ids) {
             if self.present.insert(label) {
                 self.live.insert(label);
+                self.ids.insert(label, id.as_str().into());
             }
         }
         Ok(())
@@ -174,6 +184,7 @@ impl VectorIndex {
             if self.present.contains(label) {
                 self.dead.insert(*label);
                 self.live.remove(*label);
+                self.ids.remove(label);
             }
         }
     }
@@ -186,6 +197,11 @@ impl VectorIndex {
     /// Tombstones awaiting a rebuild.
     pub fn dead(&self) -> usize {
         self.dead.len()
+    }
+
+    /// The point id of a live label.
+    pub fn id_of(&self, label: i64) -> Option<&str> {
+        self.ids.get(&label).map(|id| &**id)
     }
 
     /// Every label in the index, live or dead (for snapshots).
@@ -220,6 +236,7 @@ impl VectorIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
+        faiss_threads::for_search();
         // Tombstones are skipped inside faiss where it can filter by label;
         // flat PQ cannot, so there the search over-fetches past them.
         if !self.dead.is_empty() && self.filters_by_label() {
@@ -329,7 +346,9 @@ impl VectorIndex {
         };
         // IDMap's label array, the label sets (~2 words per entry) and the
         // live bitmap.
-        let bookkeeping = n * 8 + (n + self.dead.len() as u64) * 16 + self.live.bytes() as u64;
+        let ids: u64 = self.ids.values().map(|id| id.len() as u64 + 40).sum();
+        let bookkeeping =
+            n * 8 + (n + self.dead.len() as u64) * 16 + self.live.bytes() as u64 + ids;
         n * code + structure + bookkeeping
     }
 
@@ -347,7 +366,7 @@ impl VectorIndex {
         def: &CollectionDef,
         path: &Path,
         labels: Vec<i64>,
-        live: &HashSet<i64>,
+        live: &HashMap<i64, String>,
         trained_on: usize,
     ) -> Result<Self> {
         let path = path.to_str().ok_or_else(|| {
@@ -366,11 +385,15 @@ impl VectorIndex {
         let dead = labels
             .iter()
             .copied()
-            .filter(|l| !live.contains(l))
+            .filter(|l| !live.contains_key(l))
             .collect();
         let mut live_bits = LiveLabels::default();
-        for &label in labels.iter().filter(|l| live.contains(l)) {
-            live_bits.insert(label);
+        let mut ids = HashMap::new();
+        for label in &labels {
+            if let Some(id) = live.get(label) {
+                live_bits.insert(*label);
+                ids.insert(*label, id.as_str().into());
+            }
         }
         let threshold = training_threshold(def);
         Ok(Self {
@@ -378,6 +401,7 @@ impl VectorIndex {
             present: labels.into_iter().collect(),
             dead,
             live: live_bits,
+            ids,
             def: def.clone(),
             untrained: threshold > 0 && trained_on == 0,
             trained_on,
@@ -426,6 +450,10 @@ mod tests {
         out
     }
 
+    fn ids(points: &LabelledVectors) -> Vec<String> {
+        points.labels.iter().map(|l| format!("p{l}")).collect()
+    }
+
     fn nth(points: &LabelledVectors, i: usize) -> &[f32] {
         &points.data[i * 8..(i + 1) * 8]
     }
@@ -441,16 +469,16 @@ mod tests {
             Quantization::Sq8,
         );
         let few = points(10, 1);
-        let mut index = VectorIndex::build(&d, &few).unwrap();
+        let mut index = VectorIndex::build(&d, &few, &ids(&few)).unwrap();
         assert!(index.untrained);
         let found = index.search(nth(&few, 3), 1, None, None).unwrap();
         assert_eq!(found[0], (4, 0.0), "exact while untrained");
         let more = points(2_000, 11);
-        index.add(&more.labels, &more.data).unwrap();
+        index.add(&more.labels, &more.data, &ids(&more)).unwrap();
         assert!(index.wants_rebuild(), "enough points to train now");
 
         let all = points(2_010, 1);
-        let trained = VectorIndex::build(&d, &all).unwrap();
+        let trained = VectorIndex::build(&d, &all, &ids(&all)).unwrap();
         assert!(!trained.untrained);
         assert_eq!(trained.trained_on(), 2_010);
         assert!(!trained.wants_rebuild());
@@ -460,7 +488,7 @@ mod tests {
     fn tombstones_are_skipped_and_trigger_a_rebuild() {
         let d = def(IndexSpec::Flat, Quantization::None);
         let all = points(200, 1);
-        let mut index = VectorIndex::build(&d, &all).unwrap();
+        let mut index = VectorIndex::build(&d, &all, &ids(&all)).unwrap();
         index.kill(&(1..=100).collect::<Vec<_>>());
         index.kill(&[9_999]);
         assert_eq!((index.live(), index.dead()), (100, 100));
@@ -480,15 +508,16 @@ mod tests {
             Quantization::Sq8,
         );
         let all = points(1_000, 1);
-        let index = VectorIndex::build(&d, &all).unwrap();
+        let index = VectorIndex::build(&d, &all, &ids(&all)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("i.faiss");
         index.write(&path).unwrap();
         let labels: Vec<i64> = index.labels().collect();
-        let live: HashSet<i64> = (2..=1_000).collect();
+        let live: HashMap<i64, String> = (2..=1_000).map(|l| (l, format!("p{l}"))).collect();
         let mut back = VectorIndex::read(&d, &path, labels, &live, 1_000).unwrap();
         assert_eq!((back.live(), back.dead()), (999, 1));
         let found = back.search(nth(&all, 1), 1, None, None).unwrap();
         assert_eq!(found[0].0, 2);
+        assert_eq!((back.id_of(2), back.id_of(1)), (Some("p2"), None));
     }
 }

@@ -15,7 +15,7 @@
 //! Snapshots are written after builds, periodically when writes happened,
 //! and at shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,7 +25,7 @@ use super::collections::Collection;
 use super::index::VectorIndex;
 use super::snapshot::SnapshotDir;
 use crate::error::Result;
-use crate::store::{LabelledVectors, PointStore};
+use crate::store::{IndexSource, LabelledVectors, PointStore};
 
 /// Replays report progress every this many points.
 const REPLAY_CHUNK: usize = 20_000;
@@ -35,6 +35,8 @@ const REPLAY_CHUNK: usize = 20_000;
 pub struct Change {
     /// New versions.
     pub added: LabelledVectors,
+    /// Their point ids, one per label of `added`.
+    pub ids: Vec<String>,
     /// Labels of versions replaced or deleted.
     pub killed: Vec<i64>,
 }
@@ -223,7 +225,8 @@ impl Indexes {
             log.push(written.change.clone());
         }
         if let Some(index) = &mut state.index {
-            index.add(&written.change.added.labels, &written.change.added.data)?;
+            let change = &written.change;
+            index.add(&change.added.labels, &change.added.data, &change.ids)?;
             index.kill(&written.change.killed);
             if index.wants_rebuild() {
                 self.start_rebuild(slot, &mut state);
@@ -306,7 +309,7 @@ impl Indexes {
                 Ok(Some((meta, path))) => {
                     let after = meta.labels.iter().copied().max().unwrap_or(0);
                     let source = store.index_source(&slot.name, after)?;
-                    let live: HashSet<i64> = source.labels.iter().copied().collect();
+                    let live: HashMap<i64, String> = source.live.into_iter().collect();
                     match VectorIndex::read(
                         def,
                         &path,
@@ -315,7 +318,8 @@ impl Indexes {
                         meta.trained_on as usize,
                     ) {
                         Ok(mut index) => {
-                            replay(&slot.name, &mut index, &source.added)?;
+                            let ids = ids_of(&source.added, &live);
+                            replay(&slot.name, &mut index, &source.added, &ids)?;
                             tracing::info!(
                                 collection = %slot.name,
                                 snapshot_seq = meta.seq,
@@ -347,22 +351,22 @@ impl Indexes {
             }
         }
         let source = store.index_source(&slot.name, 0)?;
-        if source.added.len() >= REPLAY_CHUNK {
-            tracing::info!(collection = %slot.name, points = source.added.len(), "building index");
+        let (points, seq) = (source.added.len(), source.seq);
+        if points >= REPLAY_CHUNK {
+            tracing::info!(collection = %slot.name, points, "building index");
         }
-        let index = VectorIndex::build(def, &source.added)?;
-        if !source.added.is_empty() {
+        let index = build(def, source)?;
+        if points > 0 {
             tracing::info!(
                 collection = %slot.name,
-                points = source.added.len(),
+                points,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "index built from the store"
             );
         }
-        state.applied_seq = source.seq;
-        let built_something = !source.added.is_empty();
+        state.applied_seq = seq;
         self.install(slot, state, index);
-        if built_something {
+        if points > 0 {
             snapshot(slot, state);
         }
         Ok(())
@@ -401,7 +405,7 @@ impl Indexes {
             .inner
             .store
             .index_source(&slot.name, 0)
-            .and_then(|source| VectorIndex::build(&slot.collection.def, &source.added));
+            .and_then(|source| build(&slot.collection.def, source));
         let mut state = slot.lock();
         let log = state.rebuild_log.take().unwrap_or_default();
         if slot.forgotten.load(Ordering::Acquire) {
@@ -418,7 +422,7 @@ impl Indexes {
         // present) and `kill` (only present labels die), so replaying the
         // whole log is exact.
         for change in &log {
-            if let Err(e) = index.add(&change.added.labels, &change.added.data) {
+            if let Err(e) = index.add(&change.added.labels, &change.added.data, &change.ids) {
                 tracing::warn!(collection = %slot.name, error = %e, "index rebuild failed");
                 return;
             }
@@ -436,12 +440,32 @@ impl Indexes {
     }
 }
 
+/// The ids of `points`' labels, in order.
+fn ids_of(points: &LabelledVectors, live: &HashMap<i64, String>) -> Vec<String> {
+    points
+        .labels
+        .iter()
+        .map(|label| live.get(label).cloned().unwrap_or_default())
+        .collect()
+}
+
+/// An index of every point in `source`.
+fn build(def: &super::collections::CollectionDef, source: IndexSource) -> Result<VectorIndex> {
+    let live: HashMap<i64, String> = source.live.into_iter().collect();
+    VectorIndex::build(def, &source.added, &ids_of(&source.added, &live))
+}
+
 /// Adds `points` to a loaded snapshot, reporting progress on long replays.
-fn replay(name: &str, index: &mut VectorIndex, points: &LabelledVectors) -> Result<()> {
+fn replay(
+    name: &str,
+    index: &mut VectorIndex,
+    points: &LabelledVectors,
+    ids: &[String],
+) -> Result<()> {
     let total = points.len();
     let mut done = 0;
-    for (labels, data) in points.chunks(REPLAY_CHUNK) {
-        index.add(labels, data)?;
+    for ((labels, data), ids) in points.chunks(REPLAY_CHUNK).zip(ids.chunks(REPLAY_CHUNK)) {
+        index.add(labels, data, ids)?;
         done += labels.len();
         if total > REPLAY_CHUNK {
             tracing::info!(

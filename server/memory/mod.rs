@@ -24,6 +24,7 @@
 //! from it, and a snapshot only saves the time to do so.
 
 pub mod collections;
+pub mod faiss_threads;
 pub mod filter;
 pub mod index;
 pub mod indexes;

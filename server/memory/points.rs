@@ -123,6 +123,10 @@ pub struct SearchParams {
     pub nprobe: Option<u32>,
     /// Drop results scoring worse than this.
     pub score_threshold: Option<f32>,
+    /// Return payloads.
+    pub with_payload: bool,
+    /// Return vectors.
+    pub with_vector: bool,
 }
 
 /// One search result.
@@ -283,7 +287,7 @@ impl Points {
         collection: String,
         points: Vec<PointInput>,
     ) -> Result<(Vec<Upserted>, u64)> {
-        let collection = self.collections.get(collection).await?;
+        let collection = self.collections.resolve(collection).await?;
         let def = &collection.def;
         let mut v = Vec::new();
         if points.is_empty() || points.len() > MAX_POINTS {
@@ -403,6 +407,7 @@ impl Points {
                 };
                 for (u, p) in write.outcome.iter().zip(&rows) {
                     change.added.push(u.label, &p.vector);
+                    change.ids.push(p.id.clone());
                 }
                 let value = outcomes(&ids, &write.outcome, placed);
                 Ok(Written {
@@ -417,7 +422,7 @@ impl Points {
 
     /// The points with these ids that exist, in the order asked.
     pub async fn get(&self, collection: String, ids: Vec<String>) -> Result<Vec<Point>> {
-        self.collections.get(collection.clone()).await?;
+        self.collections.resolve(collection.clone()).await?;
         let mut v = Vec::new();
         check_ids("ids", &ids, &mut v);
         super::validate::finish(v)?;
@@ -439,7 +444,7 @@ impl Points {
     /// Deletes the selected points; returns how many existed and the change
     /// sequence number.
     pub async fn delete(&self, collection: String, selector: Selector) -> Result<(u64, u64)> {
-        let collection = self.collections.get(collection).await?;
+        let collection = self.collections.resolve(collection).await?;
         match &selector {
             Selector::Ids(ids) => {
                 let mut v = Vec::new();
@@ -473,7 +478,7 @@ impl Points {
 
     /// Number of points, of those matching `filter` if given.
     pub async fn count(&self, collection: String, filter: Option<Filter>) -> Result<u64> {
-        self.collections.get(collection.clone()).await?;
+        self.collections.resolve(collection.clone()).await?;
         match filter {
             None => self.blocking(move |s| s.count_points(&collection)).await,
             Some(filter) => {
@@ -487,7 +492,7 @@ impl Points {
     /// `k` nearest among those whose payload matches (never fewer when at
     /// least `k` match).
     pub async fn search(&self, p: SearchParams) -> Result<Vec<Hit>> {
-        let collection = self.collections.get(p.collection.clone()).await?;
+        let collection = self.collections.resolve(p.collection.clone()).await?;
         let def = &collection.def;
         let mut v = Vec::new();
         if p.k == 0 || p.k > MAX_K {
@@ -562,6 +567,8 @@ impl Points {
             ef_search: p.ef_search,
             nprobe: p.nprobe,
             threshold: p.score_threshold.map(f32::to_bits),
+            with_payload: p.with_payload,
+            with_vector: p.with_vector,
         };
         if let Some(cached) = self.cache.get(&key) {
             slot.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -598,6 +605,9 @@ impl Points {
             p.score_threshold,
             def.metric,
         );
+        // Ids come from the index; the store is read only for what the
+        // caller asked to see or filter on.
+        let needs_rows = filter.is_some() || p.with_payload || p.with_vector;
         let found = self
             .with_slot(&collection, move |indexes, slot| {
                 indexes.read(slot, |index, s| {
@@ -609,6 +619,24 @@ impl Points {
                     };
                     loop {
                         let found = index.search(&query, fetch, ef, nprobe)?;
+                        if !needs_rows {
+                            let hits: Vec<Hit> = found
+                                .into_iter()
+                                .filter(|(_, score)| passes(metric, threshold, *score))
+                                .filter_map(|(label, score)| {
+                                    Some(Hit {
+                                        point: Point {
+                                            id: index.id_of(label)?.to_owned(),
+                                            vector: Vec::new(),
+                                            payload: Map::new(),
+                                        },
+                                        score,
+                                    })
+                                })
+                                .collect();
+                            let bytes = hits.iter().map(|h| h.point.id.len() + 64).sum();
+                            return Ok(CachedHits { hits, bytes });
+                        }
                         let labels: Vec<i64> = found.iter().map(|(l, _)| *l).collect();
                         let scores: HashMap<i64, f32> = found.into_iter().collect();
                         let mut hits = Vec::new();
@@ -622,11 +650,7 @@ impl Points {
                                 continue;
                             }
                             let score = scores[&label];
-                            let passes = threshold.is_none_or(|t| match metric {
-                                Metric::L2 => score <= t,
-                                Metric::Cosine | Metric::Dot => score >= t,
-                            });
-                            if passes {
+                            if passes(metric, threshold, score) {
                                 bytes += stored.id.len()
                                     + stored.vector.len() * 4
                                     + stored.payload.len()
@@ -658,7 +682,7 @@ impl Points {
 
     /// Counts, sizes and cache figures of `collection`.
     pub async fn stats(&self, collection: String) -> Result<CollectionStats> {
-        let collection = self.collections.get(collection).await?;
+        let collection = self.collections.resolve(collection).await?;
         let name = collection.def.name.clone();
         self.with_slot(&collection, move |indexes, slot| {
             let index = indexes.stats(slot)?;
@@ -767,6 +791,15 @@ fn merge_duplicates(
         placed.push(Placed::Merged(rows[r].id.clone()));
     }
     Ok((rows, placed))
+}
+
+/// Whether a score is within the caller's threshold (at least it for
+/// similarities, at most it for distances).
+fn passes(metric: Metric, threshold: Option<f32>, score: f32) -> bool {
+    threshold.is_none_or(|t| match metric {
+        Metric::L2 => score <= t,
+        Metric::Cosine | Metric::Dot => score >= t,
+    })
 }
 
 /// Similarity of a faiss score, for dedup thresholds in (0, 1].

@@ -34,6 +34,10 @@ pub struct SearchKey {
     pub nprobe: Option<u32>,
     /// Score threshold bits.
     pub threshold: Option<u32>,
+    /// Payloads asked for.
+    pub with_payload: bool,
+    /// Vectors asked for.
+    pub with_vector: bool,
 }
 
 /// A query as a key.

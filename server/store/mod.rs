@@ -173,7 +173,7 @@ pub trait PointStore: Send + Sync + std::fmt::Debug + 'static {
     fn count_points(&self, collection: &str) -> Result<u64>;
 
     /// What an index is built or brought up to date from: every current
-    /// label, the vectors of those above `after_label` (0 for all), and the
+    /// label with its id, the vectors of those above `after_label` (0 for all), and the
     /// last change's sequence number, all from one consistent state.
     fn index_source(&self, collection: &str, after_label: i64) -> Result<IndexSource>;
 
@@ -226,8 +226,8 @@ impl LabelledVectors {
 /// See [`PointStore::index_source`].
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IndexSource {
-    /// Labels of every current point version.
-    pub labels: Vec<i64>,
+    /// (label, id) of every current point version.
+    pub live: Vec<(i64, String)>,
     /// Current versions above the asked label, by label.
     pub added: LabelledVectors,
     /// Sequence number of the collection's last change (0: none yet).

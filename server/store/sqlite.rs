@@ -511,13 +511,18 @@ impl PointStore for SqliteStore {
         // One read transaction: labels, vectors and seq from the same state.
         let tx = conn.transaction().map_err(internal)?;
         let (next_seq, _) = counters(&tx, collection)?;
-        let labels = {
+        let live = {
+            // The label index holds the ids too (they are the table's key),
+            // so this reads the index alone, not the vectors.
             let mut stmt = tx
-                .prepare_cached("SELECT label FROM points WHERE collection = ?1")
+                .prepare_cached(
+                    "SELECT label, id FROM points INDEXED BY points_by_label
+                     WHERE collection = ?1",
+                )
                 .map_err(internal)?;
-            stmt.query_map(params![collection], |row| row.get(0))
+            stmt.query_map(params![collection], |row| Ok((row.get(0)?, row.get(1)?)))
                 .map_err(internal)?
-                .collect::<rusqlite::Result<Vec<i64>>>()
+                .collect::<rusqlite::Result<Vec<(i64, String)>>>()
                 .map_err(internal)?
         };
         let mut added = LabelledVectors::default();
@@ -547,7 +552,7 @@ impl PointStore for SqliteStore {
         }
         tx.commit().map_err(internal)?;
         Ok(IndexSource {
-            labels,
+            live,
             added,
             seq: (next_seq - 1) as u64,
         })
@@ -767,9 +772,9 @@ mod tests {
         assert_eq!(third.outcome[0].label, 4);
         // An index source sees current labels only, vectors above a label.
         let source = s.index_source("c", 3).unwrap();
-        let mut labels = source.labels.clone();
-        labels.sort();
-        assert_eq!(labels, [3, 4]);
+        let mut live = source.live.clone();
+        live.sort();
+        assert_eq!(live, [(3, "a".to_owned()), (4, "b".to_owned())]);
         assert_eq!(source.added.labels, [4]);
         assert_eq!(source.added.data, point("b", 4.0).vector);
         assert_eq!(source.seq, 4);

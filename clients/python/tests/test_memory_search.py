@@ -35,3 +35,32 @@ def test_upsert_and_search_with_a_filter(server):
         )
         assert [r.id for r in filtered.results] == ["p0", "p2"]
         assert all(r.payload["lang"] == "en" for r in filtered.results)
+
+
+def test_upsert_stream_and_collection_stats(server):
+    with Client(server.target) as client:
+        client.memory.CreateCollection(
+            memory_pb2.CreateCollectionRequest(name="py-bulk", dimensions=2, metric=memory_pb2.METRIC_L2)
+        )
+
+        def batches():
+            for b in range(3):
+                yield memory_pb2.UpsertStreamRequest(
+                    collection="py-bulk" if b == 0 else "",
+                    points=[
+                        memory_pb2.PointInput(id=f"{b}-{i}", vector=memory_pb2.Vector(values=[b, i]))
+                        for i in range(100)
+                    ],
+                )
+
+        totals = client.memory.UpsertStream(batches())
+        assert (totals.points_upserted, totals.batches_committed) == (300, 3)
+
+        query = memory_pb2.SearchRequest(collection="py-bulk", vector=memory_pb2.Vector(values=[2, 7]), k=1)
+        for _ in range(3):
+            assert [r.id for r in client.memory.Search(query).results] == ["2-7"]
+        stats = client.memory.CollectionStats(memory_pb2.CollectionStatsRequest(name="py-bulk"))
+        assert stats.points_count == 300
+        assert (stats.cache_hits, stats.cache_misses) == (2, 1)
+        assert stats.last_applied_sequence == 3
+        assert stats.index_memory_bytes > 0 and stats.disk_bytes > 0

@@ -56,3 +56,31 @@ test("create a collection, upsert points and search with a filter", async () => 
   );
   assert.ok(filtered.results.every((r) => r.payload?.lang === "en"));
 });
+
+test("bulk-load with UpsertStream (client streaming) and read CollectionStats", async () => {
+  const client = createAgentdClient({ target: server.target });
+  await client.memory.createCollection({ name: "ts-bulk", dimensions: 2, metric: Metric.L2 });
+  async function* batches() {
+    for (let b = 0; b < 3; b++) {
+      yield {
+        collection: b === 0 ? "ts-bulk" : "",
+        points: Array.from({ length: 100 }, (_, i) => ({
+          id: `${b}-${i}`,
+          data: { case: "vector" as const, value: { values: [b, i] } },
+        })),
+      };
+    }
+  }
+  const totals = await client.memory.upsertStream(batches());
+  assert.equal(totals.pointsUpserted, 300n);
+  assert.equal(totals.batchesCommitted, 3n);
+  const query = { case: "vector" as const, value: { values: [1, 42] } };
+  const found = await client.memory.search({ collection: "ts-bulk", query, k: 1 });
+  assert.deepEqual(
+    found.results.map((r) => r.id),
+    ["1-42"],
+  );
+  const stats = await client.memory.collectionStats({ name: "ts-bulk" });
+  assert.equal(stats.pointsCount, 300n);
+  assert.equal(stats.lastAppliedSequence, 3n);
+});
