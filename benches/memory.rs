@@ -16,7 +16,8 @@
 //!   and SQ4, against faiss's own serialised size of the same index.
 //!
 //! `cargo bench --bench memory` (about 15 minutes on 2 cores). Set
-//! `AGENTD_BENCH_POINTS` for another size. Under `cargo test` (no `--bench`
+//! `AGENTD_BENCH_POINTS` for another size, `AGENTD_BENCH_ONLY=search` or
+//! `=memory` for one part. Under `cargo test` (no `--bench`
 //! argument) it runs 2,000 points and 20 queries, so CI keeps it working.
 
 #[path = "../tests/common/binary.rs"]
@@ -430,11 +431,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // AGENTD_BENCH_ONLY=search or =memory runs one part.
+    let only = std::env::var("AGENTD_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
-        search_run("normal", &run).await;
-        if full {
-            search_run("clustered", &run).await;
+        if only != "memory" {
+            search_run("normal", &run).await;
+            if full {
+                search_run("clustered", &run).await;
+            }
         }
-        memory_run(&run).await;
+        if only != "search" {
+            memory_run(&run).await;
+        }
     });
 }

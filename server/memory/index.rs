@@ -59,10 +59,9 @@ pub fn training_threshold(def: &CollectionDef) -> usize {
 /// A collection's index.
 pub struct VectorIndex {
     index: IndexImpl,
-    /// Labels in the index (live or dead), so a write applied twice (once
-    /// by a build that read it from the store, once from a log) is added once.
-    present: HashSet<i64>,
-    /// Labels of replaced or deleted versions.
+    /// Labels of replaced or deleted versions. With the keys of `ids` these
+    /// are every label in the index, so a write applied twice (once by a
+    /// build that read it from the store, once from a log) is added once.
     dead: HashSet<i64>,
     /// Live labels as a bitmap, for faiss to skip tombstones while searching.
     live: LiveLabels,
@@ -79,7 +78,7 @@ pub struct VectorIndex {
 impl std::fmt::Debug for VectorIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VectorIndex")
-            .field("present", &self.present.len())
+            .field("live", &self.ids.len())
             .field("dead", &self.dead.len())
             .field("untrained", &self.untrained)
             .finish_non_exhaustive()
@@ -128,7 +127,6 @@ impl VectorIndex {
         }
         let mut built = Self {
             index,
-            present: HashSet::with_capacity(points.len()),
             dead: HashSet::new(),
             live: LiveLabels::default(),
             ids: HashMap::with_capacity(points.len()),
@@ -149,7 +147,7 @@ impl VectorIndex {
         }
         faiss_threads::for_build();
         let dims = self.def.dimensions as usize;
-        let fresh = labels.iter().filter(|l| !self.present.contains(*l)).count();
+        let fresh = labels.iter().filter(|l| !self.holds(**l)).count();
         if fresh == labels.len() {
             let ids: Vec<Idx> = labels.iter().map(|l| Idx::new(*l as u64)).collect();
             self.index
@@ -159,7 +157,7 @@ impl VectorIndex {
             let mut ids = Vec::with_capacity(fresh);
             let mut flat = Vec::with_capacity(fresh * dims);
             for (label, vector) in labels.iter().zip(data.chunks_exact(dims)) {
-                if !self.present.contains(label) {
+                if !self.holds(*label) {
                     ids.push(Idx::new(*label as u64));
                     flat.extend_from_slice(vector);
                 }
@@ -169,7 +167,7 @@ impl VectorIndex {
                 .map_err(|e| faiss_error("adding points", e))?;
         }
         for (&label, id) in labels.iter().zip(ids) {
-            if self.present.insert(label) {
+            if !self.holds(label) {
                 self.live.insert(label);
                 self.ids.insert(label, id.as_str().into());
             }
@@ -181,7 +179,7 @@ impl VectorIndex {
     /// that read the store after they died never added them).
     pub fn kill(&mut self, labels: &[i64]) {
         for label in labels {
-            if self.present.contains(label) {
+            if self.ids.contains_key(label) {
                 self.dead.insert(*label);
                 self.live.remove(*label);
                 self.ids.remove(label);
@@ -189,9 +187,19 @@ impl VectorIndex {
         }
     }
 
+    /// Whether `label` is in the index, live or dead.
+    fn holds(&self, label: i64) -> bool {
+        self.ids.contains_key(&label) || self.dead.contains(&label)
+    }
+
+    /// Vectors in the index, live or dead.
+    fn total(&self) -> usize {
+        self.ids.len() + self.dead.len()
+    }
+
     /// Live points in the index.
     pub fn live(&self) -> usize {
-        self.present.len() - self.dead.len()
+        self.ids.len()
     }
 
     /// Tombstones awaiting a rebuild.
@@ -206,15 +214,15 @@ impl VectorIndex {
 
     /// Every label in the index, live or dead (for snapshots).
     pub fn labels(&self) -> impl Iterator<Item = i64> + '_ {
-        self.present.iter().copied()
+        self.ids.keys().chain(&self.dead).copied()
     }
 
     /// Whether a rebuild would pay off: many tombstones, enough points to
     /// train at last, or a collection that outgrew its training sample.
     pub fn wants_rebuild(&self) -> bool {
         let dead = self.dead.len();
-        let many_dead = dead >= REBUILD_MIN_DEAD
-            && dead as f64 >= REBUILD_DEAD_FRACTION * self.present.len() as f64;
+        let many_dead =
+            dead >= REBUILD_MIN_DEAD && dead as f64 >= REBUILD_DEAD_FRACTION * self.total() as f64;
         let threshold = training_threshold(&self.def);
         let trainable = self.untrained && self.live() >= threshold;
         let outgrown = self.trained_on > 0
@@ -262,7 +270,7 @@ impl VectorIndex {
                 return Ok(found);
             }
         }
-        let fetch = (k + self.dead.len()).min(self.present.len());
+        let fetch = (k + self.dead.len()).min(self.total());
         self.tune(fetch, ef_search, nprobe)?;
         let found = self
             .index
@@ -321,7 +329,7 @@ impl VectorIndex {
     /// Estimated bytes this index holds in memory: codes, graph or lists,
     /// the id map and the label sets.
     pub fn memory_bytes(&self) -> u64 {
-        let n = self.present.len() as u64;
+        let n = self.total() as u64;
         let d = u64::from(self.def.dimensions);
         let code = if self.untrained {
             4 * d
@@ -344,11 +352,10 @@ impl VectorIndex {
             // An id per listed vector plus the centroids.
             (false, IndexSpec::Ivf { nlist, .. }) => n * 8 + u64::from(nlist) * d * 4,
         };
-        // IDMap's label array, the label sets (~2 words per entry) and the
-        // live bitmap.
+        // IDMap's label array, the id of each live label (entry, string and
+        // table slack), the tombstone set and the live bitmap.
         let ids: u64 = self.ids.values().map(|id| id.len() as u64 + 40).sum();
-        let bookkeeping =
-            n * 8 + (n + self.dead.len() as u64) * 16 + self.live.bytes() as u64 + ids;
+        let bookkeeping = n * 8 + ids + self.dead.len() as u64 * 16 + self.live.bytes() as u64;
         n * code + structure + bookkeeping
     }
 
@@ -361,12 +368,14 @@ impl VectorIndex {
     }
 
     /// An index read back from a snapshot written by [`Self::write`], with
-    /// the labels it held, of which `live` are still current.
+    /// the labels it held, of which those in `live` (label → id) are still
+    /// current. Their ids move out of `live`, which is left holding the ids
+    /// of points stored after the snapshot.
     pub fn read(
         def: &CollectionDef,
         path: &Path,
         labels: Vec<i64>,
-        live: &HashMap<i64, String>,
+        live: &mut HashMap<i64, String>,
         trained_on: usize,
     ) -> Result<Self> {
         let path = path.to_str().ok_or_else(|| {
@@ -388,17 +397,16 @@ impl VectorIndex {
             .filter(|l| !live.contains_key(l))
             .collect();
         let mut live_bits = LiveLabels::default();
-        let mut ids = HashMap::new();
+        let mut ids = HashMap::with_capacity(labels.len());
         for label in &labels {
-            if let Some(id) = live.get(label) {
+            if let Some(id) = live.remove(label) {
                 live_bits.insert(*label);
-                ids.insert(*label, id.as_str().into());
+                ids.insert(*label, id.into_boxed_str());
             }
         }
         let threshold = training_threshold(def);
         Ok(Self {
             index,
-            present: labels.into_iter().collect(),
             dead,
             live: live_bits,
             ids,
@@ -514,7 +522,9 @@ mod tests {
         index.write(&path).unwrap();
         let labels: Vec<i64> = index.labels().collect();
         let live: HashMap<i64, String> = (2..=1_000).map(|l| (l, format!("p{l}"))).collect();
-        let mut back = VectorIndex::read(&d, &path, labels, &live, 1_000).unwrap();
+        let mut live = live;
+        let mut back = VectorIndex::read(&d, &path, labels, &mut live, 1_000).unwrap();
+        assert!(live.is_empty(), "the ids moved into the index");
         assert_eq!((back.live(), back.dead()), (999, 1));
         let found = back.search(nth(&all, 1), 1, None, None).unwrap();
         assert_eq!(found[0].0, 2);

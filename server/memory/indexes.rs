@@ -309,16 +309,16 @@ impl Indexes {
                 Ok(Some((meta, path))) => {
                     let after = meta.labels.iter().copied().max().unwrap_or(0);
                     let source = store.index_source(&slot.name, after)?;
-                    let live: HashMap<i64, String> = source.live.into_iter().collect();
+                    let mut live: HashMap<i64, String> = source.live.into_iter().collect();
                     match VectorIndex::read(
                         def,
                         &path,
                         meta.labels,
-                        &live,
+                        &mut live,
                         meta.trained_on as usize,
                     ) {
                         Ok(mut index) => {
-                            let ids = ids_of(&source.added, &live);
+                            let ids = ids_of(&source.added, &mut live);
                             replay(&slot.name, &mut index, &source.added, &ids)?;
                             tracing::info!(
                                 collection = %slot.name,
@@ -440,19 +440,19 @@ impl Indexes {
     }
 }
 
-/// The ids of `points`' labels, in order.
-fn ids_of(points: &LabelledVectors, live: &HashMap<i64, String>) -> Vec<String> {
+/// The ids of `points`' labels, in order, moved out of `live`.
+fn ids_of(points: &LabelledVectors, live: &mut HashMap<i64, String>) -> Vec<String> {
     points
         .labels
         .iter()
-        .map(|label| live.get(label).cloned().unwrap_or_default())
+        .map(|label| live.remove(label).unwrap_or_default())
         .collect()
 }
 
 /// An index of every point in `source`.
 fn build(def: &super::collections::CollectionDef, source: IndexSource) -> Result<VectorIndex> {
-    let live: HashMap<i64, String> = source.live.into_iter().collect();
-    VectorIndex::build(def, &source.added, &ids_of(&source.added, &live))
+    let mut live: HashMap<i64, String> = source.live.into_iter().collect();
+    VectorIndex::build(def, &source.added, &ids_of(&source.added, &mut live))
 }
 
 /// Adds `points` to a loaded snapshot, reporting progress on long replays.
