@@ -16,8 +16,8 @@
 //!   and SQ4, against faiss's own serialised size of the same index.
 //!
 //! `cargo bench --bench memory` (about 15 minutes on 2 cores). Set
-//! `AGENTD_BENCH_POINTS` for another size, `AGENTD_BENCH_ONLY=search` or
-//! `=memory` for one part. Under `cargo test` (no `--bench`
+//! `AGENTD_BENCH_POINTS` for another size, `AGENTD_BENCH_ONLY=search`,
+//! `=clustered` (its search part only) or `=memory` for one part. Under `cargo test` (no `--bench`
 //! argument) it runs 2,000 points and 20 queries, so CI keeps it working.
 
 #[path = "../tests/common/binary.rs"]
@@ -205,7 +205,19 @@ async fn search_run(kind: &str, run: &Run) {
         raw_times.push(t.elapsed());
     }
     raw_times.sort();
-    drop(raw);
+    // The same with the caches flushed between queries (64 MiB written), as
+    // they are between two searches that a server answers over the network.
+    let mut scratch = vec![0u8; 64 << 20];
+    let mut cold_times = Vec::with_capacity(run.queries);
+    for (i, q) in queries.chunks(DIMS).enumerate() {
+        scratch.fill(i as u8);
+        std::hint::black_box(&scratch);
+        let t = Instant::now();
+        std::hint::black_box(raw.search(q, K).unwrap());
+        cold_times.push(t.elapsed());
+    }
+    cold_times.sort();
+    drop((raw, scratch));
 
     // agentd, in its own process.
     let dir = tempfile::tempdir().unwrap();
@@ -291,6 +303,21 @@ async fn search_run(kind: &str, run: &Run) {
         cache.cache_hits, 0,
         "every timed query must reach the index"
     );
+    // The same queries again: answered from the result cache, so this is
+    // the service's floor without faiss (gRPC between two processes, the
+    // request's validation and cache key).
+    let mut hit_times = Vec::with_capacity(run.queries);
+    for q in queries.chunks(DIMS) {
+        let t = Instant::now();
+        c.search(request(q)).await.unwrap();
+        hit_times.push(t.elapsed());
+    }
+    hit_times.sort();
+    let hits = stats(&mut c, "bench").await.cache_hits;
+    assert_eq!(
+        hits, run.queries as u64,
+        "every repeated query hits the cache"
+    );
     server.stop();
 
     let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
@@ -326,6 +353,15 @@ async fn search_run(kind: &str, run: &Run) {
         "smallest efSearch with raw recall ≥ 0.98".into(),
     );
     print_row(
+        "raw faiss p50 with caches flushed between queries (ms)",
+        "—".into(),
+        format!("{:.3}", percentile(&cold_times, 0.5)),
+        format!(
+            "overhead against it {:.0} µs",
+            (p50 - percentile(&cold_times, 0.5)) * 1e3
+        ),
+    );
+    print_row(
         "search p50 (ms)",
         format!("{p50:.3}"),
         format!("{r50:.3}"),
@@ -336,6 +372,16 @@ async fn search_run(kind: &str, run: &Run) {
         format!("{p99:.3}"),
         format!("{r99:.3}"),
         String::new(),
+    );
+    print_row(
+        "repeated search, result cache hit, p50 / p99 (ms)",
+        format!(
+            "{:.3} / {:.3}",
+            percentile(&hit_times, 0.5),
+            percentile(&hit_times, 0.99)
+        ),
+        "—".into(),
+        "the floor: gRPC between processes, no faiss".into(),
     );
 }
 
@@ -434,6 +480,10 @@ fn main() {
     // AGENTD_BENCH_ONLY=search or =memory runs one part.
     let only = std::env::var("AGENTD_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
+        if only == "clustered" {
+            search_run("clustered", &run).await;
+            return;
+        }
         if only != "memory" {
             search_run("normal", &run).await;
             if full {
