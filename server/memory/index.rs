@@ -25,6 +25,7 @@ use faiss::{Idx, Index, index_factory};
 
 use super::collections::{CollectionDef, IndexSpec, Metric, Quantization};
 use super::faiss_threads;
+use super::id_table::IdTable;
 use super::live_filter::{LiveLabels, search_live};
 use crate::error::{Error, Result};
 use crate::store::LabelledVectors;
@@ -67,7 +68,7 @@ pub struct VectorIndex {
     live: LiveLabels,
     /// Point id of each live label, so a search that needs neither payloads
     /// nor vectors answers without reading the store.
-    ids: HashMap<i64, Box<str>>,
+    ids: IdTable,
     def: CollectionDef,
     /// Exact flat stand-in while too few points to train the real structure.
     untrained: bool,
@@ -129,7 +130,7 @@ impl VectorIndex {
             index,
             dead: HashSet::new(),
             live: LiveLabels::default(),
-            ids: HashMap::with_capacity(points.len()),
+            ids: IdTable::with_capacity(points.len()),
             def: def.clone(),
             untrained,
             trained_on,
@@ -169,7 +170,7 @@ impl VectorIndex {
         for (&label, id) in labels.iter().zip(ids) {
             if !self.holds(label) {
                 self.live.insert(label);
-                self.ids.insert(label, id.as_str().into());
+                self.ids.insert(label, id)?;
             }
         }
         Ok(())
@@ -179,17 +180,16 @@ impl VectorIndex {
     /// that read the store after they died never added them).
     pub fn kill(&mut self, labels: &[i64]) {
         for label in labels {
-            if self.ids.contains_key(label) {
+            if self.ids.remove(*label) {
                 self.dead.insert(*label);
                 self.live.remove(*label);
-                self.ids.remove(label);
             }
         }
     }
 
     /// Whether `label` is in the index, live or dead.
     fn holds(&self, label: i64) -> bool {
-        self.ids.contains_key(&label) || self.dead.contains(&label)
+        self.ids.contains(label) || self.dead.contains(&label)
     }
 
     /// Vectors in the index, live or dead.
@@ -209,12 +209,12 @@ impl VectorIndex {
 
     /// The point id of a live label.
     pub fn id_of(&self, label: i64) -> Option<&str> {
-        self.ids.get(&label).map(|id| &**id)
+        self.ids.get(label)
     }
 
     /// Every label in the index, live or dead (for snapshots).
     pub fn labels(&self) -> impl Iterator<Item = i64> + '_ {
-        self.ids.keys().chain(&self.dead).copied()
+        self.ids.labels().chain(self.dead.iter().copied())
     }
 
     /// Whether a rebuild would pay off: many tombstones, enough points to
@@ -352,10 +352,12 @@ impl VectorIndex {
             // An id per listed vector plus the centroids.
             (false, IndexSpec::Ivf { nlist, .. }) => n * 8 + u64::from(nlist) * d * 4,
         };
-        // IDMap's label array, the id of each live label (entry, string and
-        // table slack), the tombstone set and the live bitmap.
-        let ids: u64 = self.ids.values().map(|id| id.len() as u64 + 40).sum();
-        let bookkeeping = n * 8 + ids + self.dead.len() as u64 * 16 + self.live.bytes() as u64;
+        // IDMap's label array, the ids of live labels, the tombstone set and
+        // the live bitmap.
+        let bookkeeping = n * 8
+            + self.ids.bytes() as u64
+            + self.dead.len() as u64 * 16
+            + self.live.bytes() as u64;
         n * code + structure + bookkeeping
     }
 
@@ -397,11 +399,13 @@ impl VectorIndex {
             .filter(|l| !live.contains_key(l))
             .collect();
         let mut live_bits = LiveLabels::default();
-        let mut ids = HashMap::with_capacity(labels.len());
-        for label in &labels {
+        let mut ids = IdTable::with_capacity(labels.len());
+        let mut sorted = labels;
+        sorted.sort_unstable();
+        for label in &sorted {
             if let Some(id) = live.remove(label) {
                 live_bits.insert(*label);
-                ids.insert(*label, id.into_boxed_str());
+                ids.insert(*label, &id)?;
             }
         }
         let threshold = training_threshold(def);

@@ -375,6 +375,7 @@ impl Indexes {
     fn install(&self, slot: &Arc<Slot>, state: &mut State, index: VectorIndex) {
         let wants_rebuild = index.wants_rebuild();
         state.index = Some(index);
+        super::heap::release_free_memory();
         if wants_rebuild {
             self.start_rebuild(slot, state);
         }
@@ -436,6 +437,7 @@ impl Indexes {
             "index rebuilt"
         );
         state.index = Some(index);
+        super::heap::release_free_memory();
         snapshot(slot, &mut state);
     }
 }

@@ -17,6 +17,9 @@
 //! - [`indexes`]: every collection's index, kept in step with the store
 //!   under a per-collection lock, rebuilt in the background, snapshotted.
 //! - [`snapshot`]: crash-safe index snapshot files.
+//! - [`id_table`], [`live_filter`], [`faiss_threads`], [`heap`]: the
+//!   index's compact label → id table, faiss searches that skip tombstones,
+//!   OpenMP thread counts per call, and returning freed memory after loads.
 //! - [`search_cache`]: recent search results until the next write.
 //! - [`validate`]: checks and page tokens shared by the above.
 //!
@@ -26,6 +29,8 @@
 pub mod collections;
 pub mod faiss_threads;
 pub mod filter;
+pub mod heap;
+pub mod id_table;
 pub mod index;
 pub mod indexes;
 pub mod kv;
