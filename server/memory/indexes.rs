@@ -226,9 +226,17 @@ impl Indexes {
         }
         if let Some(index) = &mut state.index {
             let change = &written.change;
-            index.add(&change.added.labels, &change.added.data, &change.ids)?;
-            index.kill(&written.change.killed);
-            if index.wants_rebuild() {
+            index.kill(&change.killed);
+            if let Err(e) = index.add(&change.added.labels, &change.added.data, &change.ids) {
+                // The write is committed and must be reported so; the index
+                // is what is now wrong. Drop it: the next use reloads it from
+                // the snapshot and the store.
+                tracing::error!(
+                    collection = %slot.name, error = %e,
+                    "could not apply a committed write to the index; reloading it"
+                );
+                state.index = None;
+            } else if index.wants_rebuild() {
                 self.start_rebuild(slot, &mut state);
             }
         }
