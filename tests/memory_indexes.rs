@@ -2,7 +2,7 @@
 //! against exact search, quantized and IVF collections that train once they
 //! have enough points, CollectionStats (tombstones, background compaction,
 //! cache hits), the search cache never serving stale results, restart from
-//! snapshots, near-duplicate merging, and UpsertStream.
+//! snapshots, periodic snapshots, near-duplicate merging, and UpsertStream.
 
 mod common;
 
@@ -506,5 +506,51 @@ async fn upsert_stream_commits_batch_by_batch_and_names_the_bad_message() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn changed_indexes_are_snapshotted_periodically() {
+    let (mut config, dir) = test_config();
+    config.memory.snapshot_interval = Duration::from_secs(1);
+    let root = config.data_dir.join("indexes");
+    let server = TestServer::start_with(config, dir, |s| s).await;
+    let mut c = MemoryServiceClient::new(server.channel().await);
+    let flat = index_spec::Kind::Flat(FlatIndex {});
+    create(&mut c, "docs", flat, QuantizationType::None).await;
+    let points = vectors(20, DIMS, 71);
+    upsert_all(&mut c, "docs", &points[..10]).await;
+    // Loading builds the index and snapshots it at sequence 1.
+    assert_eq!(stats(&mut c, "docs").await.last_applied_sequence, 1);
+    c.upsert(UpsertRequest {
+        collection: "docs".into(),
+        points: points_from(10, &points[10..]),
+    })
+    .await
+    .unwrap();
+    let metas = || -> Vec<String> {
+        let mut names = Vec::new();
+        for d in std::fs::read_dir(&root).unwrap().flatten() {
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                names.push(f.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        names
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !metas().iter().any(|n| n == &format!("{:020}.meta", 2)) {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot at seq 2: {:?}",
+            metas()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The older snapshot is gone; only complete files remain.
+    assert_eq!(
+        metas(),
+        [format!("{:020}.faiss", 2), format!("{:020}.meta", 2)]
+    );
     server.stop().await.unwrap();
 }

@@ -363,10 +363,22 @@ impl VectorIndex {
 
     /// Writes the faiss index to `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let path = path.to_str().ok_or_else(|| {
-            Error::Internal(format!("index path {} is not UTF-8", path.display()))
-        })?;
-        faiss::write_index(&self.index, path).map_err(|e| faiss_error("writing a snapshot", e))
+        write_faiss(&self.index, path)
+    }
+
+    /// A copy to write a snapshot from without holding the collection's lock
+    /// for the disk writes (a 100k-point HNSW is ~180 MB; copying it in
+    /// memory takes a fraction of the time writing and syncing does).
+    pub fn freeze(&self) -> Result<Frozen> {
+        use faiss::index::TryClone;
+        Ok(Frozen {
+            index: self
+                .index
+                .try_clone()
+                .map_err(|e| faiss_error("copying for a snapshot", e))?,
+            labels: self.labels().collect(),
+            trained_on: self.trained_on,
+        })
     }
 
     /// An index read back from a snapshot written by [`Self::write`], with
@@ -424,6 +436,37 @@ impl VectorIndex {
     pub fn trained_on(&self) -> usize {
         self.trained_on
     }
+}
+
+/// A copy of an index for a snapshot (see [`VectorIndex::freeze`]).
+pub struct Frozen {
+    index: IndexImpl,
+    /// Every label in the index, live or dead.
+    pub labels: Vec<i64>,
+    /// Points the quantizer was trained on.
+    pub trained_on: usize,
+}
+
+impl std::fmt::Debug for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frozen")
+            .field("labels", &self.labels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Frozen {
+    /// Writes the faiss index to `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        write_faiss(&self.index, path)
+    }
+}
+
+fn write_faiss(index: &IndexImpl, path: &Path) -> Result<()> {
+    let path = path
+        .to_str()
+        .ok_or_else(|| Error::Internal(format!("index path {} is not UTF-8", path.display())))?;
+    faiss::write_index(index, path).map_err(|e| faiss_error("writing a snapshot", e))
 }
 
 /// Up to [`MAX_TRAINING_POINTS`] vectors spread evenly over `points`.

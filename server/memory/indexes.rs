@@ -12,8 +12,10 @@
 //! rebuilds the index from the store while searches keep using the old one;
 //! writes made meanwhile are logged and replayed onto the new index before
 //! it takes over, so no search ever sees a missing or resurrected point.
-//! Snapshots are written after builds, periodically when writes happened,
-//! and at shutdown.
+//! Snapshots are written after builds (under the lock, which the build holds
+//! anyway), and periodically and at shutdown when writes happened: those
+//! copy the index under the lock and write the copy without it, so searches
+//! and writes do not wait for the disk.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -72,8 +74,6 @@ struct State {
     index: Option<VectorIndex>,
     /// Store sequence number the index reflects.
     applied_seq: u64,
-    /// Sequence number of the newest snapshot on disk.
-    snapshot_seq: u64,
     /// Changes committed while a rebuild runs, replayed onto its result.
     rebuild_log: Option<Vec<Change>>,
 }
@@ -95,6 +95,13 @@ pub struct Slot {
     pub cache_misses: AtomicU64,
     /// Set when the collection is deleted: a rebuild in flight drops its work.
     forgotten: AtomicBool,
+    /// Sequence number of the newest snapshot on disk. Outside `state`: the
+    /// periodic snapshot updates it after writing without the state lock.
+    snapshot_seq: AtomicU64,
+    /// Serialises snapshot writes to the slot's directory. Taken while
+    /// holding `state` (loads and rebuilds snapshot under it) or alone (the
+    /// periodic snapshot writes a frozen copy), never the other way round.
+    writing_snapshot: Mutex<()>,
 }
 
 impl Slot {
@@ -156,6 +163,8 @@ impl Indexes {
                     cache_hits: AtomicU64::new(0),
                     cache_misses: AtomicU64::new(0),
                     forgotten: AtomicBool::new(false),
+                    snapshot_seq: AtomicU64::new(0),
+                    writing_snapshot: Mutex::new(()),
                 });
                 if let Some(old) = slots.insert(name.clone(), Arc::clone(&slot)) {
                     old.forgotten.store(true, Ordering::Release);
@@ -286,9 +295,37 @@ impl Indexes {
             .cloned()
             .collect();
         for slot in slots {
-            let mut state = slot.lock();
-            if state.index.is_some() && state.applied_seq > state.snapshot_seq {
-                snapshot(&slot, &mut state);
+            let Some(dir) = &slot.snapshots else {
+                continue;
+            };
+            // Copy under the lock, write without it: searches and writes go
+            // on while the files are written and synced.
+            let (frozen, seq) = {
+                let state = slot.lock();
+                let snapshotted = slot.snapshot_seq.load(Ordering::Acquire);
+                match &state.index {
+                    Some(index) if state.applied_seq > snapshotted => {
+                        (index.freeze(), state.applied_seq)
+                    }
+                    _ => continue,
+                }
+            };
+            let written = frozen.and_then(|frozen| {
+                let _writing = slot
+                    .writing_snapshot
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if slot.forgotten.load(Ordering::Acquire)
+                    || slot.snapshot_seq.load(Ordering::Acquire) >= seq
+                {
+                    return Ok(());
+                }
+                dir.write_frozen(&frozen, seq)?;
+                slot.snapshot_seq.fetch_max(seq, Ordering::AcqRel);
+                Ok(())
+            });
+            if let Err(e) = written {
+                tracing::warn!(collection = %slot.name, error = %e, "index snapshot failed");
             }
         }
     }
@@ -337,7 +374,7 @@ impl Indexes {
                                 "index loaded from snapshot"
                             );
                             state.applied_seq = source.seq;
-                            state.snapshot_seq = meta.seq;
+                            slot.snapshot_seq.fetch_max(meta.seq, Ordering::AcqRel);
                             let stale = source.seq > meta.seq;
                             self.install(slot, state, index);
                             if stale {
@@ -446,7 +483,7 @@ impl Indexes {
         );
         state.index = Some(index);
         super::heap::release_free_memory();
-        snapshot(slot, &mut state);
+        snapshot(slot, &state);
     }
 }
 
@@ -489,15 +526,22 @@ fn replay(
 }
 
 /// Writes a snapshot of the slot's index; failures are logged, not fatal.
-fn snapshot(slot: &Slot, state: &mut State) {
+fn snapshot(slot: &Slot, state: &State) {
     let (Some(dir), Some(index)) = (&slot.snapshots, &state.index) else {
         return;
     };
+    let _writing = slot
+        .writing_snapshot
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if slot.forgotten.load(Ordering::Acquire) {
         return;
     }
     match dir.write(index, state.applied_seq) {
-        Ok(_) => state.snapshot_seq = state.applied_seq,
+        Ok(_) => {
+            slot.snapshot_seq
+                .fetch_max(state.applied_seq, Ordering::AcqRel);
+        }
         Err(e) => tracing::warn!(collection = %slot.name, error = %e, "index snapshot failed"),
     }
 }

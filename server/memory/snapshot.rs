@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::index::VectorIndex;
+use super::index::{Frozen, VectorIndex};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"AGDXMET1";
@@ -50,15 +50,33 @@ impl SnapshotDir {
 
     /// Writes `index` as the snapshot at `seq`, then removes older ones.
     pub fn write(&self, index: &VectorIndex, seq: u64) -> Result<u64> {
+        let labels: Vec<i64> = index.labels().collect();
+        self.write_with(seq, &labels, index.trained_on(), |path| index.write(path))
+    }
+
+    /// Writes a frozen copy as the snapshot at `seq`.
+    pub fn write_frozen(&self, frozen: &Frozen, seq: u64) -> Result<u64> {
+        self.write_with(seq, &frozen.labels, frozen.trained_on, |path| {
+            frozen.write(path)
+        })
+    }
+
+    /// Callers serialise writes to one directory (see `indexes::Slot`).
+    fn write_with(
+        &self,
+        seq: u64,
+        labels: &[i64],
+        trained_on: usize,
+        write_faiss: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<u64> {
         fs::create_dir_all(&self.dir).map_err(|e| io_error("creating", &self.dir, e))?;
         let faiss_tmp = self.dir.join(format!("{seq:020}.faiss.tmp"));
-        index.write(&faiss_tmp)?;
+        write_faiss(&faiss_tmp)?;
         sync_file(&faiss_tmp)?;
-        let mut meta = Vec::with_capacity(32 + 8 * index.live());
+        let mut meta = Vec::with_capacity(32 + 8 * labels.len());
         meta.extend_from_slice(MAGIC);
         meta.extend_from_slice(&seq.to_le_bytes());
-        meta.extend_from_slice(&(index.trained_on() as u64).to_le_bytes());
-        let labels: Vec<i64> = index.labels().collect();
+        meta.extend_from_slice(&(trained_on as u64).to_le_bytes());
         meta.extend_from_slice(&(labels.len() as u64).to_le_bytes());
         for label in labels {
             meta.extend_from_slice(&label.to_le_bytes());
