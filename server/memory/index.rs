@@ -3,9 +3,10 @@
 //! Labels are the store's (every stored version of a point gets a fresh,
 //! never-reused label), so a search result maps straight back to a stored
 //! point. faiss HNSW cannot remove vectors (faiss issue 3339), so a replaced
-//! or deleted version's label becomes a tombstone: searches over-fetch by
-//! the number of tombstones and drop them, so what a search returns is always
-//! live. The registry ([`super::indexes`]) rebuilds the index in the
+//! or deleted version's label becomes a tombstone: faiss skips it during the
+//! search through a bitmap of live labels ([`super::live_filter`]), or, for
+//! flat PQ which takes no filter, the search over-fetches past tombstones and
+//! drops them, so what a search returns is always live. The registry ([`super::indexes`]) rebuilds the index in the
 //! background when tombstones pile up.
 //!
 //! Quantizers (SQ, PQ) and IVF's coarse quantizer must be trained on data.
