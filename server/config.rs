@@ -17,6 +17,7 @@ use crate::embed::{
     DEFAULT_BATCH_LIMITS, Limits as EmbeddingLimits, ModelKind, ModelSpec,
     Tuning as EmbeddingTuning,
 };
+use crate::query::settings::QueryConfig;
 
 /// Default gRPC listen address: loopback only, so a fresh install is not
 /// reachable from the network until asked.
@@ -150,6 +151,8 @@ struct FileConfig {
     embedding: EmbeddingFile,
     #[serde(default)]
     memory: MemoryFile,
+    #[serde(default)]
+    query: QueryConfig,
 }
 
 /// `[memory]` of agentd.toml.
@@ -460,6 +463,8 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     /// The memory engine's caches and snapshots.
     pub memory: MemoryConfig,
+    /// The query engine's models, routing and caches.
+    pub query: QueryConfig,
 }
 
 impl Default for Config {
@@ -479,6 +484,7 @@ impl Default for Config {
             },
             embedding: EmbeddingConfig::default(),
             memory: MemoryConfig::default(),
+            query: QueryConfig::default(),
         }
     }
 }
@@ -546,6 +552,7 @@ impl Config {
                     .snapshot_interval
                     .unwrap_or(defaults.memory.snapshot_interval),
             },
+            query: file.query,
         };
         config.validate()?;
         Ok(config)
@@ -575,7 +582,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             bail!("data_dir must not be empty");
         }
-        Ok(())
+        self.query.validate()
     }
 }
 

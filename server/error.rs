@@ -41,8 +41,6 @@ impl fmt::Display for FieldViolation {
 /// their RPCs. A variant goes away when its engine lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// `server/query`: LLM query sessions.
-    Query,
     /// `server/agents`: specs, agents, swarms, tasks and workers.
     Agents,
 }
@@ -51,7 +49,6 @@ impl Engine {
     /// Human-readable name, e.g. "embedding engine".
     pub fn name(self) -> &'static str {
         match self {
-            Engine::Query => "query engine",
             Engine::Agents => "agents engine",
         }
     }
@@ -110,6 +107,14 @@ pub enum Error {
     #[error("not ready: {0}")]
     NotReady(String),
 
+    /// An upstream model provider failed (and no fallback could continue).
+    #[error("model provider failed: {0}")]
+    Provider(String),
+
+    /// A timeout set on the request or in config elapsed.
+    #[error("timed out: {0}")]
+    Timeout(String),
+
     /// The RPC's engine is not part of this build yet.
     #[error("{method} is not implemented yet: the {engine} is not built in this version of agentd")]
     NotImplemented {
@@ -165,12 +170,9 @@ mod tests {
 
     #[test]
     fn not_implemented_names_engine_and_method() {
-        let err = Error::not_implemented(Engine::Query, "agentd.v1.QueryControlService/Pause");
+        let err = Error::not_implemented(Engine::Agents, "agentd.v1.AgentService/Spawn");
         let text = err.to_string();
-        assert!(text.contains("query engine"), "{text}");
-        assert!(
-            text.contains("agentd.v1.QueryControlService/Pause"),
-            "{text}"
-        );
+        assert!(text.contains("agents engine"), "{text}");
+        assert!(text.contains("agentd.v1.AgentService/Spawn"), "{text}");
     }
 }

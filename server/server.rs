@@ -33,6 +33,8 @@ use crate::memory::indexes::Indexes;
 use crate::memory::points::{Points, TextEmbedder};
 use crate::memory::search_cache::SearchCache;
 use crate::memory::{Collections, KvMemory};
+use crate::query::QueryEngine;
+use crate::query::models::ModelRegistry;
 use crate::store::SqliteStore;
 
 /// How often expired key-value entries are deleted from disk (they are
@@ -189,8 +191,20 @@ impl Server {
             ));
         }
         if services.query {
+            let q = &config.query;
+            let local = |spec: &crate::query::settings::ModelAliasSpec| {
+                crate::query::local::LocalProvider::start(spec, q.local_threads)
+                    as Arc<dyn crate::query::provider::ModelProvider>
+            };
+            let registry =
+                ModelRegistry::build(q.model_specs(), q.cooldown, q.connect_timeout, &local);
+            tracing::info!(
+                models = ?registry.list().iter().map(|m| m.spec.alias.as_str()).collect::<Vec<_>>(),
+                "query engine starting"
+            );
+            let engine = QueryEngine::new(q.clone(), registry, store.clone());
             routes.add_service(configured!(
-                QueryControlServiceServer::new(api::query::QueryApi::default()),
+                QueryControlServiceServer::new(api::query::QueryApi::new(engine)),
                 config
             ));
         }

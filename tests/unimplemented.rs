@@ -29,14 +29,6 @@ async fn every_service_names_its_missing_engine() {
     let server = TestServer::start().await;
     let channel = server.channel().await;
 
-    let err = query_control_service_client::QueryControlServiceClient::new(channel.clone())
-        .pause(PauseRequest {
-            query_id: "q".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_not_built(err, "query engine", "agentd.v1.QueryControlService/Pause");
-
     let err = agent_service_client::AgentServiceClient::new(channel.clone())
         .list_specs(ListSpecsRequest::default())
         .await
@@ -50,19 +42,17 @@ async fn every_service_names_its_missing_engine() {
 async fn streaming_rpcs_answer_unimplemented_too() {
     let server = TestServer::start().await;
     let channel = server.channel().await;
-    let commands = futures::stream::iter(vec![SessionRequest {
-        command: Some(session_request::Command::Pause(PauseCommand {})),
-    }]);
-    let err = query_control_service_client::QueryControlServiceClient::new(channel.clone())
-        .session(commands)
-        .await
-        .unwrap_err();
-    assert_not_built(err, "query engine", "agentd.v1.QueryControlService/Session");
-
-    let err = agent_service_client::AgentServiceClient::new(channel)
+    let err = agent_service_client::AgentServiceClient::new(channel.clone())
         .watch_events(WatchEventsRequest::default())
         .await
         .unwrap_err();
     assert_not_built(err, "agents engine", "agentd.v1.AgentService/WatchEvents");
+
+    let messages = futures::stream::iter(vec![WorkRequest::default()]);
+    let err = agent_service_client::AgentServiceClient::new(channel)
+        .work(messages)
+        .await
+        .unwrap_err();
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/Work");
     server.stop().await.unwrap();
 }

@@ -62,6 +62,14 @@ pub fn proto_struct(map: Map<String, Value>) -> prost_types::Struct {
     }
 }
 
+/// Unix milliseconds as a protobuf Timestamp.
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -47,6 +47,8 @@ impl From<Error> for Status {
             Error::WrongState(_) => (Code::FailedPrecondition, ErrorReason::WrongState),
             Error::Overloaded(_) => (Code::ResourceExhausted, ErrorReason::Overloaded),
             Error::NotReady(_) => (Code::Unavailable, ErrorReason::NotReady),
+            Error::Provider(_) => (Code::Unavailable, ErrorReason::ProviderError),
+            Error::Timeout(_) => (Code::DeadlineExceeded, ErrorReason::Timeout),
             Error::NotImplemented { engine, method } => {
                 metadata.insert("engine".to_owned(), engine.name().to_owned());
                 metadata.insert("method".to_owned(), method);
@@ -152,7 +154,7 @@ mod tests {
                 "WRONG_STATE",
             ),
             (
-                Error::not_implemented(Engine::Query, "agentd.v1.QueryControlService/Pause"),
+                Error::not_implemented(Engine::Agents, "agentd.v1.AgentService/Spawn"),
                 Code::Unimplemented,
                 "NOT_IMPLEMENTED",
             ),

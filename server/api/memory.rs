@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::{json_object, json_value, proto_struct};
+use super::convert::{json_object, json_value, proto_struct, timestamp};
 use crate::error::{Error, FieldViolation};
 use crate::memory::collections::{IndexSpec, Metric, Quantization};
 use crate::memory::filter::{Condition, Filter as DomainFilter, Range as DomainRange};
@@ -263,13 +263,6 @@ fn collection(c: DomainCollection) -> crate::pb::v1::Collection {
         dedup_threshold: def.dedup_threshold,
         points_count: c.points_count,
         created_at: Some(timestamp(c.created_at)),
-    }
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod error;
 pub mod memory;
 pub mod message_limit;
 pub mod query;
+pub mod query_convert;
 
 use std::pin::Pin;
 

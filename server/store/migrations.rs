@@ -18,6 +18,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_no_deletion_log",
         include_str!("migrations/0004_no_deletion_log.sql"),
     ),
+    ("0005_queries", include_str!("migrations/0005_queries.sql")),
 ];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.

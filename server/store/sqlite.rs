@@ -13,7 +13,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     CollectionStore, IndexSource, KvEntry, KvListQuery, KvStore, KvWrite, LabelledVectors,
-    PointStore, PointsWrite, StoredCollection, StoredPoint, UpsertedPoint, migrations,
+    PointStore, PointsWrite, QueryStore, StoredCollection, StoredPoint, StoredQuery, UpsertedPoint,
+    migrations,
 };
 use crate::error::{Error, Result};
 
@@ -610,6 +611,76 @@ impl PointStore for SqliteStore {
             )
             .map(|n| n as u64)
             .map_err(internal)
+    }
+}
+
+impl QueryStore for SqliteStore {
+    fn save_query(&self, q: &StoredQuery) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO queries (id, created_at, state, info, events)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET
+                   state = excluded.state, info = excluded.info, events = excluded.events",
+                params![q.id, q.created_at, q.state, q.info, q.events],
+            )
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    fn get_query(&self, id: &str) -> Result<Option<StoredQuery>> {
+        self.conn()
+            .query_row(
+                "SELECT id, created_at, state, info, events FROM queries WHERE id = ?1",
+                params![id],
+                |row| {
+                    Ok(StoredQuery {
+                        id: row.get(0)?,
+                        created_at: row.get(1)?,
+                        state: row.get(2)?,
+                        info: row.get(3)?,
+                        events: row.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(internal)
+    }
+
+    fn list_queries(
+        &self,
+        state: Option<&str>,
+        before: Option<(i64, &str)>,
+        limit: usize,
+    ) -> Result<Vec<StoredQuery>> {
+        let (before_time, before_id) = before.unwrap_or((i64::MAX, ""));
+        // With no cursor every row qualifies: (MAX, "") sorts after all.
+        let no_cursor = before.is_none();
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, created_at, state, info FROM queries
+                 WHERE (?1 IS NULL OR state = ?1)
+                   AND (?4 OR created_at < ?2 OR (created_at = ?2 AND id < ?3))
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT ?5",
+            )
+            .map_err(internal)?;
+        let rows = stmt
+            .query_map(
+                params![state, before_time, before_id, no_cursor, limit as i64],
+                |row| {
+                    Ok(StoredQuery {
+                        id: row.get(0)?,
+                        created_at: row.get(1)?,
+                        state: row.get(2)?,
+                        info: row.get(3)?,
+                        events: String::new(),
+                    })
+                },
+            )
+            .map_err(internal)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(internal)
     }
 }
 

@@ -160,5 +160,7 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Erro
         .await
 }
 pub mod binary;
+pub mod fake_llm;
 pub mod points;
+pub mod sessions;
 pub mod sleep;

@@ -35,6 +35,26 @@ def model_dir() -> Path:
     return path
 
 
+def local_model() -> Path:
+    """Gemma 3 270M (GGUF), put under models/ by scripts/fetch-models."""
+    path = Path(__file__).resolve().parents[3] / "models" / "gemma-3-270m" / "gemma-3-270m-Q4_K_M.gguf"
+    if not path.exists():
+        raise RuntimeError(f"Gemma 3 270M not found at {path}: run scripts/fetch-models")
+    return path
+
+
+def write_config(directory: Path) -> None:
+    """agentd.toml in the server's working directory: two aliases of the
+    local model, so sessions can switch model with no network."""
+    gguf = local_model()
+    aliases = "".join(
+        f'[[query.models]]\nalias = "{alias}"\nprovider = "local"\nmodel_id = "gemma-3-270m"\n'
+        f'path = "{gguf}"\ncontext_window = 2048\n\n'
+        for alias in ("local", "local-b")
+    )
+    (directory / "agentd.toml").write_text("[query]\nlocal_threads = 2\n\n" + aliases)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,6 +64,7 @@ def free_port() -> int:
 class RunningServer:
     def __init__(self, tmp: Path) -> None:
         binary = agentd_binary()
+        write_config(tmp)
         if not binary.exists():
             raise RuntimeError(f"agentd binary not found at {binary}; run cargo build or set AGENTD_BIN")
         # The port is free when chosen; another process could take it before

@@ -51,10 +51,10 @@ def test_health_check_answers_serving(server):
 
 def test_unimplemented_engine_through_grpcurl(server):
     result = subprocess.run(
-        [GRPCURL, "-plaintext", "-d", '{"query_id": "q"}', server.target,
-         "agentd.v1.QueryControlService/GetQuery"],
+        [GRPCURL, "-plaintext", "-d", '{}', server.target,
+         "agentd.v1.AgentService/ListSpecs"],
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode != 0
     assert "Unimplemented" in result.stderr
-    assert "query engine" in result.stderr
+    assert "agents engine" in result.stderr

@@ -6,7 +6,7 @@ import asyncio
 import grpc
 import pytest
 
-from agentd.v1 import agent_pb2, query_pb2
+from agentd.v1 import agent_pb2
 from agentd_client import AsyncClient, Client, error_details
 
 
@@ -24,8 +24,6 @@ def assert_not_built(err: grpc.RpcError, engine: str, method: str) -> None:
 def test_unary_rpcs_name_their_engine(server):
     with Client(server.target) as client:
         calls = [
-            (lambda: client.query.GetQuery(query_pb2.GetQueryRequest(query_id="q")),
-             "query engine", "agentd.v1.QueryControlService/GetQuery"),
             (lambda: client.agents.ListSpecs(agent_pb2.ListSpecsRequest()),
              "agents engine", "agentd.v1.AgentService/ListSpecs"),
         ]
@@ -35,17 +33,17 @@ def test_unary_rpcs_name_their_engine(server):
             assert_not_built(err.value, engine, method)
 
 
-def test_bidi_session_names_its_engine(server):
+def test_bidi_work_stream_names_its_engine(server):
     async def run():
         async with AsyncClient(server.target) as client:
             # No write before the status: the server rejects the call as soon
             # as it opens, and grpcio's aio client reports a write that races
             # with that early end as INTERNAL "Internal error from Core"
             # instead of the server's status.
-            call = client.query.Session()
+            call = client.agents.Work()
             return await call.code(), await call.details()
 
     code, details = asyncio.run(run())
     assert code == grpc.StatusCode.UNIMPLEMENTED, details
-    assert "query engine" in details
-    assert "agentd.v1.QueryControlService/Session" in details
+    assert "agents engine" in details
+    assert "agentd.v1.AgentService/Work" in details

@@ -3,7 +3,7 @@
  * the debug build under `$CARGO_TARGET_DIR` (`scripts/test` builds it).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, openSync } from "node:fs";
+import { existsSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -26,6 +26,31 @@ export function modelDir(): string {
     throw new Error(`all-MiniLM-L6-v2 not found in ${dir}: run scripts/fetch-models`);
   }
   return dir;
+}
+
+/** Gemma 3 270M (GGUF), put under models/ by scripts/fetch-models. */
+export function localModel(): string {
+  const path = join(
+    dirname(fileURLToPath(import.meta.url)),
+    "../../../../models/gemma-3-270m/gemma-3-270m-Q4_K_M.gguf",
+  );
+  if (!existsSync(path)) {
+    throw new Error(`Gemma 3 270M not found at ${path}: run scripts/fetch-models`);
+  }
+  return path;
+}
+
+/** agentd.toml in the server's working directory: two aliases of the local
+ * model, so sessions can switch model with no network. */
+function writeConfig(dir: string): void {
+  const aliases = ["local", "local-b"]
+    .map(
+      (alias) =>
+        `[[query.models]]\nalias = "${alias}"\nprovider = "local"\nmodel_id = "gemma-3-270m"\n` +
+        `path = "${localModel()}"\ncontext_window = 2048\n\n`,
+    )
+    .join("");
+  writeFileSync(join(dir, "agentd.toml"), `[query]\nlocal_threads = 2\n\n${aliases}`);
 }
 
 function freePort(): Promise<number> {
@@ -68,6 +93,7 @@ export async function startServer(): Promise<RunningServer> {
     throw new Error(`agentd binary not found at ${binary}; run cargo build or set AGENTD_BIN`);
   }
   const dir = mkdtempSync(join(tmpdir(), "agentd-ts-"));
+  writeConfig(dir);
   // The port is free when chosen; retry if another process takes it first.
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { Code, ConnectError, createAgentdClient, errorDetails } from "../src/index.js";
-import { Role } from "../src/gen/agentd/v1/query_pb.js";
 import { type RunningServer, startServer } from "./server.js";
 
 let server: RunningServer;
@@ -27,30 +26,22 @@ function assertNotBuilt(err: unknown, engine: string, method: string): true {
 
 test("unary engine RPCs answer UNIMPLEMENTED naming their engine", async () => {
   const client = createAgentdClient({ target: server.target });
-  await assert.rejects(client.query.listQueryModels({}), (e) =>
-    assertNotBuilt(e, "query engine", "agentd.v1.QueryControlService/ListQueryModels"),
-  );
   await assert.rejects(client.agents.spawn({ specName: "x", count: 1 }), (e) =>
     assertNotBuilt(e, "agents engine", "agentd.v1.AgentService/Spawn"),
   );
 });
 
-test("the bidirectional Session stream answers UNIMPLEMENTED too", async () => {
+test("the bidirectional Work stream answers UNIMPLEMENTED too", async () => {
   const client = createAgentdClient({ target: server.target });
-  async function* commands() {
-    yield {
-      command: {
-        case: "start" as const,
-        value: { model: "local", messages: [{ role: Role.USER, content: "hi" }] },
-      },
-    };
+  async function* messages() {
+    yield {};
   }
   await assert.rejects(
     (async () => {
-      for await (const _ of client.query.session(commands())) {
-        // no event is expected
+      for await (const _ of client.agents.work(messages())) {
+        // no message is expected
       }
     })(),
-    (e) => assertNotBuilt(e, "query engine", "agentd.v1.QueryControlService/Session"),
+    (e) => assertNotBuilt(e, "agents engine", "agentd.v1.AgentService/Work"),
   );
 });

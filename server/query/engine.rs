@@ -1,0 +1,440 @@
+//! The query engine: starts queries, routes commands to them, answers
+//! questions about them, and keeps finished ones (in memory for
+//! `retention`, in the store for good).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+
+use super::cache::{AnswerCache, CachedAnswer};
+use super::driver::Driver;
+use super::events::{Event, EventKind, ModelSpan, QueryInfo};
+use super::models::{ModelListing, ModelRegistry};
+use super::session::{Control, Query};
+use super::settings::QueryConfig;
+use super::types::{
+    CacheKind, CacheMode, ChatMessage, FinishReason, QueryState, Role, Rule, StartQuery,
+    SwitchReason, TokenUsage,
+};
+use crate::error::{Error, FieldViolation, Result};
+use crate::store::{QueryStore, StoredQuery};
+
+/// What the engine and every driver share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Aliases and their providers.
+    pub registry: ModelRegistry,
+    /// Settings.
+    pub settings: QueryConfig,
+    /// Rules applied to every query.
+    pub rules: Vec<Rule>,
+    store: Arc<dyn QueryStore>,
+    cache: AnswerCache,
+    /// Running, paused and recently finished queries.
+    live: Mutex<HashMap<String, Arc<Query>>>,
+    /// Running and paused queries.
+    unfinished: AtomicUsize,
+}
+
+/// The query engine (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    shared: Arc<Shared>,
+}
+
+/// Most queries one ListQueries page returns.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+impl QueryEngine {
+    /// An engine over `registry`, persisting finished queries to `store`.
+    pub fn new(settings: QueryConfig, registry: ModelRegistry, store: Arc<dyn QueryStore>) -> Self {
+        let rules = settings.rules();
+        let cache = AnswerCache::new(settings.cache_bytes);
+        Self {
+            shared: Arc::new(Shared {
+                registry,
+                settings,
+                rules,
+                store,
+                cache,
+                live: Mutex::new(HashMap::new()),
+                unfinished: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The aliases, with availability.
+    pub fn models(&self) -> Vec<ModelListing> {
+        self.shared.registry.list()
+    }
+
+    /// Checks what the API cannot: models exist, limits from config.
+    fn check_start(&self, start: &StartQuery) -> Result<()> {
+        check_messages(&start.messages)?;
+        let registry = &self.shared.registry;
+        let mut violations = Vec::new();
+        if !registry.contains(&start.model) {
+            return Err(Error::NotFound {
+                kind: "model",
+                name: start.model.clone(),
+            });
+        }
+        for (i, m) in start.fallback_models.iter().enumerate() {
+            if !registry.contains(m) {
+                violations.push(FieldViolation::new(
+                    format!("fallback_models[{i}]"),
+                    format!("unknown model alias {m:?}"),
+                ));
+            }
+        }
+        for (i, r) in start.rules.iter().enumerate() {
+            if !registry.contains(&r.switch_to_model) {
+                violations.push(FieldViolation::new(
+                    format!("rules[{i}].switch_to_model"),
+                    format!("unknown model alias {:?}", r.switch_to_model),
+                ));
+            }
+        }
+        let limit = self.shared.settings.max_tokens_limit;
+        if start.params.max_tokens > limit {
+            violations.push(FieldViolation::new(
+                "params.max_tokens",
+                format!("must be at most {limit}, got {}", start.params.max_tokens),
+            ));
+        }
+        if start.cache.mode == CacheMode::Semantic {
+            violations.push(FieldViolation::new(
+                "cache.mode",
+                "CACHE_MODE_SEMANTIC is not available in this version; use CACHE_MODE_EXACT",
+            ));
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(violations))
+        }
+    }
+
+    /// Starts a query: replays a cached answer, or spawns its driver.
+    pub fn start(&self, start: StartQuery) -> Result<Arc<Query>> {
+        self.check_start(&start)?;
+        let shared = &self.shared;
+        let cache_key = (start.cache.mode != CacheMode::Off).then(|| AnswerCache::key(&start));
+        if let Some(key) = &cache_key
+            && !start.cache.refresh
+            && let Some(answer) = shared.cache.get(key)
+        {
+            return Ok(self.replay(start, &answer));
+        }
+        let reserved = shared.unfinished.fetch_add(1, Ordering::SeqCst);
+        if reserved >= shared.settings.max_live_queries {
+            shared.unfinished.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Overloaded(format!(
+                "{reserved} queries are running or paused, the configured max_live_queries"
+            )));
+        }
+        let (query, control) = Query::new(new_info(&start, QueryState::Running));
+        let model = start.model.clone();
+        query.push(EventKind::Started { model }, |_| {});
+        shared
+            .live
+            .lock()
+            .unwrap()
+            .insert(query.id(), query.clone());
+        let driver = Driver::new(query.clone(), shared.clone(), control, start);
+        tokio::spawn(driver.run());
+        Ok(query)
+    }
+
+    /// A query answered from the cache: the whole log at once.
+    fn replay(&self, start: StartQuery, answer: &CachedAnswer) -> Arc<Query> {
+        let (query, _control) = Query::new(new_info(&start, QueryState::Running));
+        let model = start.model.clone();
+        query.push(
+            EventKind::Started {
+                model: model.clone(),
+            },
+            |_| {},
+        );
+        query.push(
+            EventKind::CacheHit {
+                kind: CacheKind::Exact,
+                similarity: 1.0,
+                source_query_id: answer.source_query_id.clone(),
+            },
+            |_| {},
+        );
+        for (i, text) in answer.deltas.iter().enumerate() {
+            let kind = EventKind::Delta {
+                seq: i as u64 + 1,
+                text: text.clone(),
+                model: model.clone(),
+                cached: true,
+            };
+            query.push(kind, |_| {});
+        }
+        let text = answer.deltas.concat();
+        let finish_reason = answer.finish_reason;
+        query.push(
+            EventKind::Completed {
+                finish_reason,
+                text,
+                usage: TokenUsage::default(),
+                cost_usd: 0.0,
+            },
+            |r| {
+                r.info.state = QueryState::Completed;
+                r.info.finish_reason = Some(finish_reason);
+                r.info.finished_at_ms = Some(super::now_ms());
+            },
+        );
+        self.shared
+            .live
+            .lock()
+            .unwrap()
+            .insert(query.id(), query.clone());
+        let shared = self.shared.clone();
+        let replayed = query.clone();
+        tokio::spawn(async move { shared.keep_finished(&replayed).await });
+        query
+    }
+
+    /// The query `id`, live or from the store.
+    pub async fn find(&self, id: &str) -> Result<Arc<Query>> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument(vec![FieldViolation::new(
+                "query_id",
+                "must not be empty",
+            )]));
+        }
+        if let Some(q) = self.shared.live.lock().unwrap().get(id) {
+            return Ok(q.clone());
+        }
+        let store = self.shared.store.clone();
+        let key = id.to_owned();
+        let stored = tokio::task::spawn_blocking(move || store.get_query(&key))
+            .await
+            .map_err(|e| Error::Internal(format!("reading a query: {e}")))??;
+        let not_found = || Error::NotFound {
+            kind: "query",
+            name: id.to_owned(),
+        };
+        let stored = stored.ok_or_else(not_found)?;
+        let info: QueryInfo = serde_json::from_str(&stored.info)
+            .map_err(|e| Error::Internal(format!("stored query {id} is unreadable: {e}")))?;
+        let events: Vec<Event> = serde_json::from_str(&stored.events)
+            .map_err(|e| Error::Internal(format!("stored query {id} is unreadable: {e}")))?;
+        Ok(Query::restored(info, events))
+    }
+
+    /// Pauses; answers the last seq.
+    pub async fn pause(&self, id: &str) -> Result<u64> {
+        self.find(id).await?.command(Control::Pause).await
+    }
+
+    /// Resumes, optionally on `model`; answers the model.
+    pub async fn resume(&self, id: &str, model: Option<String>) -> Result<String> {
+        let query = self.find(id).await?;
+        query
+            .command(|reply| Control::Resume { model, reply })
+            .await
+    }
+
+    /// Switches model; answers (previous model, seq).
+    pub async fn switch_model(&self, id: &str, model: String) -> Result<(String, u64)> {
+        let query = self.find(id).await?;
+        query
+            .command(|reply| Control::SwitchModel { model, reply })
+            .await
+    }
+
+    /// Adds a message and continues; answers the seq before it.
+    pub async fn inject(&self, id: &str, message: ChatMessage) -> Result<u64> {
+        let query = self.find(id).await?;
+        query
+            .command(|reply| Control::Inject { message, reply })
+            .await
+    }
+
+    /// Ends the query; answers the last seq.
+    pub async fn terminate(&self, id: &str, reason: String) -> Result<u64> {
+        let query = self.find(id).await?;
+        query
+            .command(|reply| Control::Terminate { reason, reply })
+            .await
+    }
+
+    /// The summary and the answer so far.
+    pub async fn get(&self, id: &str) -> Result<(QueryInfo, String)> {
+        Ok(self.find(id).await?.info_and_text())
+    }
+
+    /// The log of `id` from delta `from_seq` on, then live until the end.
+    pub async fn attach(
+        &self,
+        id: &str,
+        from_seq: u64,
+    ) -> Result<impl Stream<Item = Event> + Send + 'static> {
+        let query = self.find(id).await?;
+        let position = query.position_of_seq(from_seq)?;
+        Ok(query.follow(position))
+    }
+
+    /// Queries newest first, optionally in one state; `page_token` is the
+    /// previous page's `next_page_token`.
+    pub async fn list(
+        &self,
+        state: Option<QueryState>,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<(Vec<QueryInfo>, Option<String>)> {
+        let cursor = parse_token(page_token)?;
+        let before = |info: &QueryInfo| match &cursor {
+            None => true,
+            Some((t, id)) => (info.created_at_ms, info.id.as_str()) < (*t, id.as_str()),
+        };
+        let mut page: Vec<QueryInfo> = self
+            .shared
+            .live
+            .lock()
+            .unwrap()
+            .values()
+            .map(|q| q.info())
+            .filter(|i| state.is_none_or(|s| i.state == s) && before(i))
+            .collect();
+        let store = self.shared.store.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let cursor = cursor.as_ref().map(|(t, id)| (*t, id.as_str()));
+            store.list_queries(state.map(QueryState::as_str), cursor, page_size)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("listing queries: {e}")))??;
+        for s in stored {
+            if page.iter().any(|i| i.id == s.id) {
+                continue;
+            }
+            let info: QueryInfo = serde_json::from_str(&s.info).map_err(|e| {
+                Error::Internal(format!("stored query {} is unreadable: {e}", s.id))
+            })?;
+            page.push(info);
+        }
+        page.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        page.truncate(page_size);
+        let next = (page.len() == page_size)
+            .then(|| page.last().map(|i| format!("{}.{}", i.created_at_ms, i.id)))
+            .flatten();
+        Ok((page, next))
+    }
+}
+
+impl Shared {
+    /// Caches the complete answer of `query` to `start`. Called before the
+    /// Completed event is recorded, so a client that saw it and asks again
+    /// gets the cached answer.
+    pub fn cache_answer(&self, query: &Query, start: &StartQuery, finish_reason: FinishReason) {
+        if start.cache.mode == CacheMode::Off {
+            return;
+        }
+        let deltas = query
+            .events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Delta { text, .. } => Some(text),
+                _ => None,
+            })
+            .collect();
+        let answer = CachedAnswer {
+            source_query_id: query.id(),
+            deltas,
+            finish_reason,
+        };
+        self.cache.insert(AnswerCache::key(start), answer);
+    }
+
+    /// Called by a driver when its query has ended: persists it and
+    /// forgets it after `retention`.
+    pub async fn finished(&self, query: &Arc<Query>) {
+        self.unfinished.fetch_sub(1, Ordering::SeqCst);
+        self.keep_finished(query).await;
+    }
+
+    /// Persists a finished query, then drops the in-memory copy after
+    /// `retention` (readers then get it from the store).
+    async fn keep_finished(&self, query: &Arc<Query>) {
+        let info = query.info();
+        let stored = StoredQuery {
+            id: info.id.clone(),
+            created_at: info.created_at_ms,
+            state: info.state.as_str().to_owned(),
+            info: serde_json::to_string(&info).unwrap_or_default(),
+            events: serde_json::to_string(&query.events()).unwrap_or_default(),
+        };
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.save_query(&stored)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(query = %info.id, error = %e, "cannot persist a finished query")
+            }
+            Err(e) => {
+                tracing::error!(query = %info.id, error = %e, "cannot persist a finished query")
+            }
+        }
+        tokio::time::sleep(self.settings.retention).await;
+        self.live.lock().unwrap().remove(&info.id);
+    }
+}
+
+/// The record of a query being started.
+fn new_info(start: &StartQuery, state: QueryState) -> QueryInfo {
+    let now = super::now_ms();
+    QueryInfo {
+        id: ulid::Ulid::new().to_string(),
+        state,
+        model: start.model.clone(),
+        model_history: vec![ModelSpan {
+            model: start.model.clone(),
+            from_seq: 1,
+            to_seq: 0,
+            reason: SwitchReason::Requested,
+            started_at_ms: now,
+        }],
+        usage: TokenUsage::default(),
+        cost_usd: 0.0,
+        delta_count: 0,
+        finish_reason: None,
+        error: None,
+        created_at_ms: now,
+        first_token_at_ms: None,
+        finished_at_ms: None,
+        labels: start.labels.clone(),
+    }
+}
+
+/// `"<created_at_ms>.<id>"`, the cursor of a ListQueries page.
+fn parse_token(token: &str) -> Result<Option<(i64, String)>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Error::InvalidArgument(vec![FieldViolation::new(
+            "page_token",
+            "is not a next_page_token this server returned",
+        )])
+    };
+    let (time, id) = token.split_once('.').ok_or_else(bad)?;
+    let time = time.parse().map_err(|_| bad())?;
+    Ok(Some((time, id.to_owned())))
+}
+
+/// Checks a Start's conversation: what every provider needs.
+pub fn check_messages(messages: &[ChatMessage]) -> Result<()> {
+    if messages.iter().all(|m| m.role == Role::System) {
+        return Err(Error::InvalidArgument(vec![FieldViolation::new(
+            "messages",
+            "must hold at least one user or assistant message",
+        )]));
+    }
+    Ok(())
+}

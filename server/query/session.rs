@@ -1,0 +1,265 @@
+//! One query as everybody else sees it: its record, its event log, and the
+//! way to send it commands.
+//!
+//! Only the query's driver (see [`super::driver`]) appends events, one at a
+//! time under the record's lock, so the log's order is the order things
+//! happened in. Readers (Session and Attach streams, GetQuery) copy from
+//! the log at their own pace and are woken through a `watch` channel when
+//! it grows: a slow reader holds no buffer of its own and slows nobody.
+
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use futures::stream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::events::{Event, EventKind, QueryInfo};
+use super::types::{ChatMessage, QueryState};
+use crate::error::{Error, FieldViolation, Result};
+
+/// The answer to a command, sent back by the driver.
+pub type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A command for a query's driver.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop at the next token boundary; answers the last seq.
+    Pause(Reply<u64>),
+    /// Continue, optionally on another model; answers the model.
+    Resume {
+        /// New alias, if any.
+        model: Option<String>,
+        /// Answer.
+        reply: Reply<String>,
+    },
+    /// Change model; answers (previous model, seq).
+    SwitchModel {
+        /// New alias.
+        model: String,
+        /// Answer.
+        reply: Reply<(String, u64)>,
+    },
+    /// Add a message and continue; answers the seq before it.
+    Inject {
+        /// The message.
+        message: ChatMessage,
+        /// Answer.
+        reply: Reply<u64>,
+    },
+    /// End the query; answers the last seq.
+    Terminate {
+        /// Why.
+        reason: String,
+        /// Answer.
+        reply: Reply<u64>,
+    },
+}
+
+/// What is recorded of a query.
+#[derive(Debug)]
+pub struct Record {
+    /// The summary.
+    pub info: QueryInfo,
+    /// The log.
+    pub events: Vec<Event>,
+    /// The answer so far (the concatenation of the deltas).
+    pub text: String,
+    /// Log position (0-based) of delta `seq` at `[seq - 1]`.
+    delta_positions: Vec<usize>,
+}
+
+/// A query: its record and a way to reach its driver.
+#[derive(Debug)]
+pub struct Query {
+    record: Mutex<Record>,
+    /// Number of events in the log, to wake readers.
+    grown: watch::Sender<usize>,
+    /// To the driver; `None` for a query read back from the store.
+    control: Option<mpsc::Sender<Control>>,
+}
+
+impl Query {
+    /// A new query and the receiving end of its commands.
+    pub fn new(info: QueryInfo) -> (Arc<Query>, mpsc::Receiver<Control>) {
+        let (tx, rx) = mpsc::channel(16);
+        let query = Query {
+            record: Mutex::new(Record {
+                info,
+                events: Vec::new(),
+                text: String::new(),
+                delta_positions: Vec::new(),
+            }),
+            grown: watch::channel(0).0,
+            control: Some(tx),
+        };
+        (Arc::new(query), rx)
+    }
+
+    /// A finished query read back from the store: readable, not
+    /// controllable.
+    pub fn restored(info: QueryInfo, events: Vec<Event>) -> Arc<Query> {
+        let mut text = String::new();
+        let mut delta_positions = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            if let EventKind::Delta { text: t, .. } = &e.kind {
+                text.push_str(t);
+                delta_positions.push(i);
+            }
+        }
+        let len = events.len();
+        Arc::new(Query {
+            record: Mutex::new(Record {
+                info,
+                events,
+                text,
+                delta_positions,
+            }),
+            grown: watch::channel(len).0,
+            control: None,
+        })
+    }
+
+    /// The query's id.
+    pub fn id(&self) -> String {
+        self.record.lock().unwrap().info.id.clone()
+    }
+
+    /// A copy of the summary.
+    pub fn info(&self) -> QueryInfo {
+        self.record.lock().unwrap().info.clone()
+    }
+
+    /// The summary and the answer so far.
+    pub fn info_and_text(&self) -> (QueryInfo, String) {
+        let r = self.record.lock().unwrap();
+        (r.info.clone(), r.text.clone())
+    }
+
+    /// The state now.
+    pub fn state(&self) -> QueryState {
+        self.record.lock().unwrap().info.state
+    }
+
+    /// A copy of the whole log.
+    pub fn events(&self) -> Vec<Event> {
+        self.record.lock().unwrap().events.clone()
+    }
+
+    /// Appends an event, after letting `update` change the record in the
+    /// same critical section (so GetQuery never sees an event without its
+    /// effect). Keeps text, delta count and the model span of deltas.
+    pub fn push(&self, kind: EventKind, update: impl FnOnce(&mut Record)) -> u64 {
+        let mut r = self.record.lock().unwrap();
+        let now = super::now_ms();
+        if let EventKind::Delta { seq, text, .. } = &kind {
+            r.text.push_str(text);
+            r.info.delta_count = *seq;
+            r.info.first_token_at_ms.get_or_insert(now);
+            if let Some(span) = r.info.model_history.last_mut() {
+                span.to_seq = *seq;
+            }
+            let position = r.events.len();
+            r.delta_positions.push(position);
+        }
+        update(&mut r);
+        let index = r.events.len() as u64 + 1;
+        r.events.push(Event {
+            index,
+            time_ms: now,
+            kind,
+        });
+        let len = r.events.len();
+        drop(r);
+        self.grown.send_replace(len);
+        index
+    }
+
+    /// Appends an event from outside the driver (a refused command) unless
+    /// the query has ended: nothing follows a final event.
+    pub fn push_unless_finished(&self, kind: EventKind) -> bool {
+        let mut r = self.record.lock().unwrap();
+        if r.events.last().is_some_and(|e| e.kind.is_final()) {
+            return false;
+        }
+        let index = r.events.len() as u64 + 1;
+        r.events.push(Event {
+            index,
+            time_ms: super::now_ms(),
+            kind,
+        });
+        let len = r.events.len();
+        drop(r);
+        self.grown.send_replace(len);
+        true
+    }
+
+    /// Changes the record without an event.
+    pub fn update(&self, update: impl FnOnce(&mut Record)) {
+        update(&mut self.record.lock().unwrap());
+    }
+
+    /// Sends `make(reply)` to the driver and waits for its answer.
+    /// WRONG_STATE once the query has finished.
+    pub async fn command<T>(&self, make: impl FnOnce(Reply<T>) -> Control) -> Result<T> {
+        let finished = || {
+            let info = self.info();
+            Error::WrongState(format!("query {} is {}", info.id, info.state.as_str()))
+        };
+        let Some(control) = &self.control else {
+            return Err(finished());
+        };
+        let (tx, rx) = oneshot::channel();
+        control.send(make(tx)).await.map_err(|_| finished())?;
+        rx.await.map_err(|_| finished())?
+    }
+
+    /// Where a reader that wants deltas from `from_seq` on starts in the
+    /// log: after delta `from_seq - 1` (so the non-delta events between
+    /// come too), or at the start for `from_seq` ≤ 1.
+    pub fn position_of_seq(&self, from_seq: u64) -> Result<usize> {
+        let r = self.record.lock().unwrap();
+        let count = r.delta_positions.len() as u64;
+        match from_seq {
+            0 | 1 => Ok(0),
+            s if s <= count + 1 => Ok(r.delta_positions[(s - 2) as usize] + 1),
+            s => Err(Error::InvalidArgument(vec![FieldViolation::new(
+                "from_seq",
+                format!(
+                    "must be at most the next seq, {} (the query has {count} deltas), got {s}",
+                    count + 1
+                ),
+            )])),
+        }
+    }
+
+    /// The log from position `from` (0-based) on, then every later event as
+    /// it is recorded; ends after the query's final event.
+    pub fn follow(self: Arc<Self>, from: usize) -> impl Stream<Item = Event> + Send + 'static {
+        let rx = self.grown.subscribe();
+        let state = (self, rx, from, std::collections::VecDeque::new());
+        stream::unfold(state, |(query, mut rx, mut next, mut buffer)| async move {
+            loop {
+                if let Some(event) = buffer.pop_front() {
+                    return Some((event, (query, rx, next, buffer)));
+                }
+                rx.borrow_and_update();
+                {
+                    let r = query.record.lock().unwrap();
+                    if next < r.events.len() {
+                        // A bounded copy per wake-up keeps the lock short.
+                        let end = r.events.len().min(next + 256);
+                        buffer.extend(r.events[next..end].iter().cloned());
+                        next = end;
+                        continue;
+                    }
+                    if r.events.last().is_some_and(|e| e.kind.is_final()) {
+                        return None;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,278 @@
+//! A fake LLM provider on 127.0.0.1 that speaks the real wire formats:
+//! OpenAI chat completions and Anthropic Messages, both streamed as
+//! server-sent events over HTTP/1.1. agentd's real provider clients run
+//! against it.
+//!
+//! Every answer is a prefix of one known text ([`ANSWER`]): given the
+//! continuation in the request (the last assistant message), the fake
+//! streams the rest of the text a word at a time. So whatever a session
+//! does (pause, switch, fallback), its final text must equal the known text
+//! exactly — any lost or repeated word shows.
+//!
+//! The model id picks a behaviour, applied to every request for it:
+//! - `echo`: answer normally (a short delay per word);
+//! - `slow`: 40 ms per word;
+//! - `mute`: accept the request, send nothing;
+//! - `overload@N`: after N words, a mid-stream error event;
+//! - `drop@N`: after N words, close the connection;
+//! - `status@C`: answer HTTP status C with an error body.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The text every model "knows": 300 numbered words.
+pub fn answer() -> String {
+    (1..=300).map(|i| format!("w{i} ")).collect()
+}
+
+/// The known answer, computed once.
+pub static ANSWER: std::sync::LazyLock<String> = std::sync::LazyLock::new(answer);
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `/chat/completions` or `/v1/messages`.
+    pub path: String,
+    /// The model id.
+    pub model: String,
+    /// The request's headers, lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// A running fake.
+#[derive(Debug, Clone)]
+pub struct FakeLlm {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// Delay between words for `echo`.
+    pub word_delay: Duration,
+}
+
+impl FakeLlm {
+    /// Starts a fake whose `echo` words come `word_delay` apart.
+    pub async fn start(word_delay: Duration) -> FakeLlm {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = FakeLlm {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::new(Mutex::new(Vec::new())),
+            word_delay,
+        };
+        let server = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let _ = server.serve(socket).await;
+                });
+            }
+        });
+        fake
+    }
+
+    /// Base URL for an `openai` alias.
+    pub fn openai_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Base URL for an `anthropic` alias.
+    pub fn anthropic_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    async fn serve(&self, mut socket: TcpStream) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        let header_end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or("");
+        let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < header_end + length {
+            let mut chunk = [0u8; 65536];
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body: Value =
+            serde_json::from_slice(&buf[header_end..header_end + length]).unwrap_or(Value::Null);
+        let model = body["model"].as_str().unwrap_or("").to_owned();
+        self.received.lock().unwrap().push(Received {
+            path: path.clone(),
+            model: model.clone(),
+            headers,
+            body: body.clone(),
+        });
+        let anthropic = path.ends_with("/v1/messages");
+
+        if let Some(code) = model.strip_prefix("status@") {
+            let message = if anthropic {
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            } else {
+                json!({"error": {"type": "server_error", "message": "upstream exploded"}})
+            };
+            let text = message.to_string();
+            let response = format!(
+                "HTTP/1.1 {code} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            socket.write_all(response.as_bytes()).await?;
+            return socket.shutdown().await;
+        }
+
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n")
+            .await?;
+        if model == "mute" {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return Ok(());
+        }
+        let (fail_after, drop_after) = match model.split_once('@') {
+            Some(("overload", n)) => (n.parse().ok(), None),
+            Some(("drop", n)) => (None, n.parse::<usize>().ok()),
+            _ => (None, None),
+        };
+        let delay = if model == "slow" {
+            Duration::from_millis(40)
+        } else {
+            self.word_delay
+        };
+
+        // The continuation: the last assistant message, if the request ends
+        // with one. Anthropic prefill has lost its trailing whitespace.
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let prefix = messages
+            .last()
+            .filter(|m| m["role"] == "assistant")
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        let text: &str = &ANSWER;
+        let rest = text.strip_prefix(prefix.as_str()).unwrap_or(text);
+        let mut words: Vec<String> = Vec::new();
+        let mut current = String::new();
+        for c in rest.chars() {
+            current.push(c);
+            // A leading space (after a trimmed prefill) rides with the
+            // next word, as a real model's token would.
+            if c == ' ' && !current.trim().is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.is_empty() {
+            words.push(current);
+        }
+        let max_tokens = body["max_tokens"].as_u64().unwrap_or(u64::MAX) as usize;
+        let length_cut = words.len() > max_tokens;
+        words.truncate(max_tokens);
+
+        let send = |event: Option<&str>, data: Value| {
+            let mut s = String::new();
+            if let Some(e) = event {
+                s.push_str(&format!("event: {e}\n"));
+            }
+            s.push_str(&format!("data: {data}\n\n"));
+            s
+        };
+        if anthropic {
+            socket
+                .write_all(send(Some("message_start"), json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": model, "usage": {"input_tokens": 10, "output_tokens": 1}}})).as_bytes())
+                .await?;
+            socket
+                .write_all(send(Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})).as_bytes())
+                .await?;
+            socket
+                .write_all(b": ping\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n")
+                .await?;
+        }
+        for (i, word) in words.iter().enumerate() {
+            if Some(i) == fail_after {
+                let error = if anthropic {
+                    send(
+                        Some("error"),
+                        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                    )
+                } else {
+                    send(
+                        None,
+                        json!({"error": {"type": "server_error", "message": "The server had an error while processing your request"}}),
+                    )
+                };
+                socket.write_all(error.as_bytes()).await?;
+                return socket.shutdown().await;
+            }
+            if Some(i) == drop_after {
+                return Ok(()); // dropping the socket cuts the stream
+            }
+            tokio::time::sleep(delay).await;
+            let event = if anthropic {
+                send(
+                    Some("content_block_delta"),
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}}),
+                )
+            } else {
+                send(
+                    None,
+                    json!({"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": null}]}),
+                )
+            };
+            socket.write_all(event.as_bytes()).await?;
+        }
+        let output = words.len();
+        if anthropic {
+            let reason = if length_cut { "max_tokens" } else { "end_turn" };
+            let end = send(
+                Some("content_block_stop"),
+                json!({"type": "content_block_stop", "index": 0}),
+            ) + &send(
+                Some("message_delta"),
+                json!({"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": null}, "usage": {"output_tokens": output}}),
+            ) + &send(Some("message_stop"), json!({"type": "message_stop"}));
+            socket.write_all(end.as_bytes()).await?;
+        } else {
+            let reason = if length_cut { "length" } else { "stop" };
+            let end = send(
+                None,
+                json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}),
+            ) + &send(
+                None,
+                json!({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": output, "total_tokens": 10 + output}}),
+            ) + "data: [DONE]\n\n";
+            socket.write_all(end.as_bytes()).await?;
+        }
+        socket.shutdown().await
+    }
+}
