@@ -171,7 +171,7 @@ impl Server {
             background.push(kv.spawn_purger(KV_PURGE_INTERVAL));
             let models = embedding.clone().map(|e| e as Arc<dyn ModelDimensions>);
             let collections = Collections::new(store.clone(), models);
-            let texts = embedding.map(|e| e as Arc<dyn TextEmbedder>);
+            let texts = embedding.clone().map(|e| e as Arc<dyn TextEmbedder>);
             let indexes = Indexes::new(store.clone(), Some(config.data_dir.join("indexes")));
             let cache = SearchCache::new(config.memory.search_cache_bytes);
             let points = Points::new(store.clone(), collections.clone(), texts, indexes, cache);
@@ -202,7 +202,8 @@ impl Server {
                 models = ?registry.list().iter().map(|m| m.spec.alias.as_str()).collect::<Vec<_>>(),
                 "query engine starting"
             );
-            let engine = QueryEngine::new(q.clone(), registry, store.clone());
+            let texts = embedding.clone().map(|e| e as Arc<dyn TextEmbedder>);
+            let engine = QueryEngine::new(q.clone(), registry, store.clone(), texts);
             routes.add_service(configured!(
                 QueryControlServiceServer::new(api::query::QueryApi::new(engine)),
                 config

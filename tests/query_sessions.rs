@@ -828,3 +828,71 @@ async fn finished_queries_are_listed_and_survive_a_restart() {
         .into_inner();
     assert_eq!(listed.queries.len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_prompts_are_answered_from_the_semantic_cache_within_a_namespace() {
+    let fake = FakeLlm::start(Duration::ZERO).await;
+    let (server, _keys) = start_server(&fake).await;
+    let semantic = |prompt: &str, namespace: &str| {
+        let mut s = start("oa");
+        s.messages = vec![user(prompt)];
+        s.cache = Some(CachePolicy {
+            mode: CacheMode::Semantic as i32,
+            similarity_threshold: 0.8,
+            namespace: namespace.into(),
+            refresh: false,
+        });
+        s
+    };
+    let first = Session::open(
+        server.channel().await,
+        semantic("please count every word for me", "team-a"),
+    )
+    .await
+    .unwrap()
+    .finish()
+    .await;
+    let calls = fake.requests().len();
+    let events = Session::open(
+        server.channel().await,
+        semantic("please count every word for me now", "team-a"),
+    )
+    .await
+    .unwrap()
+    .finish()
+    .await;
+    assert_eq!(
+        fake.requests().len(),
+        calls,
+        "answered from the semantic cache"
+    );
+    let Some(Kind::CacheHit(hit)) = &events[1].kind else {
+        panic!("{:?}", events[1])
+    };
+    assert_eq!(hit.kind, CacheKind::Semantic as i32);
+    assert!(
+        hit.similarity >= 0.8 && hit.similarity < 1.0,
+        "{}",
+        hit.similarity
+    );
+    assert_eq!(hit.source_query_id, first[0].query_id);
+    assert_eq!(check_invariants(&events), *ANSWER);
+    // Another namespace, or an unrelated prompt, goes to the model.
+    for (prompt, namespace) in [
+        ("please count every word for me now", "team-b"),
+        ("what is the capital of france", "team-a"),
+    ] {
+        let events = Session::open(server.channel().await, semantic(prompt, namespace))
+            .await
+            .unwrap()
+            .finish()
+            .await;
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e.kind, Some(Kind::CacheHit(_)))),
+            "{prompt} in {namespace}"
+        );
+    }
+    assert_eq!(fake.requests().len(), calls + 2);
+}

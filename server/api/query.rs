@@ -112,7 +112,7 @@ impl QueryControlService for QueryApi {
             .into());
         };
         let terminate_on_disconnect = start.terminate_on_disconnect;
-        let query = self.engine.start(start_from(start)?)?;
+        let query = self.engine.start(start_from(start)?).await?;
         let id = query.id();
 
         let engine = self.engine.clone();

@@ -63,9 +63,9 @@ impl AnswerCache {
     }
 
     /// Stores an answer.
-    pub fn insert(&self, key: String, answer: CachedAnswer) {
+    pub fn insert(&self, key: String, answer: Arc<CachedAnswer>) {
         if let Some(cache) = &self.cache {
-            cache.insert(key, Arc::new(answer));
+            cache.insert(key, answer);
         }
     }
 }

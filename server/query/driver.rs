@@ -26,6 +26,7 @@ use super::engine::Shared;
 use super::events::{EventKind, ModelSpan, QueryError};
 use super::models::ModelEntry;
 use super::provider::{GenerationRequest, ProviderError, ProviderEvent, estimate_tokens};
+use super::semantic::SemanticKey;
 use super::session::{Control, Query};
 use super::types::{
     ChatMessage, FinishReason, QueryState, Role, Rule, RuleTrigger, StartQuery, SwitchReason,
@@ -105,6 +106,8 @@ pub struct Driver {
     budget_left: Duration,
     max_tokens: u64,
     injected: bool,
+    /// The prompt's embedding, for the semantic cache.
+    semantic_key: Option<SemanticKey>,
 }
 
 impl Driver {
@@ -114,6 +117,7 @@ impl Driver {
         shared: Arc<Shared>,
         control: mpsc::Receiver<Control>,
         start: StartQuery,
+        semantic_key: Option<SemanticKey>,
     ) -> Self {
         let mut chain = vec![start.model.clone()];
         if start.fallback_models.is_empty() {
@@ -144,6 +148,7 @@ impl Driver {
             budget_left: start.timeout.unwrap_or(settings.timeout),
             max_tokens: u64::from(max_tokens),
             injected: false,
+            semantic_key,
             query,
             shared,
             control,
@@ -579,8 +584,9 @@ impl Driver {
     fn complete(&mut self, finish_reason: FinishReason) {
         // An answer after an Inject belongs to another conversation.
         if !self.injected {
+            let key = self.semantic_key.take();
             self.shared
-                .cache_answer(&self.query, &self.start, finish_reason);
+                .cache_answer(&self.query, &self.start, finish_reason, key);
         }
         let (usage, cost_usd, text) = (self.usage, self.cost, self.text.clone());
         self.query.push(

@@ -12,6 +12,7 @@ use super::cache::{AnswerCache, CachedAnswer};
 use super::driver::Driver;
 use super::events::{Event, EventKind, ModelSpan, QueryInfo};
 use super::models::{ModelListing, ModelRegistry};
+use super::semantic::{SemanticCache, SemanticKey};
 use super::session::{Control, Query};
 use super::settings::QueryConfig;
 use super::types::{
@@ -19,6 +20,7 @@ use super::types::{
     SwitchReason, TokenUsage,
 };
 use crate::error::{Error, FieldViolation, Result};
+use crate::memory::points::TextEmbedder;
 use crate::store::{QueryStore, StoredQuery};
 
 /// What the engine and every driver share.
@@ -32,6 +34,7 @@ pub struct Shared {
     pub rules: Vec<Rule>,
     store: Arc<dyn QueryStore>,
     cache: AnswerCache,
+    semantic: SemanticCache,
     /// Running, paused and recently finished queries.
     live: Mutex<HashMap<String, Arc<Query>>>,
     /// Running and paused queries.
@@ -48,10 +51,17 @@ pub struct QueryEngine {
 pub const MAX_PAGE_SIZE: usize = 1000;
 
 impl QueryEngine {
-    /// An engine over `registry`, persisting finished queries to `store`.
-    pub fn new(settings: QueryConfig, registry: ModelRegistry, store: Arc<dyn QueryStore>) -> Self {
+    /// An engine over `registry`, persisting finished queries to `store`;
+    /// `embedder` (the Embedding engine) serves the semantic cache.
+    pub fn new(
+        settings: QueryConfig,
+        registry: ModelRegistry,
+        store: Arc<dyn QueryStore>,
+        embedder: Option<Arc<dyn TextEmbedder>>,
+    ) -> Self {
         let rules = settings.rules();
         let cache = AnswerCache::new(settings.cache_bytes);
+        let semantic = SemanticCache::new(embedder, settings.semantic_cache_entries);
         Self {
             shared: Arc::new(Shared {
                 registry,
@@ -59,6 +69,7 @@ impl QueryEngine {
                 rules,
                 store,
                 cache,
+                semantic,
                 live: Mutex::new(HashMap::new()),
                 unfinished: AtomicUsize::new(0),
             }),
@@ -104,10 +115,12 @@ impl QueryEngine {
                 format!("must be at most {limit}, got {}", start.params.max_tokens),
             ));
         }
-        if start.cache.mode == CacheMode::Semantic {
+        if start.cache.mode == CacheMode::Semantic
+            && let Some(reason) = self.shared.semantic.unavailable_reason()
+        {
             violations.push(FieldViolation::new(
                 "cache.mode",
-                "CACHE_MODE_SEMANTIC is not available in this version; use CACHE_MODE_EXACT",
+                format!("CACHE_MODE_SEMANTIC {reason}"),
             ));
         }
         if violations.is_empty() {
@@ -118,15 +131,31 @@ impl QueryEngine {
     }
 
     /// Starts a query: replays a cached answer, or spawns its driver.
-    pub fn start(&self, start: StartQuery) -> Result<Arc<Query>> {
+    pub async fn start(&self, start: StartQuery) -> Result<Arc<Query>> {
         self.check_start(&start)?;
         let shared = &self.shared;
-        let cache_key = (start.cache.mode != CacheMode::Off).then(|| AnswerCache::key(&start));
-        if let Some(key) = &cache_key
-            && !start.cache.refresh
-            && let Some(answer) = shared.cache.get(key)
+        let reading = !start.cache.refresh;
+        if start.cache.mode != CacheMode::Off
+            && reading
+            && let Some(answer) = shared.cache.get(&AnswerCache::key(&start))
         {
-            return Ok(self.replay(start, &answer));
+            return Ok(self.replay(start, &answer, CacheKind::Exact, 1.0));
+        }
+        let mut semantic_key = None;
+        if start.cache.mode == CacheMode::Semantic {
+            // A prompt that cannot be embedded just goes uncached.
+            match shared.semantic.key(&start).await {
+                Ok(key) => semantic_key = key,
+                Err(e) => tracing::warn!(error = %e, "semantic cache: cannot embed the prompt"),
+            }
+            if let Some(key) = &semantic_key
+                && reading
+                && let Some((answer, similarity)) = shared
+                    .semantic
+                    .lookup(key, start.cache.similarity_threshold)
+            {
+                return Ok(self.replay(start, &answer, CacheKind::Semantic, similarity));
+            }
         }
         let reserved = shared.unfinished.fetch_add(1, Ordering::SeqCst);
         if reserved >= shared.settings.max_live_queries {
@@ -143,13 +172,19 @@ impl QueryEngine {
             .lock()
             .unwrap()
             .insert(query.id(), query.clone());
-        let driver = Driver::new(query.clone(), shared.clone(), control, start);
+        let driver = Driver::new(query.clone(), shared.clone(), control, start, semantic_key);
         tokio::spawn(driver.run());
         Ok(query)
     }
 
-    /// A query answered from the cache: the whole log at once.
-    fn replay(&self, start: StartQuery, answer: &CachedAnswer) -> Arc<Query> {
+    /// A query answered from a cache: the whole log at once.
+    fn replay(
+        &self,
+        start: StartQuery,
+        answer: &CachedAnswer,
+        kind: CacheKind,
+        similarity: f32,
+    ) -> Arc<Query> {
         let (query, _control) = Query::new(new_info(&start, QueryState::Running));
         let model = start.model.clone();
         query.push(
@@ -160,8 +195,8 @@ impl QueryEngine {
         );
         query.push(
             EventKind::CacheHit {
-                kind: CacheKind::Exact,
-                similarity: 1.0,
+                kind,
+                similarity,
                 source_query_id: answer.source_query_id.clone(),
             },
             |_| {},
@@ -333,7 +368,13 @@ impl Shared {
     /// Caches the complete answer of `query` to `start`. Called before the
     /// Completed event is recorded, so a client that saw it and asks again
     /// gets the cached answer.
-    pub fn cache_answer(&self, query: &Query, start: &StartQuery, finish_reason: FinishReason) {
+    pub fn cache_answer(
+        &self,
+        query: &Query,
+        start: &StartQuery,
+        finish_reason: FinishReason,
+        semantic_key: Option<SemanticKey>,
+    ) {
         if start.cache.mode == CacheMode::Off {
             return;
         }
@@ -345,12 +386,15 @@ impl Shared {
                 _ => None,
             })
             .collect();
-        let answer = CachedAnswer {
+        let answer = Arc::new(CachedAnswer {
             source_query_id: query.id(),
             deltas,
             finish_reason,
-        };
-        self.cache.insert(AnswerCache::key(start), answer);
+        });
+        self.cache.insert(AnswerCache::key(start), answer.clone());
+        if let Some(key) = semantic_key {
+            self.semantic.insert(key, answer);
+        }
     }
 
     /// Called by a driver when its query has ended: persists it and

@@ -16,7 +16,7 @@
 //!   [`anthropic`] speak their HTTP APIs over server-sent events ([`sse`],
 //!   [`http`]).
 //! - [`models`]: aliases → providers, prices, fallback chains, cooldowns.
-//! - [`cache`]: the exact result cache.
+//! - [`cache`], [`semantic`]: the exact and the semantic result caches.
 //! - [`settings`]: `[query]` of agentd.toml.
 
 pub mod anthropic;
@@ -29,6 +29,7 @@ pub mod local;
 pub mod models;
 pub mod openai;
 pub mod provider;
+pub mod semantic;
 pub mod session;
 pub mod settings;
 pub mod sse;

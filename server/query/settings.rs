@@ -168,6 +168,8 @@ pub struct QueryConfig {
     pub max_live_queries: usize,
     /// Bytes of answers in the exact result cache; 0 disables it.
     pub cache_bytes: u64,
+    /// Answers kept by the semantic cache; 0 disables it.
+    pub semantic_cache_entries: usize,
     /// Threads of the local model's decode loop; 0 means all cores.
     pub local_threads: usize,
 }
@@ -189,6 +191,7 @@ impl Default for QueryConfig {
             retention: Duration::from_secs(900),
             max_live_queries: 10_000,
             cache_bytes: 64 << 20,
+            semantic_cache_entries: 10_000,
             local_threads: 0,
         }
     }

@@ -23,12 +23,17 @@ impl Binary {
     /// Starts `agentd serve` on `data_dir` with only the memory service, and
     /// connects to it.
     pub async fn start(data_dir: &Path) -> (Binary, Channel) {
+        Binary::start_with(data_dir, &["--disable", "embedding,query,agents"]).await
+    }
+
+    /// Starts `agentd serve` on `data_dir` with extra command-line `args`.
+    pub async fn start_with(data_dir: &Path, args: &[&str]) -> (Binary, Channel) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let child = Command::new(env!("CARGO_BIN_EXE_agentd"))
             .args(["serve", "--listen", &addr.to_string()])
-            .args(["--disable", "embedding,query,agents"])
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("AGENTD_CONFIG")
