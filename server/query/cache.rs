@@ -3,8 +3,9 @@
 //!
 //! Bounded in bytes (keys and answers both count). An answer is stored only
 //! when the query completed without an Inject (whose answer belongs to a
-//! different conversation); a replay streams the original deltas, marked as
-//! cached, so a client sees the same shape of stream either way.
+//! different conversation); a replay streams the answer as deltas marked as
+//! cached, joined into chunks of up to 4 KiB (one or a few messages instead
+//! of one per token), so a hit costs about one round trip.
 
 use std::sync::Arc;
 

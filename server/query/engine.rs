@@ -47,6 +47,9 @@ pub struct QueryEngine {
     shared: Arc<Shared>,
 }
 
+/// Longest delta of a cached answer's replay, in bytes.
+pub const REPLAY_CHUNK_BYTES: usize = 4096;
+
 /// Most queries one ListQueries page returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
@@ -378,14 +381,19 @@ impl Shared {
         if start.cache.mode == CacheMode::Off {
             return;
         }
-        let deltas = query
-            .events()
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                EventKind::Delta { text, .. } => Some(text),
-                _ => None,
-            })
-            .collect();
+        // Replayed in chunks of up to REPLAY_CHUNK_BYTES: the same text in
+        // far fewer messages than the model's token-sized deltas.
+        let mut deltas: Vec<String> = Vec::new();
+        for event in query.events() {
+            if let EventKind::Delta { text, .. } = event.kind {
+                match deltas.last_mut() {
+                    Some(last) if last.len() + text.len() <= REPLAY_CHUNK_BYTES => {
+                        last.push_str(&text);
+                    }
+                    _ => deltas.push(text),
+                }
+            }
+        }
         let answer = Arc::new(CachedAnswer {
             source_query_id: query.id(),
             deltas,

@@ -313,3 +313,77 @@ impl QueryConfig {
         self.rules.iter().filter_map(|r| r.to_rule().ok()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<QueryConfig> {
+        let config: QueryConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    const TWO_MODELS: &str = r#"
+        [[models]]
+        alias = "fast"
+        provider = "openai"
+        model_id = "m"
+        base_url = "http://127.0.0.1:1/v1"
+        fallbacks = ["slow"]
+
+        [[models]]
+        alias = "slow"
+        provider = "anthropic"
+        model_id = "claude"
+        api_key_env = "SOME_KEY"
+    "#;
+
+    #[test]
+    fn models_and_rules_from_toml() {
+        let config = parse(&format!(
+            "{TWO_MODELS}\n[[rules]]\nname = \"budget\"\ncost_exceeds_usd = 0.5\nswitch_to_model = \"fast\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.model_specs().len(), 2);
+        assert_eq!(
+            config.rules(),
+            vec![Rule {
+                name: "budget".into(),
+                trigger: RuleTrigger::CostExceedsUsd(0.5),
+                switch_to_model: "fast".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn inconsistent_settings_are_refused_with_the_reason() {
+        let cases = [
+            (
+                format!("{TWO_MODELS}\n[[rules]]\nname = \"r\"\noutput_tokens_exceed = 5\nswitch_to_model = \"ghost\"\n"),
+                "not a configured alias",
+            ),
+            (
+                format!("{TWO_MODELS}\n[[rules]]\nname = \"r\"\nswitch_to_model = \"fast\"\n"),
+                "exactly one of",
+            ),
+            (
+                "[[models]]\nalias = \"a\"\nprovider = \"openai\"\nmodel_id = \"m\"\nfallbacks = [\"b\"]\n".into(),
+                "fallback \"b\"",
+            ),
+            (
+                "[[models]]\nalias = \"a\"\nprovider = \"local\"\nmodel_id = \"m\"\n".into(),
+                "needs `path`",
+            ),
+            (
+                format!("{TWO_MODELS}\n[[models]]\nalias = \"fast\"\nprovider = \"openai\"\nmodel_id = \"x\"\n"),
+                "defined twice",
+            ),
+            ("default_max_tokens = 0\n".into(), "default_max_tokens"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{expected:?} not in {err:?}");
+        }
+    }
+}

@@ -32,8 +32,10 @@ pub struct Tokenizer {
     ids: HashMap<String, u32>,
     /// Byte → its `<0xNN>` token.
     byte_tokens: [u32; 256],
-    /// User-defined pieces, longest first, for literal matching.
-    user_defined: Vec<(String, u32)>,
+    /// User-defined pieces by first character, longest first, for literal
+    /// matching (an index, so a long text costs a lookup per character, not
+    /// a scan of every piece).
+    user_defined: HashMap<char, Vec<(String, u32)>>,
     /// Beginning and end of sequence.
     pub bos: u32,
     /// End of sequence.
@@ -81,7 +83,7 @@ impl Tokenizer {
         );
         let mut ids = HashMap::with_capacity(pieces.len());
         let mut byte_tokens = [u32::MAX; 256];
-        let mut user_defined = Vec::new();
+        let mut user_defined: HashMap<char, Vec<(String, u32)>> = HashMap::new();
         for (i, piece) in pieces.iter().enumerate() {
             let i = i as u32;
             match types[i as usize] {
@@ -92,7 +94,14 @@ impl Tokenizer {
                         byte_tokens[b as usize] = i;
                     }
                 }
-                USER_DEFINED => user_defined.push((piece.clone(), i)),
+                USER_DEFINED => {
+                    if let Some(first) = piece.chars().next() {
+                        user_defined
+                            .entry(first)
+                            .or_default()
+                            .push((piece.clone(), i));
+                    }
+                }
                 _ => {}
             }
             ids.entry(piece.clone()).or_insert(i);
@@ -100,7 +109,9 @@ impl Tokenizer {
         if byte_tokens.contains(&u32::MAX) {
             return Err("the vocabulary lacks byte-fallback tokens".into());
         }
-        user_defined.sort_by_key(|(piece, _)| std::cmp::Reverse(piece.len()));
+        for pieces in user_defined.values_mut() {
+            pieces.sort_by_key(|(piece, _)| std::cmp::Reverse(piece.len()));
+        }
         Ok(Tokenizer {
             pieces,
             scores,
@@ -136,10 +147,14 @@ impl Tokenizer {
         let mut i = 0;
         // Split on user-defined pieces, longest match first.
         while i < rest.len() {
-            let matched = self
-                .user_defined
-                .iter()
-                .find(|(p, _)| !p.is_empty() && rest[i..].starts_with(p.as_str()));
+            let first = rest[i..].chars().next();
+            let matched = first
+                .and_then(|c| self.user_defined.get(&c))
+                .and_then(|pieces| {
+                    pieces
+                        .iter()
+                        .find(|(p, _)| rest[i..].starts_with(p.as_str()))
+                });
             if let Some((piece, id)) = matched {
                 self.encode_plain(&rest[plain_start..i], &mut out);
                 out.push(*id);
