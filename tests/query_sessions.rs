@@ -895,4 +895,23 @@ async fn similar_prompts_are_answered_from_the_semantic_cache_within_a_namespace
         );
     }
     assert_eq!(fake.requests().len(), calls + 2);
+    // One semantic hit, three misses (the first query and the last two),
+    // and every start looked in the exact cache first.
+    let stats = client(server.channel().await)
+        .get_query_stats(GetQueryStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (stats.semantic_cache_hits, stats.semantic_cache_misses),
+        (1, 3)
+    );
+    assert_eq!((stats.exact_cache_hits, stats.exact_cache_misses), (0, 4));
+    assert_eq!(stats.started, 4);
+    assert!(
+        (stats.cache_hit_rate - 1.0 / 8.0).abs() < 1e-9,
+        "{}",
+        stats.cache_hit_rate
+    );
+    assert_eq!((stats.running, stats.paused), (0, 0));
 }

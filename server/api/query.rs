@@ -239,6 +239,23 @@ impl QueryControlService for QueryApi {
         }))
     }
 
+    async fn get_query_stats(
+        &self,
+        _: Request<GetQueryStatsRequest>,
+    ) -> Result<Response<GetQueryStatsResponse>, Status> {
+        let s = self.engine.stats();
+        Ok(Response::new(GetQueryStatsResponse {
+            running: s.running,
+            paused: s.paused,
+            started: s.started,
+            exact_cache_hits: s.exact_hits,
+            exact_cache_misses: s.exact_misses,
+            semantic_cache_hits: s.semantic_hits,
+            semantic_cache_misses: s.semantic_misses,
+            cache_hit_rate: s.hit_rate(),
+        }))
+    }
+
     async fn list_query_models(
         &self,
         _: Request<ListQueryModelsRequest>,

@@ -3,7 +3,7 @@
 //! `retention`, in the store for good).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::Stream;
@@ -39,6 +39,49 @@ pub struct Shared {
     live: Mutex<HashMap<String, Arc<Query>>>,
     /// Running and paused queries.
     unfinished: AtomicUsize,
+    counts: Counts,
+}
+
+/// Counters behind [`QueryStats`].
+#[derive(Debug, Default)]
+struct Counts {
+    started: AtomicU64,
+    exact_hits: AtomicU64,
+    exact_misses: AtomicU64,
+    semantic_hits: AtomicU64,
+    semantic_misses: AtomicU64,
+}
+
+/// The engine's counts since start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct QueryStats {
+    /// Generating now.
+    pub running: u64,
+    /// Paused now.
+    pub paused: u64,
+    /// Started, cache hits included.
+    pub started: u64,
+    /// Exact-cache hits.
+    pub exact_hits: u64,
+    /// Exact-cache misses.
+    pub exact_misses: u64,
+    /// Semantic-cache hits.
+    pub semantic_hits: u64,
+    /// Semantic-cache misses.
+    pub semantic_misses: u64,
+}
+
+impl QueryStats {
+    /// Hits over lookups, both caches; 0 before any lookup.
+    pub fn hit_rate(&self) -> f64 {
+        let hits = self.exact_hits + self.semantic_hits;
+        let lookups = hits + self.exact_misses + self.semantic_misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            hits as f64 / lookups as f64
+        }
+    }
 }
 
 /// The query engine (cheap to clone).
@@ -75,6 +118,7 @@ impl QueryEngine {
                 semantic,
                 live: Mutex::new(HashMap::new()),
                 unfinished: AtomicUsize::new(0),
+                counts: Counts::default(),
             }),
         }
     }
@@ -82,6 +126,29 @@ impl QueryEngine {
     /// The aliases, with availability.
     pub fn models(&self) -> Vec<ModelListing> {
         self.shared.registry.list()
+    }
+
+    /// Counts since start-up.
+    pub fn stats(&self) -> QueryStats {
+        let shared = &self.shared;
+        let (mut running, mut paused) = (0, 0);
+        for query in shared.live.lock().unwrap().values() {
+            match query.state() {
+                QueryState::Running => running += 1,
+                QueryState::Paused => paused += 1,
+                _ => {}
+            }
+        }
+        let c = &shared.counts;
+        QueryStats {
+            running,
+            paused,
+            started: c.started.load(Ordering::Relaxed),
+            exact_hits: c.exact_hits.load(Ordering::Relaxed),
+            exact_misses: c.exact_misses.load(Ordering::Relaxed),
+            semantic_hits: c.semantic_hits.load(Ordering::Relaxed),
+            semantic_misses: c.semantic_misses.load(Ordering::Relaxed),
+        }
     }
 
     /// Checks what the API cannot: models exist, limits from config.
@@ -137,12 +204,15 @@ impl QueryEngine {
     pub async fn start(&self, start: StartQuery) -> Result<Arc<Query>> {
         self.check_start(&start)?;
         let shared = &self.shared;
+        let counts = &shared.counts;
+        counts.started.fetch_add(1, Ordering::Relaxed);
         let reading = !start.cache.refresh;
-        if start.cache.mode != CacheMode::Off
-            && reading
-            && let Some(answer) = shared.cache.get(&AnswerCache::key(&start))
-        {
-            return Ok(self.replay(start, &answer, CacheKind::Exact, 1.0));
+        if start.cache.mode != CacheMode::Off && reading {
+            if let Some(answer) = shared.cache.get(&AnswerCache::key(&start)) {
+                counts.exact_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.replay(start, &answer, CacheKind::Exact, 1.0));
+            }
+            counts.exact_misses.fetch_add(1, Ordering::Relaxed);
         }
         let mut semantic_key = None;
         if start.cache.mode == CacheMode::Semantic {
@@ -153,11 +223,13 @@ impl QueryEngine {
             }
             if let Some(key) = &semantic_key
                 && reading
-                && let Some((answer, similarity)) = shared
-                    .semantic
-                    .lookup(key, start.cache.similarity_threshold)
             {
-                return Ok(self.replay(start, &answer, CacheKind::Semantic, similarity));
+                let threshold = start.cache.similarity_threshold;
+                if let Some((answer, similarity)) = shared.semantic.lookup(key, threshold) {
+                    counts.semantic_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(self.replay(start, &answer, CacheKind::Semantic, similarity));
+                }
+                counts.semantic_misses.fetch_add(1, Ordering::Relaxed);
             }
         }
         let reserved = shared.unfinished.fetch_add(1, Ordering::SeqCst);
