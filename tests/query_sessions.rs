@@ -375,18 +375,7 @@ async fn attach_replays_exactly_what_the_session_saw() {
 
     // From a later seq: the deltas from there and every event after the
     // delta before it.
-    let mut tail = client(server.channel().await)
-        .attach(AttachRequest {
-            query_id: id.clone(),
-            from_seq: 41,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut from_41 = Vec::new();
-    while let Some(m) = tail.message().await.unwrap() {
-        from_41.push(m.event.unwrap());
-    }
+    let from_41 = attach_all(server.channel().await, id.clone(), 41).await;
     let start_at = session_events
         .iter()
         .position(|e| matches!(&e.kind, Some(Kind::Delta(d)) if d.seq == 40))
@@ -655,18 +644,7 @@ async fn a_disconnect_keeps_the_query_unless_asked_to_end_it() {
         s.until(|k| matches!(k, Kind::Delta(d) if d.seq == 3)).await;
         let id = s.query_id();
         drop(s);
-        let mut attach = client(server.channel().await)
-            .attach(AttachRequest {
-                query_id: id,
-                from_seq: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let mut events = Vec::new();
-        while let Some(m) = attach.message().await.unwrap() {
-            events.push(m.event.unwrap());
-        }
+        let events = attach_all(server.channel().await, id, 0).await;
         let text = check_invariants(&events);
         match events.last().unwrap().kind.as_ref().unwrap() {
             Kind::Completed(_) if !terminate => assert_eq!(text, *ANSWER),
@@ -804,18 +782,7 @@ async fn finished_queries_are_listed_and_survive_a_restart() {
         .unwrap();
     assert_eq!(info.state, QueryState::Completed as i32);
     assert_eq!(info.text, *ANSWER);
-    let mut attach = client(server.channel().await)
-        .attach(AttachRequest {
-            query_id: ids[1].clone(),
-            from_seq: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(m) = attach.message().await.unwrap() {
-        events.push(m.event.unwrap());
-    }
+    let events = attach_all(server.channel().await, ids[1].clone(), 1).await;
     assert_eq!(check_invariants(&events), *ANSWER);
     let listed = client(server.channel().await)
         .list_queries(ListQueriesRequest {

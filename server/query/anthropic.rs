@@ -10,9 +10,9 @@
 
 use serde_json::{Value, json};
 
-use super::http::{Decoded, SseDecoder, sse_call};
+use super::http::{Decoded, Endpoint, SseDecoder, sse_call};
 use super::provider::{
-    GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream, Secret,
+    GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
 };
 use super::sse::SseEvent;
 use super::types::{FinishReason, TokenUsage};
@@ -27,28 +27,15 @@ const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// An Anthropic Messages endpoint.
 #[derive(Debug, Clone)]
 pub struct AnthropicProvider {
-    client: reqwest::Client,
-    /// e.g. `https://api.anthropic.com`; `/v1/messages` is appended.
-    base_url: String,
-    key: Option<Secret>,
-    unavailable: Option<String>,
+    /// Base URL e.g. `https://api.anthropic.com`; `/v1/messages` is
+    /// appended. The key goes in `x-api-key`.
+    endpoint: Endpoint,
 }
 
 impl AnthropicProvider {
-    /// A provider for `base_url`. Without a key it reports itself
-    /// unavailable with `unavailable`'s reason.
-    pub fn new(
-        client: reqwest::Client,
-        base_url: &str,
-        key: Option<Secret>,
-        unavailable: Option<String>,
-    ) -> Self {
-        Self {
-            client,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            key,
-            unavailable,
-        }
+    /// A provider calling `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint }
     }
 
     /// The request body, and whether the continuation lost trailing
@@ -97,12 +84,10 @@ impl ModelProvider for AnthropicProvider {
     fn generate(&self, request: GenerationRequest) -> ProviderStream {
         let (body, trimmed) = Self::body(&request);
         let mut http = self
-            .client
-            .post(format!("{}/v1/messages", self.base_url))
-            .header("anthropic-version", API_VERSION)
-            .header("accept", "text/event-stream")
-            .json(&body);
-        if let Some(key) = &self.key {
+            .endpoint
+            .post("/v1/messages", &body)
+            .header("anthropic-version", API_VERSION);
+        if let Some(key) = &self.endpoint.key {
             http = http.header("x-api-key", key.expose());
         }
         sse_call(
@@ -115,7 +100,7 @@ impl ModelProvider for AnthropicProvider {
     }
 
     fn unavailable_reason(&self) -> Option<String> {
-        self.unavailable.clone()
+        self.endpoint.unavailable.clone()
     }
 }
 

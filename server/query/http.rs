@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
-use super::provider::{ProviderError, ProviderEvent, ProviderStream, retryable_status};
+use super::provider::{ProviderError, ProviderEvent, ProviderStream, Secret, retryable_status};
 use super::sse::{SseEvent, SseParser};
 
 /// What one server-sent event meant.
@@ -42,6 +42,46 @@ pub fn client(connect_timeout: Duration) -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .expect("a TLS backend is compiled in")
+}
+
+/// Where an HTTP provider sends its calls, with what key, and why it
+/// cannot (a configured key is missing).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The shared client.
+    pub client: reqwest::Client,
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// The API key, if any.
+    pub key: Option<Secret>,
+    /// Why the provider cannot serve, if so.
+    pub unavailable: Option<String>,
+}
+
+impl Endpoint {
+    /// An endpoint at `base_url`.
+    pub fn new(
+        client: reqwest::Client,
+        base_url: &str,
+        key: Option<Secret>,
+        unavailable: Option<String>,
+    ) -> Self {
+        Self {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            key,
+            unavailable,
+        }
+    }
+
+    /// A POST of `body` to `path` under the base URL, asking for an event
+    /// stream.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.base_url))
+            .header("accept", "text/event-stream")
+            .json(body)
+    }
 }
 
 struct Call<D> {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::anthropic::AnthropicProvider;
+use super::http::Endpoint;
 use super::openai::OpenAiProvider;
 use super::provider::{ModelProvider, Secret};
 use super::settings::{ModelAliasSpec, ProviderKind};
@@ -69,28 +70,18 @@ impl ModelRegistry {
             .map(|spec| {
                 let provider: Arc<dyn ModelProvider> = match spec.provider {
                     ProviderKind::Local => local(&spec),
-                    ProviderKind::Openai => {
-                        let (key, missing) = read_key(&spec, false);
-                        Arc::new(OpenAiProvider::new(
-                            client.clone(),
-                            spec.base_url
-                                .as_deref()
-                                .unwrap_or("https://api.openai.com/v1"),
-                            key,
-                            missing,
-                        ))
-                    }
-                    ProviderKind::Anthropic => {
-                        let (key, missing) = read_key(&spec, true);
-                        Arc::new(AnthropicProvider::new(
-                            client.clone(),
-                            spec.base_url
-                                .as_deref()
-                                .unwrap_or("https://api.anthropic.com"),
-                            key,
-                            missing,
-                        ))
-                    }
+                    ProviderKind::Openai => Arc::new(OpenAiProvider::new(endpoint(
+                        &client,
+                        &spec,
+                        "https://api.openai.com/v1",
+                        false,
+                    ))),
+                    ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(endpoint(
+                        &client,
+                        &spec,
+                        "https://api.anthropic.com",
+                        true,
+                    ))),
                 };
                 (spec.alias.clone(), ModelEntry { spec, provider })
             })
@@ -159,6 +150,19 @@ impl ModelRegistry {
             .map(|e| e.spec.fallbacks.clone())
             .unwrap_or_default()
     }
+}
+
+/// The endpoint of an HTTP alias: its base URL (else `default_url`) and
+/// key; `key_required` for APIs that refuse calls without one.
+fn endpoint(
+    client: &reqwest::Client,
+    spec: &ModelAliasSpec,
+    default_url: &str,
+    key_required: bool,
+) -> Endpoint {
+    let (key, missing) = read_key(spec, key_required);
+    let url = spec.base_url.as_deref().unwrap_or(default_url);
+    Endpoint::new(client.clone(), url, key, missing)
 }
 
 /// The key of an HTTP alias from its env var or file, or why it is missing.

@@ -8,9 +8,9 @@
 
 use serde_json::{Value, json};
 
-use super::http::{Decoded, SseDecoder, sse_call};
+use super::http::{Decoded, Endpoint, SseDecoder, sse_call};
 use super::provider::{
-    GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream, Secret,
+    GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
 };
 use super::sse::SseEvent;
 use super::types::{FinishReason, TokenUsage};
@@ -18,28 +18,15 @@ use super::types::{FinishReason, TokenUsage};
 /// An OpenAI-compatible endpoint.
 #[derive(Debug, Clone)]
 pub struct OpenAiProvider {
-    client: reqwest::Client,
-    /// e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
-    base_url: String,
-    key: Option<Secret>,
-    unavailable: Option<String>,
+    /// Base URL e.g. `https://api.openai.com/v1`; `/chat/completions` is
+    /// appended. The key, when given, goes in a bearer header.
+    endpoint: Endpoint,
 }
 
 impl OpenAiProvider {
-    /// A provider for `base_url`; `key`, when given, goes in a bearer header.
-    /// `unavailable` says why it cannot serve (a configured key is missing).
-    pub fn new(
-        client: reqwest::Client,
-        base_url: &str,
-        key: Option<Secret>,
-        unavailable: Option<String>,
-    ) -> Self {
-        Self {
-            client,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            key,
-            unavailable,
-        }
+    /// A provider calling `endpoint`.
+    pub fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint }
     }
 
     /// The request body for `request`.
@@ -86,18 +73,16 @@ impl OpenAiProvider {
 impl ModelProvider for OpenAiProvider {
     fn generate(&self, request: GenerationRequest) -> ProviderStream {
         let mut http = self
-            .client
-            .post(format!("{}/chat/completions", self.base_url))
-            .header("accept", "text/event-stream")
-            .json(&Self::body(&request));
-        if let Some(key) = &self.key {
+            .endpoint
+            .post("/chat/completions", &Self::body(&request));
+        if let Some(key) = &self.endpoint.key {
             http = http.bearer_auth(key.expose());
         }
         sse_call(http, ChunkDecoder)
     }
 
     fn unavailable_reason(&self) -> Option<String> {
-        self.unavailable.clone()
+        self.endpoint.unavailable.clone()
     }
 }
 

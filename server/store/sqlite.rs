@@ -614,6 +614,17 @@ impl PointStore for SqliteStore {
     }
 }
 
+/// A `queries` row: id, created_at, state, info, events.
+fn stored_query(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredQuery> {
+    Ok(StoredQuery {
+        id: row.get(0)?,
+        created_at: row.get(1)?,
+        state: row.get(2)?,
+        info: row.get(3)?,
+        events: row.get(4)?,
+    })
+}
+
 impl QueryStore for SqliteStore {
     fn save_query(&self, q: &StoredQuery) -> Result<()> {
         self.conn()
@@ -633,15 +644,7 @@ impl QueryStore for SqliteStore {
             .query_row(
                 "SELECT id, created_at, state, info, events FROM queries WHERE id = ?1",
                 params![id],
-                |row| {
-                    Ok(StoredQuery {
-                        id: row.get(0)?,
-                        created_at: row.get(1)?,
-                        state: row.get(2)?,
-                        info: row.get(3)?,
-                        events: row.get(4)?,
-                    })
-                },
+                stored_query,
             )
             .optional()
             .map_err(internal)
@@ -653,31 +656,22 @@ impl QueryStore for SqliteStore {
         before: Option<(i64, &str)>,
         limit: usize,
     ) -> Result<Vec<StoredQuery>> {
+        // Without a cursor every row is before (i64::MAX, "").
         let (before_time, before_id) = before.unwrap_or((i64::MAX, ""));
-        // With no cursor every row qualifies: (MAX, "") sorts after all.
-        let no_cursor = before.is_none();
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, created_at, state, info FROM queries
+                "SELECT id, created_at, state, info, '' FROM queries
                  WHERE (?1 IS NULL OR state = ?1)
-                   AND (?4 OR created_at < ?2 OR (created_at = ?2 AND id < ?3))
+                   AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
                  ORDER BY created_at DESC, id DESC
-                 LIMIT ?5",
+                 LIMIT ?4",
             )
             .map_err(internal)?;
         let rows = stmt
             .query_map(
-                params![state, before_time, before_id, no_cursor, limit as i64],
-                |row| {
-                    Ok(StoredQuery {
-                        id: row.get(0)?,
-                        created_at: row.get(1)?,
-                        state: row.get(2)?,
-                        info: row.get(3)?,
-                        events: String::new(),
-                    })
-                },
+                params![state, before_time, before_id, limit as i64],
+                stored_query,
             )
             .map_err(internal)?;
         rows.collect::<rusqlite::Result<_>>().map_err(internal)

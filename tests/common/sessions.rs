@@ -257,6 +257,28 @@ pub fn check_invariants(events: &[SessionEvent]) -> String {
     text
 }
 
+/// Every event of query `id` from delta `from_seq` on, through Attach, to
+/// the query's end.
+pub async fn attach_all(
+    channel: Channel,
+    id: impl Into<String>,
+    from_seq: u64,
+) -> Vec<SessionEvent> {
+    let mut stream = client(channel)
+        .attach(AttachRequest {
+            query_id: id.into(),
+            from_seq,
+        })
+        .await
+        .expect("attach")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(m) = stream.message().await.expect("attach stream") {
+        events.push(m.event.expect("event set"));
+    }
+    events
+}
+
 /// A query client.
 pub fn client(channel: Channel) -> QueryControlServiceClient<Channel> {
     QueryControlServiceClient::new(channel)
