@@ -15,7 +15,7 @@ use agentd::query::local::gemma3::Gemma3;
 use agentd::query::local::tokenizer::Tokenizer;
 use agentd::query::settings::ModelAliasSpec;
 use common::TestServer;
-use common::sessions::{Session, check_invariants, client};
+use common::sessions::{Session, check_invariants, list_models};
 
 /// The GGUF file scripts/fetch-models installs; missing fails the test (a
 /// skipped model test would pass while proving nothing).
@@ -214,12 +214,7 @@ async fn local_sessions_pause_switch_resume_and_terminate() {
             other => panic!("trial {trial}: {other:?}"),
         }
     }
-    let models = client(server.channel().await)
-        .list_query_models(ListQueryModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models;
+    let models = list_models(server.channel().await).await;
     let local = models.iter().find(|m| m.alias == "local").unwrap();
     assert!(local.available, "{local:?}");
     assert_eq!(local.provider, ProviderKind::Local as i32);

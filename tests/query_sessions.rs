@@ -54,16 +54,7 @@ async fn both_providers_stream_the_whole_answer() {
         );
         assert!((c.cost_usd - (10.0 * 1e-6 + 300.0 * 2e-6)).abs() < 1e-12);
 
-        let info = client(server.channel().await)
-            .get_query(GetQueryRequest {
-                query_id: s.query_id(),
-                include_text: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .query
-            .unwrap();
+        let info = query_info(client(server.channel().await), s.query_id(), true).await;
         assert_eq!(info.state, QueryState::Completed as i32);
         assert_eq!(info.text, *ANSWER);
         assert_eq!(info.delta_count, 300);
@@ -220,16 +211,7 @@ async fn paused_means_no_deltas_until_resumed_and_unary_controls_work() {
     // Nothing arrives while paused.
     let quiet = tokio::time::timeout(Duration::from_millis(300), s.events.message()).await;
     assert!(quiet.is_err(), "no event while paused: {quiet:?}");
-    let info = unary
-        .get_query(GetQueryRequest {
-            query_id: id.clone(),
-            include_text: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .query
-        .unwrap();
+    let info = query_info(unary.clone(), id.clone(), false).await;
     assert_eq!(info.state, QueryState::Paused as i32);
     assert_eq!(info.delta_count, seq);
 
@@ -286,16 +268,7 @@ async fn paused_means_no_deltas_until_resumed_and_unary_controls_work() {
     let events = s.finish().await;
     assert_eq!(check_invariants(&events), *ANSWER);
     // The model history records the switch at the seq of the pause.
-    let info = unary
-        .get_query(GetQueryRequest {
-            query_id: id.clone(),
-            include_text: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .query
-        .unwrap();
+    let info = query_info(unary.clone(), id.clone(), false).await;
     let history: Vec<_> = info
         .model_history
         .iter()
@@ -608,12 +581,7 @@ async fn bad_starts_are_refused_with_the_field() {
     assert_eq!(violated_fields(&err), ["fallback_models[0]"]);
     // A model without its key is listed as unavailable, with the reason,
     // and a query on it fails cleanly.
-    let models = client(server.channel().await)
-        .list_query_models(ListQueryModelsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .models;
+    let models = list_models(server.channel().await).await;
     let nokey = models.iter().find(|m| m.alias == "nokey").unwrap();
     assert!(!nokey.available);
     assert!(
@@ -770,16 +738,7 @@ async fn finished_queries_are_listed_and_survive_a_restart() {
     config.data_dir = data.path().join("data");
     config.query.models = Some(aliases(&fake, &keys.path().join("anthropic.key")));
     let server = TestServer::start_with(config, data, |s| s).await;
-    let info = client(server.channel().await)
-        .get_query(GetQueryRequest {
-            query_id: ids[1].clone(),
-            include_text: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .query
-        .unwrap();
+    let info = query_info(client(server.channel().await), ids[1].clone(), true).await;
     assert_eq!(info.state, QueryState::Completed as i32);
     assert_eq!(info.text, *ANSWER);
     let events = attach_all(server.channel().await, ids[1].clone(), 1).await;

@@ -279,6 +279,34 @@ pub async fn attach_all(
     events
 }
 
+/// GetQuery of `id`.
+pub async fn query_info(
+    mut client: QueryControlServiceClient<Channel>,
+    id: impl Into<String>,
+    include_text: bool,
+) -> QueryInfo {
+    client
+        .get_query(GetQueryRequest {
+            query_id: id.into(),
+            include_text,
+        })
+        .await
+        .expect("GetQuery")
+        .into_inner()
+        .query
+        .expect("query set")
+}
+
+/// The configured model aliases.
+pub async fn list_models(channel: Channel) -> Vec<ModelAlias> {
+    client(channel)
+        .list_query_models(ListQueryModelsRequest {})
+        .await
+        .expect("ListQueryModels")
+        .into_inner()
+        .models
+}
+
 /// A query client.
 pub fn client(channel: Channel) -> QueryControlServiceClient<Channel> {
     QueryControlServiceClient::new(channel)
