@@ -322,7 +322,12 @@ async fn attach_replays_exactly_what_the_session_saw() {
     s.until(|k| matches!(k, Kind::Delta(d) if d.seq == 40))
         .await;
     s.send(pause()).await;
-    s.until(|k| matches!(k, Kind::Paused(_))).await;
+    // The pause lands at whatever delta the driver had reached (40 or later).
+    let paused_at = match s.until(|k| matches!(k, Kind::Paused(_))).await.kind {
+        Some(Kind::Paused(p)) => p.seq,
+        other => unreachable!("{other:?}"),
+    };
+    assert!(paused_at >= 40, "{paused_at}");
     let id = s.query_id();
     // An Attach started mid-query replays, then follows live.
     let mut live = client(server.channel().await)
@@ -346,28 +351,31 @@ async fn attach_replays_exactly_what_the_session_saw() {
     );
     check_invariants(&attached);
 
-    // From a later seq: the deltas from there and every event after the
-    // delta before it.
-    let from_41 = attach_all(server.channel().await, id.clone(), 41).await;
+    // From the first delta after the pause: that delta and every event after
+    // the delta before it.
+    let from = paused_at + 1;
+    let attached_later = attach_all(server.channel().await, id.clone(), from).await;
     let start_at = session_events
         .iter()
-        .position(|e| matches!(&e.kind, Some(Kind::Delta(d)) if d.seq == 40))
+        .position(|e| matches!(&e.kind, Some(Kind::Delta(d)) if d.seq == paused_at))
         .unwrap()
         + 1;
-    assert_eq!(from_41, session_events[start_at..]);
-    // The events between delta 40 and 41 (usage, the pause, the switch)
-    // come first.
-    let before_41: Vec<_> = from_41
+    assert_eq!(attached_later, session_events[start_at..]);
+    // The events between the paused delta and the next one (usage, the
+    // pause, the switch) come first.
+    let before_next: Vec<_> = attached_later
         .iter()
         .take_while(|e| !matches!(e.kind, Some(Kind::Delta(_))))
         .collect();
     assert!(
-        before_41
+        before_next
             .iter()
             .any(|e| matches!(e.kind, Some(Kind::Paused(_)))),
-        "{before_41:?}"
+        "{before_next:?}"
     );
-    assert!(matches!(&from_41[before_41.len()].kind, Some(Kind::Delta(d)) if d.seq == 41));
+    assert!(
+        matches!(&attached_later[before_next.len()].kind, Some(Kind::Delta(d)) if d.seq == from)
+    );
 
     let err = client(server.channel().await)
         .attach(AttachRequest {
