@@ -12,6 +12,10 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ResponseStream;
+
+/// How long a Session stream stays open after its final event for the
+/// client to half-close its side.
+const HALF_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 use super::query_convert::{self as convert, message_from, reason_from, start_from};
 use crate::error::Error;
 use crate::pb::v1::query_control_service_server::QueryControlService;
@@ -117,6 +121,7 @@ impl QueryControlService for QueryApi {
 
         let engine = self.engine.clone();
         let (commands_id, commands_query) = (id.clone(), query.clone());
+        let (half_closed_tx, half_closed) = tokio::sync::oneshot::channel::<()>();
         let commands = tokio::spawn(async move {
             while let Ok(Some(message)) = incoming.message().await {
                 if let Err(e) = apply(&engine, &commands_id, message.command).await {
@@ -124,6 +129,7 @@ impl QueryControlService for QueryApi {
                     commands_query.push_unless_finished(EventKind::CommandRejected { error });
                 }
             }
+            let _ = half_closed_tx.send(());
         });
         let engine = self.engine.clone();
         let guard_id = id.clone();
@@ -137,12 +143,26 @@ impl QueryControlService for QueryApi {
                 });
             }
         }));
-        let events = query.follow(0).map(move |e| {
-            let _keep = &guard;
-            Ok(SessionResponse {
-                event: Some(convert::event(&id, e)),
+        // After the final event, hold the stream open until the client
+        // half-closes its side (bounded): ending a stream whose request side
+        // is still open makes the server reset it (RST_STREAM NO_ERROR), and
+        // Node's HTTP/2 client then sometimes fails the whole call with
+        // "Premature close" although every event arrived.
+        // The disconnect guard lives in this tail, which is dropped last
+        // (or with the whole stream when the client goes away).
+        let half_closed = futures::stream::once(async move {
+            let _keep = guard;
+            let _ = tokio::time::timeout(HALF_CLOSE_GRACE, half_closed).await;
+        })
+        .filter_map(|()| std::future::ready(None));
+        let events = query
+            .follow(0)
+            .map(move |e| {
+                Ok(SessionResponse {
+                    event: Some(convert::event(&id, e)),
+                })
             })
-        });
+            .chain(half_closed);
         Ok(Response::new(Box::pin(events)))
     }
 

@@ -52,12 +52,15 @@ def test_pause_switch_and_resume_in_one_session(server):
                     await call.write(query_pb2.SessionRequest(resume=query_pb2.ResumeCommand()))
                 elif kind == "completed":
                     assert event.completed.text == "".join(text)
-            await call.done_writing()
+                    # Nothing more to send: close our side so the server
+                    # ends the stream at once.
+                    await call.done_writing()
             return events, seqs, paused_at
 
     events, seqs, paused_at = asyncio.run(run())
     assert seqs == list(range(1, len(seqs) + 1)), "deltas 1, 2, 3, ... with no gaps"
-    assert paused_at == 4
+    # The pause lands after delta 4, or later if the model was faster.
+    assert paused_at >= 4
     assert events[0] == "started" and events[-1] == "completed"
     order = [e for e in events if e in ("paused", "model_switched", "resumed")]
     assert order == ["paused", "model_switched", "resumed"]

@@ -94,6 +94,8 @@ test("pause, switch model and resume one session", async () => {
       commands.push({ command: { case: "resume", value: {} } });
     } else if (kind.case === "completed") {
       assert.equal(kind.value.text, text, "the final text is every delta joined");
+      // Nothing more to send: close our side so the server ends the stream.
+      commands.close();
     }
   }
   commands.close();
@@ -102,7 +104,8 @@ test("pause, switch model and resume one session", async () => {
     seqs.map((_, i) => BigInt(i + 1)),
     "deltas 1, 2, 3, ... with no gaps",
   );
-  assert.equal(pausedAt, 4n);
+  // The pause lands after delta 4, or later if the model was faster.
+  assert.ok(pausedAt !== undefined && pausedAt >= 4n, `paused at ${pausedAt}`);
   assert.equal(kinds[0], "started");
   assert.equal(kinds.at(-1), "completed");
   assert.deepEqual(
