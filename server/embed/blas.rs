@@ -9,6 +9,12 @@
 //!
 //! - tokens of all sequences are packed row after row with no padding, since
 //!   only attention mixes tokens, and attention is computed per sequence;
+//! - passes of up to [`HALF_ROWS`] tokens (one text, a few short ones) run
+//!   the dense layers on an f16 copy of the weights (`agentd_kernels::
+//!   HalfLinear`, f32 arithmetic): such a pass is bound by reading 42 MB of
+//!   f32 weights, not by arithmetic, and f16 halves that (see BENCHMARKS.md;
+//!   cosine with sentence-transformers stays above 0.999999); larger passes
+//!   are bound by arithmetic and stay on OpenBLAS;
 //! - Q, K and V come from one GEMM against the concatenated weights;
 //! - GELU uses an erf approximation accurate to 1.5e-7.
 //!
@@ -16,6 +22,7 @@
 //! residuals, absolute positions, token type 0); the reference-vector test
 //! checks it against sentence-transformers.
 
+use agentd_kernels::HalfLinear;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
@@ -137,20 +144,42 @@ fn gemm(
     }
 }
 
-/// A dense layer: weight `[out × in]` (PyTorch's layout) and bias `[out]`.
+/// Token rows up to which a layer runs on its f16 copy: there the product
+/// is bound by reading the weights, and f16 halves the bytes. Measured over
+/// all of MiniLM's dense layers: 20 vs 34 ms at 128 rows, even at 256 rows,
+/// where OpenBLAS's f32 GEMM, bound by arithmetic, catches up.
+const HALF_ROWS: usize = 128;
+
+/// A dense layer: weight `[out × in]` (PyTorch's layout) and bias `[out]`,
+/// also kept as f16 for small batches.
 struct Linear {
     weight: Vec<f32>,
+    half: HalfLinear,
     bias: Vec<f32>,
     inputs: usize,
     outputs: usize,
 }
 
 impl Linear {
+    fn new(weight: Vec<f32>, bias: Vec<f32>, inputs: usize, outputs: usize) -> Self {
+        Self {
+            half: HalfLinear::from_f32(&weight, outputs, inputs),
+            weight,
+            bias,
+            inputs,
+            outputs,
+        }
+    }
+
     /// `y[rows × out] = x[rows × in] · Wᵀ + b`.
     fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let mut y = Vec::with_capacity(rows * self.outputs);
         for _ in 0..rows {
             y.extend_from_slice(&self.bias);
+        }
+        if rows <= HALF_ROWS {
+            self.half.matmul_add(&x[..rows * self.inputs], &mut y);
+            return y;
         }
         let w = View::new(&self.weight, self.outputs, self.inputs, self.inputs);
         gemm(
@@ -257,12 +286,12 @@ impl BlasBert {
             })
         };
         let linear = |prefix: &str, inputs: usize, outputs: usize| -> Result<Linear> {
-            Ok(Linear {
-                weight: load(&vb, &format!("{prefix}.weight"), &[outputs, inputs])?,
-                bias: load(&vb, &format!("{prefix}.bias"), &[outputs])?,
+            Ok(Linear::new(
+                load(&vb, &format!("{prefix}.weight"), &[outputs, inputs])?,
+                load(&vb, &format!("{prefix}.bias"), &[outputs])?,
                 inputs,
                 outputs,
-            })
+            ))
         };
         let vocab = vb
             .get_unchecked("embeddings.word_embeddings.weight")
@@ -274,12 +303,12 @@ impl BlasBert {
             let q = linear(&format!("{p}.attention.self.query"), h, h)?;
             let k = linear(&format!("{p}.attention.self.key"), h, h)?;
             let v = linear(&format!("{p}.attention.self.value"), h, h)?;
-            let qkv = Linear {
-                weight: [q.weight, k.weight, v.weight].concat(),
-                bias: [q.bias, k.bias, v.bias].concat(),
-                inputs: h,
-                outputs: 3 * h,
-            };
+            let qkv = Linear::new(
+                [q.weight, k.weight, v.weight].concat(),
+                [q.bias, k.bias, v.bias].concat(),
+                h,
+                3 * h,
+            );
             layers.push(Layer {
                 qkv,
                 attention_out: linear(&format!("{p}.attention.output.dense"), h, h)?,

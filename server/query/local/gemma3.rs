@@ -9,14 +9,18 @@
 //! the local layers masked, one pair of RoPE tables per base shared by all
 //! layers and sized to the context cap, and embedding rows read straight
 //! from the quantized table (which also serves as the tied output layer).
+//! Projections stored in 8 bits or fewer (without k-quant super-blocks) run
+//! on agentd's own 8-bit kernel (`agentd-kernels`), 2–2.5× faster than candle's
+//! Q8_0 kernel on x86; candle has no AVX2 kernel at all for the Q5_0 that
+//! most projections of Gemma 3 270M are stored in.
 //!
 //! The KV cache can be cut back to a prefix ([`Gemma3::truncate`]), so a
 //! Resume on the same model only prefills what changed.
 
-use std::sync::Arc;
-
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
+
+use agentd_kernels::{Int8Linear, gelu_mul};
 
 /// The shape of the model, from GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,17 +51,17 @@ pub struct Gemma3Config {
 
 struct Layer {
     attn_norm: Tensor,
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
-    o: QMatMul,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
     post_attn_norm: Tensor,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     post_ffn_norm: Tensor,
     sliding: bool,
     /// Keys and values of every position so far: (1, kv_heads, t, head_dim).
@@ -67,6 +71,7 @@ struct Layer {
 /// The loaded model and its KV cache.
 pub struct Gemma3 {
     config: Gemma3Config,
+    /// The token embeddings, also the (tied) output layer.
     embed: QMatMul,
     layers: Vec<Layer>,
     final_norm: Tensor,
@@ -143,25 +148,28 @@ impl Gemma3 {
             context: meta("context_length")?.to_u32()? as usize,
         };
         let max_positions = max_positions.min(config.context).max(1);
-        let mut tensor = |name: &str| content.tensor(reader, name, &device).and_then(fast_on_cpu);
+        let mut tensor = |name: &str| content.tensor(reader, name, &device);
         let dense = |t: QTensor| t.dequantize(&device);
-        let embed = Arc::new(tensor("token_embd.weight")?);
+        // candle's kernel, not agentd-kernels': as the output layer it runs for
+        // one position at a time, where reading the 262k-row table from
+        // memory is the cost, and ggml's Q8_0 blocks are the smaller.
+        let embed = QMatMul::from_qtensor(fast_on_cpu(tensor("token_embd.weight")?)?)?;
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let mut t = |n: &str| tensor(&format!("blk.{i}.{n}.weight"));
             layers.push(Layer {
                 attn_norm: dense(t("attn_norm")?)?,
-                q: QMatMul::from_qtensor(t("attn_q")?)?,
-                k: QMatMul::from_qtensor(t("attn_k")?)?,
-                v: QMatMul::from_qtensor(t("attn_v")?)?,
-                o: QMatMul::from_qtensor(t("attn_output")?)?,
+                q: Linear::new(t("attn_q")?)?,
+                k: Linear::new(t("attn_k")?)?,
+                v: Linear::new(t("attn_v")?)?,
+                o: Linear::new(t("attn_output")?)?,
                 q_norm: dense(t("attn_q_norm")?)?,
                 k_norm: dense(t("attn_k_norm")?)?,
                 post_attn_norm: dense(t("post_attention_norm")?)?,
                 ffn_norm: dense(t("ffn_norm")?)?,
-                gate: QMatMul::from_qtensor(t("ffn_gate")?)?,
-                up: QMatMul::from_qtensor(t("ffn_up")?)?,
-                down: QMatMul::from_qtensor(t("ffn_down")?)?,
+                gate: Linear::new(t("ffn_gate")?)?,
+                up: Linear::new(t("ffn_up")?)?,
+                down: Linear::new(t("ffn_down")?)?,
                 post_ffn_norm: dense(t("post_ffw_norm")?)?,
                 sliding: (i + 1) % config.global_every != 0,
                 cache: None,
@@ -171,7 +179,7 @@ impl Gemma3 {
         let global_rope = rope_tables(config.rope_global, config.head_dim, max_positions, &device)?;
         let local_rope = rope_tables(config.rope_local, config.head_dim, max_positions, &device)?;
         Ok(Gemma3 {
-            embed: QMatMul::from_arc(embed)?,
+            embed,
             layers,
             final_norm,
             global_rope,
@@ -288,7 +296,7 @@ impl Gemma3 {
             let attn = candle_nn::ops::rms_norm(&attn, &layer.post_attn_norm, c.eps as f32)?;
             let h1 = (residual + attn)?;
             let x = candle_nn::ops::rms_norm(&h1, &layer.ffn_norm, c.eps as f32)?;
-            let gated = (layer.gate.forward(&x)?.gelu()? * layer.up.forward(&x)?)?;
+            let gated = gelu_mul(&layer.gate.forward(&x)?, &layer.up.forward(&x)?)?;
             let ffn = layer.down.forward(&gated)?;
             let ffn = candle_nn::ops::rms_norm(&ffn, &layer.post_ffn_norm, c.eps as f32)?;
             h = (h1 + ffn)?;
@@ -300,11 +308,42 @@ impl Gemma3 {
     }
 }
 
-/// candle has no AVX2 dot-product kernel for Q5_0 (the GGUF's q, k, gate
-/// and up projections), so those run scalar unless built for the exact CPU.
-/// Q8_0 has one: re-quantizing Q5_0 to Q8_0 at load loses nothing that
-/// matters (8-bit blocks hold the 5-bit grid almost exactly) and costs
-/// about 20 MB more for Gemma 3 270M.
+/// A projection: agentd's 8-bit kernel ([`Int8Linear`]) for weights stored
+/// in 8 or 5 bits (or 4 bits without k-quant super-blocks), which are most
+/// of Gemma 3 270M's; candle's own kernels for the k-quants (Q4_K, Q6_K),
+/// which have x86 kernels of their own: re-quantized to 8 bits they were no
+/// faster and moved the logits further from llama.cpp's.
+enum Linear {
+    Int8(Int8Linear),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn new(t: QTensor) -> Result<Self> {
+        use candle_core::quantized::GgmlDType;
+        let int8 = match t.dtype() {
+            GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q4_1 => {
+                Int8Linear::from_qtensor(&t)?
+            }
+            _ => None,
+        };
+        Ok(match int8 {
+            Some(layer) => Linear::Int8(layer),
+            None => Linear::Candle(QMatMul::from_qtensor(t)?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Int8(layer) => layer.forward(x),
+            Linear::Candle(layer) => layer.forward(x),
+        }
+    }
+}
+
+/// candle has no AVX2 dot-product kernel for Q5_0, Q5_1 or Q4_1 (they run
+/// scalar unless built for the exact CPU) but has one for Q8_0, whose
+/// blocks hold those grids almost exactly.
 fn fast_on_cpu(t: QTensor) -> Result<QTensor> {
     use candle_core::quantized::GgmlDType;
     match t.dtype() {
