@@ -70,6 +70,16 @@ async fn open(channel: &Channel, start: StartCommand) -> Open {
     }
 }
 
+impl Open {
+    /// Closes the command side, as a client does once it has nothing more
+    /// to send: the server ends the stream at once instead of after its
+    /// one-second grace.
+    fn close(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.commands, closed));
+    }
+}
+
 async fn next(open: &mut Open) -> Option<Kind> {
     open.events.message().await.expect("stream ok")?.event?.kind
 }
@@ -118,7 +128,10 @@ async fn local_speed(channel: &Channel, runs: usize, tokens: u32) -> (f64, f64) 
                     first.get_or_insert_with(Instant::now);
                     deltas += 1;
                 }
-                Kind::Completed(c) => output = c.usage.unwrap().output_tokens,
+                Kind::Completed(c) => {
+                    output = c.usage.unwrap().output_tokens;
+                    s.close();
+                }
                 Kind::Failed(f) => panic!("local run {i}: {f:?}"),
                 _ => {}
             }
@@ -160,6 +173,7 @@ async fn pause_latency(channel: &Channel, model: &str, runs: usize) -> Vec<f64> 
                         })
                         .await
                         .unwrap();
+                    s.close();
                 }
                 _ => {}
             }
@@ -173,7 +187,11 @@ async fn pause_latency(channel: &Channel, model: &str, runs: usize) -> Vec<f64> 
 async fn cache_hits(channel: &Channel, runs: usize) -> Vec<f64> {
     let question = "What is in the cache?";
     let mut first = open(channel, start("fake", question, 0, CacheMode::Exact)).await;
-    while next(&mut first).await.is_some() {}
+    while let Some(kind) = next(&mut first).await {
+        if matches!(kind, Kind::Completed(_)) {
+            first.close();
+        }
+    }
     let mut out = Vec::with_capacity(runs);
     for _ in 0..runs {
         let sent = Instant::now();
@@ -182,7 +200,10 @@ async fn cache_hits(channel: &Channel, runs: usize) -> Vec<f64> {
         while let Some(kind) = next(&mut s).await {
             match kind {
                 Kind::CacheHit(_) => hit = true,
-                Kind::Completed(_) => out.push(ms(sent.elapsed())),
+                Kind::Completed(_) => {
+                    out.push(ms(sent.elapsed()));
+                    s.close();
+                }
                 _ => {}
             }
         }
@@ -220,7 +241,10 @@ async fn concurrent(channel: &Channel, server: &Binary, sessions: usize) -> serd
                 let mut text = None;
                 while let Some(kind) = next(&mut s).await {
                     match kind {
-                        Kind::Completed(c) => text = Some(c.text),
+                        Kind::Completed(c) => {
+                            text = Some(c.text);
+                            s.close();
+                        }
                         Kind::Failed(f) => return Err(format!("{f:?}")),
                         _ => {}
                     }

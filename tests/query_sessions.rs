@@ -849,3 +849,34 @@ async fn similar_prompts_are_answered_from_the_semantic_cache_within_a_namespace
     );
     assert_eq!((stats.running, stats.paused), (0, 0));
 }
+
+/// After the final event the server keeps the stream open until the client
+/// closes its side (ending it first would reset the request side, which
+/// Node's HTTP/2 client reports as "Premature close"), but not forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_ends_when_the_client_closes_its_side_or_after_a_grace() {
+    let fake = FakeLlm::start(Duration::ZERO).await;
+    let (server, _keys) = start_server(&fake).await;
+
+    // A client that keeps its side open: the stream ends by itself, about
+    // a second after Completed.
+    let mut s = Session::open(server.channel().await, start("oa"))
+        .await
+        .unwrap();
+    s.until(|k| matches!(k, Kind::Completed(_))).await;
+    let completed = std::time::Instant::now();
+    assert!(s.next().await.is_none(), "nothing after Completed");
+    let held = completed.elapsed();
+    assert!(held >= Duration::from_millis(500), "held open {held:?}");
+
+    // A client that closes its side on Completed: the stream ends at once.
+    let mut s = Session::open(server.channel().await, start("oa"))
+        .await
+        .unwrap();
+    s.until(|k| matches!(k, Kind::Completed(_))).await;
+    let completed = std::time::Instant::now();
+    s.close();
+    assert!(s.next().await.is_none(), "nothing after Completed");
+    let held = completed.elapsed();
+    assert!(held < Duration::from_millis(500), "held open {held:?}");
+}

@@ -166,8 +166,18 @@ impl Session {
         }
     }
 
-    /// Reads to the end of the stream.
+    /// Closes the client's side of the stream (no more commands), as a
+    /// client does on the final event: the server then ends the stream at
+    /// once instead of after its grace period.
+    pub fn close(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.commands, closed));
+    }
+
+    /// Closes the command side (see [`Session::close`]; the query goes on)
+    /// and reads to the end of the stream.
     pub async fn finish(&mut self) -> Vec<SessionEvent> {
+        self.close();
         while self.next().await.is_some() {}
         self.seen.clone()
     }

@@ -115,6 +115,18 @@ impl HalfLinear {
                 }
             };
         }
+        self.plain_tile(x, row, count, weights)
+    }
+
+    /// [`HalfLinear::tile`] in plain Rust: the path on CPUs without F16C
+    /// and the reference for the SIMD one.
+    fn plain_tile(
+        &self,
+        x: &[f32],
+        row: usize,
+        count: usize,
+        weights: &[f16],
+    ) -> [[f32; PANEL]; TILE_ROWS] {
         let mut tile = [[0f32; PANEL]; TILE_ROWS];
         for (t, acc) in tile.iter_mut().take(count).enumerate() {
             let xs = &x[(row + t) * self.inputs..][..self.inputs];
@@ -190,6 +202,24 @@ unsafe fn avx2_tile<const T: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_simd_tile_equals_the_plain_one() {
+        let (outputs, inputs) = (32, 384);
+        let layer = HalfLinear::from_f32(&values(outputs * inputs, 4), outputs, inputs);
+        let x = values(4 * inputs, 5);
+        for panel in 0..2 {
+            let weights = &layer.panels[panel * inputs * PANEL..][..inputs * PANEL];
+            for count in 1..=TILE_ROWS {
+                let simd = layer.tile(&x, 0, count, weights);
+                let plain = layer.plain_tile(&x, 0, count, weights);
+                for (s, p) in simd.iter().flatten().zip(plain.iter().flatten()) {
+                    // Fused multiply-adds round once, the plain loop twice.
+                    assert!((s - p).abs() <= 1e-4 * p.abs().max(1.0), "{s} vs {p}");
+                }
+            }
+        }
+    }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
