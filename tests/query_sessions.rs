@@ -703,15 +703,9 @@ async fn finished_queries_are_listed_and_survive_a_restart() {
     let mut listed = Vec::new();
     let mut token = String::new();
     loop {
-        let page = client(server.channel().await)
-            .list_queries(ListQueriesRequest {
-                state: 0,
-                page_size: 4,
-                page_token: token,
-            })
+        let page = list_queries(server.channel().await, 0, 4, token)
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         listed.extend(page.queries.iter().map(|q| q.query_id.clone()));
         if page.next_page_token.is_empty() {
             break;
@@ -719,22 +713,16 @@ async fn finished_queries_are_listed_and_survive_a_restart() {
         token = page.next_page_token;
     }
     assert_eq!(listed, ids, "newest first, each once");
-    let paused_only = client(server.channel().await)
-        .list_queries(ListQueriesRequest {
-            state: QueryState::Paused as i32,
-            page_size: 0,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let paused_only = list_queries(
+        server.channel().await,
+        QueryState::Paused as i32,
+        0,
+        String::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(paused_only.queries.len(), 1);
-    let err = client(server.channel().await)
-        .list_queries(ListQueriesRequest {
-            state: 0,
-            page_size: 0,
-            page_token: "garbage".into(),
-        })
+    let err = list_queries(server.channel().await, 0, 0, "garbage".into())
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&err), ["page_token"]);
@@ -751,15 +739,14 @@ async fn finished_queries_are_listed_and_survive_a_restart() {
     assert_eq!(info.text, *ANSWER);
     let events = attach_all(server.channel().await, ids[1].clone(), 1).await;
     assert_eq!(check_invariants(&events), *ANSWER);
-    let listed = client(server.channel().await)
-        .list_queries(ListQueriesRequest {
-            state: QueryState::Completed as i32,
-            page_size: 100,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = list_queries(
+        server.channel().await,
+        QueryState::Completed as i32,
+        100,
+        String::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(listed.queries.len(), 5);
 }
 

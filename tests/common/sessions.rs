@@ -317,6 +317,23 @@ pub async fn list_models(channel: Channel) -> Vec<ModelAlias> {
         .models
 }
 
+/// One page of ListQueries (`state` 0: any).
+pub async fn list_queries(
+    channel: Channel,
+    state: i32,
+    page_size: u32,
+    page_token: String,
+) -> Result<ListQueriesResponse, tonic::Status> {
+    client(channel)
+        .list_queries(ListQueriesRequest {
+            state,
+            page_size,
+            page_token,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// A query client.
 pub fn client(channel: Channel) -> QueryControlServiceClient<Channel> {
     QueryControlServiceClient::new(channel)

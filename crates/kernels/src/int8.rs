@@ -387,27 +387,16 @@ mod tests {
     fn q8_0_tensors_keep_their_values() {
         let (outputs, inputs) = (6, 64);
         let w = values(outputs * inputs, 5);
-        let dense = Tensor::from_vec(w.clone(), (outputs, inputs), &Device::Cpu).unwrap();
+        let dense = Tensor::from_vec(w, (outputs, inputs), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&dense, GgmlDType::Q8_0).unwrap();
         let layer = Int8Linear::from_qtensor(&q).unwrap().unwrap();
         // The same grid and scales: products agree with candle's Q8_0
         // matmul up to the order of additions.
         let x = Tensor::from_vec(values(3 * inputs, 6), (3, inputs), &Device::Cpu).unwrap();
-        let want = candle_core::quantized::QMatMul::from_qtensor(q)
-            .unwrap()
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let got = layer
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let candle = candle_core::quantized::QMatMul::from_qtensor(q).unwrap();
+        let want = flat(candle.forward(&x).unwrap());
+        let got = flat(layer.forward(&x).unwrap());
         for (g, e) in got.iter().zip(&want) {
             assert!((g - e).abs() <= 1e-3 * e.abs().max(1.0), "{g} vs {e}");
         }
