@@ -10,7 +10,13 @@
 //!   Search p50/p99 at that efSearch for one query at a time: raw faiss
 //!   `search` in-process vs agentd's Search RPC from a client in this
 //!   process to the server in its own process; the difference is the
-//!   service overhead (gRPC, store reads of ids, locking);
+//!   service overhead (gRPC, validation, locking, the hand-off to faiss).
+//!   Twice: on the index as built, and after 10% more points were added
+//!   and deleted again, so both carry the same tombstones (raw faiss skips
+//!   them with the same position bitmap agentd uses). Raw faiss, agentd and
+//!   the gRPC floor (a Search answered from agentd's result cache) take
+//!   turns in blocks of 50 queries, so all three see the same moments of a
+//!   noisy shared machine;
 //! - resident memory of the server holding the collection (after a restart,
 //!   so only what loading the snapshot allocates), for no quantization, SQ8
 //!   and SQ4, against faiss's own serialised size of the same index.
@@ -25,11 +31,12 @@ mod binary;
 
 use std::time::{Duration, Instant};
 
+use agentd::memory::live_filter::{LivePositions, search_live};
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
 use binary::Binary;
 use faiss::index::autotune::ParameterSpace;
-use faiss::{Index, MetricType, index_factory};
+use faiss::{Idx, Index, MetricType, index_factory};
 use tonic::transport::Channel;
 
 const DIMS: usize = 384;
@@ -37,6 +44,8 @@ const K: usize = 10;
 const M: u32 = 32;
 const EF_CONSTRUCTION: u32 = 200;
 const BATCH: usize = 1000;
+/// Queries per block when raw faiss and agentd take turns.
+const BLOCK: usize = 50;
 
 /// Seeded normal variates (xorshift64* and Box-Muller).
 struct Normal(u64);
@@ -171,14 +180,18 @@ async fn search_run(kind: &str, run: &Run) {
     let queries = dataset(kind, run.queries, 2);
     let truth = exact(&data, &queries);
 
-    // Raw faiss, in-process, the same structure and parameters.
+    // Raw faiss, in-process, the same structure and parameters (wrapped in
+    // an id map as agentd's is, which costs nothing measurable, so that the
+    // tombstone run below can use the same filtered search).
     let started = Instant::now();
-    let mut raw = index_factory(DIMS as u32, format!("HNSW{M},Flat"), MetricType::L2).unwrap();
+    let mut raw =
+        index_factory(DIMS as u32, format!("IDMap,HNSW{M},Flat"), MetricType::L2).unwrap();
     let space = ParameterSpace::new().unwrap();
     space
         .set_index_parameter(&raw, "efConstruction", EF_CONSTRUCTION)
         .unwrap();
-    raw.add(&data).unwrap();
+    let labels: Vec<Idx> = (0..run.n as u64).map(Idx::new).collect();
+    raw.add_with_ids(&data, &labels).unwrap();
     let raw_build = started.elapsed().as_secs_f64();
     let mut ef = 16;
     let mut raw_recall = 0.0;
@@ -198,14 +211,7 @@ async fn search_run(kind: &str, run: &Run) {
             break;
         }
     }
-    let mut raw_times = Vec::with_capacity(run.queries);
-    for q in queries.chunks(DIMS) {
-        let t = Instant::now();
-        std::hint::black_box(raw.search(q, K).unwrap());
-        raw_times.push(t.elapsed());
-    }
-    raw_times.sort();
-    // The same with the caches flushed between queries (64 MiB written), as
+    // The timed queries with the caches flushed between queries (64 MiB written), as
     // they are between two searches that a server answers over the network.
     let mut scratch = vec![0u8; 64 << 20];
     let mut cold_times = Vec::with_capacity(run.queries);
@@ -217,7 +223,7 @@ async fn search_run(kind: &str, run: &Run) {
         cold_times.push(t.elapsed());
     }
     cold_times.sort();
-    drop((raw, scratch));
+    drop(scratch);
 
     // agentd, in its own process.
     let dir = tempfile::tempdir().unwrap();
@@ -228,6 +234,29 @@ async fn search_run(kind: &str, run: &Run) {
     let started = Instant::now();
     stats(&mut c, "bench").await;
     let build = started.elapsed().as_secs_f64();
+
+    let request = |q: &[f32]| SearchRequest {
+        collection: "bench".into(),
+        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
+        k: K as u32,
+        ef_search: Some(ef),
+        ..Default::default()
+    };
+    // Store labels start at 1 for point "0"; the raw index's at 0.
+    let truth_labels: Vec<Vec<i64>> = truth
+        .iter()
+        .map(|t| t.iter().map(|l| l + 1).collect())
+        .collect();
+    // Warm the connection with other queries (distinct, so no cache hits).
+    for q in dataset(kind, 20, 4).chunks(DIMS) {
+        c.search(request(q)).await.unwrap();
+    }
+    let clean = interleaved(&mut c, &queries, &request, |q| {
+        std::hint::black_box(raw.search(q, K).unwrap());
+    })
+    .await;
+    let agentd_recall = recall(&truth_labels, &clean.got);
+
     // Upserts into the loaded index pay for HNSW insertion.
     let extra = dataset(kind, run.n / 10, 3);
     let mut inserts = c.clone();
@@ -262,66 +291,45 @@ async fn search_run(kind: &str, run: &Run) {
         .await
         .unwrap();
     }
-    // Let the compaction the deletes trigger finish before timing searches.
-    while stats(&mut c, "bench").await.rebuilding {
+    // Time the steady state: wait for the periodic snapshot of these writes
+    // (up to a minute; it copies the index under the collection's lock and
+    // writes it out) and for a compaction, should the deletes trigger one.
+    loop {
+        let s = stats(&mut c, "bench").await;
+        if !s.rebuilding && s.last_snapshot_sequence >= s.last_applied_sequence {
+            assert!(
+                s.deleted_not_compacted > 0,
+                "the timed index holds tombstones"
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-
-    let request = |q: &[f32]| SearchRequest {
-        collection: "bench".into(),
-        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
-        k: K as u32,
-        ef_search: Some(ef),
-        ..Default::default()
-    };
-    // Warm the connection with other queries (distinct, so no cache hits).
-    for q in dataset(kind, 20, 4).chunks(DIMS) {
-        c.search(request(q)).await.unwrap();
-    }
-    let mut times = Vec::with_capacity(run.queries);
-    let mut got = Vec::with_capacity(run.queries);
-    for q in queries.chunks(DIMS) {
-        let t = Instant::now();
-        let r = c.search(request(q)).await.unwrap().into_inner();
-        times.push(t.elapsed());
-        got.push(
-            r.results
-                .iter()
-                .map(|p| p.id.parse::<i64>().unwrap() + 1)
-                .collect::<Vec<_>>(),
-        );
-    }
-    times.sort();
-    // Store labels start at 1 for point "0"; faiss's flat labels at 0.
-    let truth_labels: Vec<Vec<i64>> = truth
-        .iter()
-        .map(|t| t.iter().map(|l| l + 1).collect())
+    // Raw faiss with the same tombstones: the extra points added, then
+    // skipped through a bitmap of live positions.
+    let extra_labels: Vec<Idx> = (0..(extra.len() / DIMS) as u64)
+        .map(|i| Idx::new(run.n as u64 + i))
         .collect();
-    let agentd_recall = recall(&truth_labels, &got);
+    raw.add_with_ids(&extra, &extra_labels).unwrap();
+    let mut live = LivePositions::default();
+    (0..run.n).for_each(|_| live.push(true));
+    extra_labels.iter().for_each(|_| live.push(false));
+    let dead = interleaved(&mut c, &queries, &request, |q| {
+        std::hint::black_box(search_live(&raw, &live, q, K, None).unwrap());
+    })
+    .await;
+    assert!(recall(&truth_labels, &dead.got) >= agentd_recall - 0.02);
     let cache = stats(&mut c, "bench").await;
     assert_eq!(
-        cache.cache_hits, 0,
-        "every timed query must reach the index"
+        (cache.cache_misses, cache.cache_hits),
+        (2 * run.queries as u64 + 22, 2 * run.queries as u64),
+        "every timed query reaches the index, every floor query hits the cache"
     );
-    // The same queries again: answered from the result cache, so this is
-    // the service's floor without faiss (gRPC between two processes, the
-    // request's validation and cache key).
-    let mut hit_times = Vec::with_capacity(run.queries);
-    for q in queries.chunks(DIMS) {
-        let t = Instant::now();
-        c.search(request(q)).await.unwrap();
-        hit_times.push(t.elapsed());
-    }
-    hit_times.sort();
-    let hits = stats(&mut c, "bench").await.cache_hits;
-    assert_eq!(
-        hits, run.queries as u64,
-        "every repeated query hits the cache"
-    );
+
+    drop(raw);
     server.stop();
 
-    let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-    let (r50, r99) = (percentile(&raw_times, 0.5), percentile(&raw_times, 0.99));
+    let p50 = percentile(&clean.agentd, 0.5);
     println!(
         "\n### {kind}: {} x {DIMS}, HNSW{M} efConstruction {EF_CONSTRUCTION}, {} queries, k = {K}\n",
         run.n, run.queries
@@ -361,28 +369,102 @@ async fn search_run(kind: &str, run: &Run) {
             (p50 - percentile(&cold_times, 0.5)) * 1e3
         ),
     );
-    print_row(
-        "search p50 (ms)",
-        format!("{p50:.3}"),
-        format!("{r50:.3}"),
-        format!("overhead {:.0} µs", (p50 - r50) * 1e3),
+    print_phase("", &clean);
+    print_phase(" with 10% tombstones", &dead);
+}
+
+/// The rows of one search phase: p50 and p99 of agentd and raw faiss, and
+/// the gRPC floor measured alongside.
+fn print_phase(label: &str, t: &Timed) {
+    let (p50, r50, f50) = (
+        percentile(&t.agentd, 0.5),
+        percentile(&t.raw, 0.5),
+        percentile(&t.floor, 0.5),
     );
     print_row(
-        "search p99 (ms)",
-        format!("{p99:.3}"),
-        format!("{r99:.3}"),
+        &format!("search p50{label} (ms)"),
+        format!("{p50:.3}"),
+        format!("{r50:.3}"),
+        format!(
+            "overhead {:.0} µs, of which the gRPC floor {:.0} µs",
+            (p50 - r50) * 1e3,
+            f50 * 1e3
+        ),
+    );
+    print_row(
+        &format!("search p99{label} (ms)"),
+        format!("{:.3}", percentile(&t.agentd, 0.99)),
+        format!("{:.3}", percentile(&t.raw, 0.99)),
         String::new(),
     );
     print_row(
-        "repeated search, result cache hit, p50 / p99 (ms)",
-        format!(
-            "{:.3} / {:.3}",
-            percentile(&hit_times, 0.5),
-            percentile(&hit_times, 0.99)
-        ),
+        &format!("gRPC floor{label}: cached Search p50 / p99 (ms)"),
+        format!("{f50:.3} / {:.3}", percentile(&t.floor, 0.99)),
         "—".into(),
-        "the floor: gRPC between processes, no faiss".into(),
+        "timed alongside: gRPC between processes, no faiss".into(),
     );
+}
+
+/// Timings of one search phase (each sorted).
+struct Timed {
+    /// agentd's Search RPCs.
+    agentd: Vec<Duration>,
+    /// The same queries on raw faiss in-process.
+    raw: Vec<Duration>,
+    /// Search RPCs answered from agentd's result cache: the gRPC floor.
+    floor: Vec<Duration>,
+    /// agentd's result labels per query, as store labels (point id + 1).
+    got: Vec<Vec<i64>>,
+}
+
+/// Queries timed in alternating blocks: [`BLOCK`] on raw faiss, the same
+/// on agentd, then as many repeats of one cached query (the floor), and so
+/// on, so that all three see the same moments of a shared, noisy machine.
+async fn interleaved(
+    c: &mut MemoryServiceClient<Channel>,
+    queries: &[f32],
+    request: &impl Fn(&[f32]) -> SearchRequest,
+    mut raw: impl FnMut(&[f32]),
+) -> Timed {
+    let n = queries.len() / DIMS;
+    let (mut times, mut raw_times) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut floor = Vec::with_capacity(n);
+    let mut got = Vec::with_capacity(n);
+    // A query of its own (offset, so no timed query equals it), cached now.
+    let cached: Vec<f32> = queries[..DIMS].iter().map(|x| x + 0.5).collect();
+    c.search(request(&cached)).await.unwrap();
+    for block in queries.chunks(BLOCK * DIMS) {
+        for q in block.chunks(DIMS) {
+            let t = Instant::now();
+            raw(q);
+            raw_times.push(t.elapsed());
+        }
+        for q in block.chunks(DIMS) {
+            let t = Instant::now();
+            let r = c.search(request(q)).await.unwrap().into_inner();
+            times.push(t.elapsed());
+            got.push(
+                r.results
+                    .iter()
+                    .map(|p| p.id.parse::<i64>().unwrap() + 1)
+                    .collect(),
+            );
+        }
+        for _ in block.chunks(DIMS) {
+            let t = Instant::now();
+            c.search(request(&cached)).await.unwrap();
+            floor.push(t.elapsed());
+        }
+    }
+    times.sort();
+    raw_times.sort();
+    floor.sort();
+    Timed {
+        agentd: times,
+        raw: raw_times,
+        floor,
+        got,
+    }
 }
 
 /// Server RSS holding one collection, per quantization and HNSW M, after a
@@ -472,8 +554,10 @@ fn main() {
             queries: 20,
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the client sends one request at a time, and a
+    // multi-threaded client adds a hop between threads to every call that
+    // is the client's cost, not the service's.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();

@@ -186,6 +186,7 @@ async fn tombstones_are_compacted_in_the_background_and_stats_add_up() {
     assert!(s.disk_bytes >= 1000 * DIMS as u64 * 4, "{s:?}");
     assert!(s.index_memory_bytes >= 1000 * DIMS as u64 * 4, "{s:?}");
     assert_eq!(s.last_applied_sequence, 1);
+    assert_eq!(s.last_snapshot_sequence, 1, "built indexes are snapshotted");
 
     // Delete 400: tombstones pass the rebuild threshold.
     let gone: Vec<String> = (0..400).map(|i| format!("p{i}")).collect();
@@ -206,6 +207,10 @@ async fn tombstones_are_compacted_in_the_background_and_stats_add_up() {
     .await;
     let s = stats(&mut c, "docs").await;
     assert_eq!((s.points_count, s.last_applied_sequence), (600, 2));
+    assert_eq!(
+        s.last_snapshot_sequence, 2,
+        "rebuilt indexes are snapshotted"
+    );
     let live = &points[400..];
     for q in vectors(20, DIMS, 32) {
         let got = ids(c.search(search("docs", &q, 10)).await.unwrap().into_inner());

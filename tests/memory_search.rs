@@ -142,6 +142,72 @@ async fn deleted_and_replaced_points_vanish_at_once() {
     server.stop().await.unwrap();
 }
 
+/// Short searches run on the async workers and others on the blocking
+/// pool; either way a delete is invisible to every search that starts after
+/// it was acknowledged, while other clients keep searching.
+#[tokio::test]
+async fn searches_racing_deletes_never_see_an_acknowledged_delete() {
+    let server = TestServer::start().await;
+    let points = vectors(400, DIMS, 5);
+    let mut c = collection(
+        &server,
+        "docs",
+        index_spec::Kind::Hnsw(HnswIndex::default()),
+        &points,
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut searchers = Vec::new();
+    for s in 0..3 {
+        let (mut c, stop, queries) = (c.clone(), stop.clone(), vectors(20, DIMS, 50 + s));
+        searchers.push(tokio::spawn(async move {
+            let mut done = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let q = &queries[done % queries.len()];
+                let found = ids(c.search(search("docs", q, 10)).await.unwrap().into_inner());
+                assert_eq!(found.len(), 10, "{found:?}");
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut gone = HashSet::new();
+    for i in (0..400).step_by(4) {
+        let id = format!("p{i}");
+        c.delete_points(DeletePointsRequest {
+            collection: "docs".into(),
+            selector: Some(delete_points_request::Selector::Ids(PointIds {
+                ids: vec![id.clone()],
+            })),
+        })
+        .await
+        .unwrap();
+        gone.insert(id.clone());
+        let found = ids(c
+            .search(search("docs", &points[i], 3))
+            .await
+            .unwrap()
+            .into_inner());
+        assert_eq!(found.len(), 3);
+        assert!(
+            !found.contains(&id),
+            "{id} found right after its delete: {found:?}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for searcher in searchers {
+        assert!(searcher.await.unwrap() > 0);
+    }
+    let found = ids(c
+        .search(search("docs", &points[1], 5))
+        .await
+        .unwrap()
+        .into_inner());
+    assert!(found.iter().all(|id| !gone.contains(id)), "{found:?}");
+    assert_eq!((found.len(), found[0].as_str()), (5, "p1"));
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn filtered_search_returns_k_matches_with_payloads() {
     let server = TestServer::start().await;

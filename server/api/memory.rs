@@ -423,6 +423,7 @@ impl MemoryService for MemoryApi {
             },
             last_applied_sequence: stats.index.applied_seq,
             rebuilding: stats.index.rebuilding,
+            last_snapshot_sequence: stats.index.snapshot_seq,
         }))
     }
 

@@ -4,10 +4,11 @@
 //! never-reused label), so a search result maps straight back to a stored
 //! point. faiss HNSW cannot remove vectors (faiss issue 3339), so a replaced
 //! or deleted version's label becomes a tombstone: faiss skips it during the
-//! search through a bitmap of live labels ([`super::live_filter`]), or, for
-//! flat PQ which takes no filter, the search over-fetches past tombstones and
-//! drops them, so what a search returns is always live. The registry ([`super::indexes`]) rebuilds the index in the
-//! background when tombstones pile up.
+//! search through a bitmap of live positions ([`super::live_filter`]), or,
+//! for flat PQ which takes no filter, the search over-fetches past
+//! tombstones and drops them, so what a search returns is always live. The
+//! registry ([`super::indexes`]) rebuilds the index in the background when
+//! tombstones pile up.
 //!
 //! Quantizers (SQ, PQ) and IVF's coarse quantizer must be trained on data.
 //! Until a collection holds [`training_threshold`] points its index is an
@@ -27,7 +28,7 @@ use faiss::{Idx, Index, index_factory};
 use super::collections::{CollectionDef, IndexSpec, Metric, Quantization};
 use super::faiss_threads;
 use super::id_table::IdTable;
-use super::live_filter::{LiveLabels, search_live};
+use super::live_filter::{LivePositions, id_map, search_live};
 use crate::error::{Error, Result};
 use crate::store::LabelledVectors;
 
@@ -65,8 +66,9 @@ pub struct VectorIndex {
     /// are every label in the index, so a write applied twice (once by a
     /// build that read it from the store, once from a log) is added once.
     dead: HashSet<i64>,
-    /// Live labels as a bitmap, for faiss to skip tombstones while searching.
-    live: LiveLabels,
+    /// Which positions of the wrapped index are live, for faiss to skip
+    /// tombstones while searching.
+    live: LivePositions,
     /// Point id of each live label, so a search that needs neither payloads
     /// nor vectors answers without reading the store.
     ids: IdTable,
@@ -130,7 +132,7 @@ impl VectorIndex {
         let mut built = Self {
             index,
             dead: HashSet::new(),
-            live: LiveLabels::default(),
+            live: LivePositions::default(),
             ids: IdTable::with_capacity(points.len()),
             def: def.clone(),
             untrained,
@@ -168,9 +170,10 @@ impl VectorIndex {
                 .add_with_ids(&flat, &ids)
                 .map_err(|e| faiss_error("adding points", e))?;
         }
+        // The same labels in the same order as faiss appended them.
         for (&label, id) in labels.iter().zip(ids) {
             if !self.holds(label) {
-                self.live.insert(label);
+                self.live.push(true);
                 self.ids.insert(label, id)?;
             }
         }
@@ -180,10 +183,15 @@ impl VectorIndex {
     /// Marks versions dead (labels not in the index are ignored: a build
     /// that read the store after they died never added them).
     pub fn kill(&mut self, labels: &[i64]) {
+        // A label whose position cannot be found (never seen) stays set in
+        // the bitmap; `search` drops dead labels faiss returns anyway.
+        let by_position = id_map(&self.index).unwrap_or(&[]);
         for label in labels {
             if self.ids.remove(*label) {
                 self.dead.insert(*label);
-                self.live.remove(*label);
+                if let Some(position) = position_of(by_position, *label) {
+                    self.live.kill(position);
+                }
             }
         }
     }
@@ -263,7 +271,7 @@ impl VectorIndex {
             let found: Vec<(i64, f32)> = labels
                 .into_iter()
                 .zip(scores)
-                .filter(|(label, _)| *label >= 0)
+                .filter(|(label, _)| *label >= 0 && !self.dead.contains(label))
                 .collect();
             // HNSW may run out of live candidates among many tombstones:
             // then fall through to the exhaustive over-fetch.
@@ -287,7 +295,7 @@ impl VectorIndex {
             .collect())
     }
 
-    /// Whether faiss can skip labels during this index's search.
+    /// Whether faiss can skip tombstones during this index's search.
     fn filters_by_label(&self) -> bool {
         self.untrained
             || !matches!(
@@ -411,13 +419,15 @@ impl VectorIndex {
             .copied()
             .filter(|l| !live.contains_key(l))
             .collect();
-        let mut live_bits = LiveLabels::default();
+        let mut live_positions = LivePositions::default();
+        for label in id_map(&index)? {
+            live_positions.push(live.contains_key(label));
+        }
         let mut ids = IdTable::with_capacity(labels.len());
         let mut sorted = labels;
         sorted.sort_unstable();
         for label in &sorted {
             if let Some(id) = live.remove(label) {
-                live_bits.insert(*label);
                 ids.insert(*label, &id)?;
             }
         }
@@ -425,7 +435,7 @@ impl VectorIndex {
         Ok(Self {
             index,
             dead,
-            live: live_bits,
+            live: live_positions,
             ids,
             def: def.clone(),
             untrained: threshold > 0 && trained_on == 0,
@@ -468,6 +478,17 @@ fn write_faiss(index: &IndexImpl, path: &Path) -> Result<()> {
         .to_str()
         .ok_or_else(|| Error::Internal(format!("index path {} is not UTF-8", path.display())))?;
     faiss::write_index(index, path).map_err(|e| faiss_error("writing a snapshot", e))
+}
+
+/// Where `label` sits in an id map. The store hands out labels in
+/// increasing order and every index appends them in that order, so the map
+/// is sorted and a binary search finds it; the scan is the fallback should
+/// that ever not hold.
+fn position_of(by_position: &[i64], label: i64) -> Option<usize> {
+    match by_position.binary_search(&label) {
+        Ok(at) => Some(at),
+        Err(_) => by_position.iter().position(|l| *l == label),
+    }
 }
 
 /// Up to [`MAX_TRAINING_POINTS`] vectors spread evenly over `points`.
@@ -552,6 +573,75 @@ mod tests {
         let found = index.search(nth(&all, 0), 5, None, None).unwrap();
         assert_eq!(found.len(), 5);
         assert!(found.iter().all(|(label, _)| *label > 100));
+    }
+
+    /// The exact `k` nearest live labels, by L2 distance.
+    fn exact_live(
+        all: &LabelledVectors,
+        live: impl Fn(i64) -> bool,
+        q: &[f32],
+        k: usize,
+    ) -> Vec<i64> {
+        let mut scored: Vec<(f32, i64)> = all
+            .labels
+            .iter()
+            .zip(all.data.chunks_exact(8))
+            .filter(|(l, _)| live(**l))
+            .map(|(l, v)| (v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(), *l))
+            .collect();
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+        scored.into_iter().take(k).map(|(_, l)| l).collect()
+    }
+
+    #[test]
+    fn hnsw_skips_tombstones_inside_faiss_also_after_a_snapshot() {
+        let d = def(
+            IndexSpec::Hnsw {
+                m: 16,
+                ef_construction: 80,
+                ef_search: 200,
+            },
+            Quantization::None,
+        );
+        let all = points(600, 1);
+        let mut index = VectorIndex::build(&d, &all, &ids(&all)).unwrap();
+        let odd: Vec<i64> = (1..=600).filter(|l| l % 2 == 1).collect();
+        index.kill(&odd);
+        let q = nth(&all, 10);
+        let found: Vec<i64> = index
+            .search(q, 10, None, None)
+            .unwrap()
+            .iter()
+            .map(|f| f.0)
+            .collect();
+        assert_eq!(found, exact_live(&all, |l| l % 2 == 0, q, 10));
+
+        // Read back from a snapshot, the positions come from faiss's id map;
+        // later deaths are skipped too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.faiss");
+        index.write(&path).unwrap();
+        let mut live: HashMap<i64, String> =
+            (2..=600).step_by(2).map(|l| (l, format!("p{l}"))).collect();
+        let labels: Vec<i64> = index.labels().collect();
+        let mut back = VectorIndex::read(&d, &path, labels, &mut live, 0).unwrap();
+        let fours: Vec<i64> = (1..=600).filter(|l| l % 4 == 2).collect();
+        back.kill(&fours);
+        assert_eq!((back.live(), back.dead()), (150, 450));
+        let found: Vec<i64> = back
+            .search(q, 10, None, None)
+            .unwrap()
+            .iter()
+            .map(|f| f.0)
+            .collect();
+        assert_eq!(found, exact_live(&all, |l| l % 4 == 0, q, 10));
+    }
+
+    #[test]
+    fn positions_are_found_in_an_unsorted_id_map_too() {
+        assert_eq!(position_of(&[3, 5, 9], 9), Some(2));
+        assert_eq!(position_of(&[9, 3, 5], 3), Some(1));
+        assert_eq!(position_of(&[9, 3, 5], 4), None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::collections::Collection;
 use super::index::VectorIndex;
+use super::search_job::LastSearch;
 use super::snapshot::SnapshotDir;
 use crate::error::Result;
 use crate::store::{IndexSource, LabelledVectors, PointStore};
@@ -67,6 +68,8 @@ pub struct IndexStats {
     pub applied_seq: u64,
     /// A background rebuild is running.
     pub rebuilding: bool,
+    /// Store sequence number of the newest snapshot on disk.
+    pub snapshot_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +101,8 @@ pub struct Slot {
     /// Sequence number of the newest snapshot on disk. Outside `state`: the
     /// periodic snapshot updates it after writing without the state lock.
     snapshot_seq: AtomicU64,
+    /// How long the previous search took, to predict the next.
+    pub last_search: LastSearch,
     /// Serialises snapshot writes to the slot's directory. Taken while
     /// holding `state` (loads and rebuilds snapshot under it) or alone (the
     /// periodic snapshot writes a frozen copy), never the other way round.
@@ -164,6 +169,7 @@ impl Indexes {
                     cache_misses: AtomicU64::new(0),
                     forgotten: AtomicBool::new(false),
                     snapshot_seq: AtomicU64::new(0),
+                    last_search: LastSearch::default(),
                     writing_snapshot: Mutex::new(()),
                 });
                 if let Some(old) = slots.insert(name.clone(), Arc::clone(&slot)) {
@@ -267,6 +273,24 @@ impl Indexes {
         f(index, &*self.inner.store)
     }
 
+    /// Runs `f` on the collection's index only if that needs no waiting:
+    /// the index is loaded and its lock free. None otherwise, without
+    /// calling `f`. For searches on async workers (see
+    /// [`super::search_job`]).
+    pub fn try_read_now<T>(
+        &self,
+        slot: &Arc<Slot>,
+        f: impl FnOnce(&mut VectorIndex, &dyn PointStore) -> Result<T>,
+    ) -> Option<Result<T>> {
+        let mut state = match slot.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let index = state.index.as_mut()?;
+        Some(f(index, &*self.inner.store))
+    }
+
     /// The collection's index figures (loading it if needed). Blocking.
     pub fn stats(&self, slot: &Arc<Slot>) -> Result<IndexStats> {
         let mut state = slot.lock();
@@ -280,6 +304,7 @@ impl Indexes {
             snapshot_bytes: slot.snapshots.as_ref().map_or(0, SnapshotDir::disk_bytes),
             applied_seq: state.applied_seq,
             rebuilding: state.rebuild_log.is_some(),
+            snapshot_seq: slot.snapshot_seq.load(Ordering::Acquire),
         })
     }
 

@@ -20,6 +20,8 @@
 //! - [`id_table`], [`live_filter`], [`faiss_threads`], [`heap`]: the
 //!   index's compact label → id table, faiss searches that skip tombstones,
 //!   OpenMP thread counts per call, and returning freed memory after loads.
+//! - [`search_job`]: the index part of a Search, run on the async worker
+//!   when it is predicted short, on the blocking pool otherwise.
 //! - [`search_cache`]: recent search results until the next write.
 //! - [`validate`]: checks and page tokens shared by the above.
 //!
@@ -37,6 +39,7 @@ pub mod kv;
 pub mod live_filter;
 pub mod points;
 pub mod search_cache;
+pub mod search_job;
 pub mod snapshot;
 pub mod validate;
 

@@ -15,7 +15,8 @@ use super::collections::{Collection, CollectionDef, Collections, Metric};
 use super::filter::Filter;
 use super::index::VectorIndex;
 use super::indexes::{Change, IndexStats, Indexes, Slot, Written};
-use super::search_cache::{CachedHits, QueryKey, SearchCache, SearchKey};
+use super::search_cache::{QueryKey, SearchCache, SearchKey};
+use super::search_job::IndexSearch;
 use crate::embed::engine::l2_normalize;
 use crate::error::{Error, FieldViolation, Result};
 use crate::store::{PointStore, StoredPoint, UpsertedPoint};
@@ -184,7 +185,7 @@ fn check_ids(field: &str, ids: &[String], out: &mut Vec<FieldViolation>) {
     }
 }
 
-fn payload_of(stored: &str) -> Result<Map<String, Value>> {
+pub(super) fn payload_of(stored: &str) -> Result<Map<String, Value>> {
     serde_json::from_str(stored)
         .map_err(|e| Error::Internal(format!("stored payload is unreadable: {e}")))
 }
@@ -596,85 +597,18 @@ impl Points {
             ));
         }
 
-        let name = def.name.clone();
-        let (k, filter, ef, nprobe, threshold, metric) = (
-            p.k,
-            p.filter,
-            p.ef_search,
-            p.nprobe,
-            p.score_threshold,
-            def.metric,
-        );
-        // Ids come from the index; the store is read only for what the
-        // caller asked to see or filter on.
-        let needs_rows = filter.is_some() || p.with_payload || p.with_vector;
-        let found = self
-            .with_slot(&collection, move |indexes, slot| {
-                indexes.read(slot, |index, s| {
-                    let live = index.live();
-                    let mut fetch = if filter.is_some() {
-                        (k * 4).min(live.max(1))
-                    } else {
-                        k
-                    };
-                    loop {
-                        let found = index.search(&query, fetch, ef, nprobe)?;
-                        if !needs_rows {
-                            let hits: Vec<Hit> = found
-                                .into_iter()
-                                .filter(|(_, score)| passes(metric, threshold, *score))
-                                .filter_map(|(label, score)| {
-                                    Some(Hit {
-                                        point: Point {
-                                            id: index.id_of(label)?.to_owned(),
-                                            vector: Vec::new(),
-                                            payload: Map::new(),
-                                        },
-                                        score,
-                                    })
-                                })
-                                .collect();
-                            let bytes = hits.iter().map(|h| h.point.id.len() + 64).sum();
-                            return Ok(CachedHits { hits, bytes });
-                        }
-                        let labels: Vec<i64> = found.iter().map(|(l, _)| *l).collect();
-                        let scores: HashMap<i64, f32> = found.into_iter().collect();
-                        let mut hits = Vec::new();
-                        let mut bytes = 0;
-                        for (label, stored) in s.points_by_labels(&name, &labels)? {
-                            let payload = payload_of(&stored.payload)?;
-                            if filter
-                                .as_ref()
-                                .is_some_and(|f| !f.matches(&Value::Object(payload.clone())))
-                            {
-                                continue;
-                            }
-                            let score = scores[&label];
-                            if passes(metric, threshold, score) {
-                                bytes += stored.id.len()
-                                    + stored.vector.len() * 4
-                                    + stored.payload.len()
-                                    + 64;
-                                hits.push(Hit {
-                                    point: Point {
-                                        id: stored.id,
-                                        vector: stored.vector,
-                                        payload,
-                                    },
-                                    score,
-                                });
-                            }
-                        }
-                        // Enough matches, or nothing more to look at: done.
-                        if hits.len() >= k || fetch >= live || filter.is_none() {
-                            hits.truncate(k);
-                            return Ok(CachedHits { hits, bytes });
-                        }
-                        fetch = (fetch * 4).min(live);
-                    }
-                })
-            })
-            .await?;
+        let job = IndexSearch {
+            collection: def.name.clone(),
+            query,
+            k: p.k,
+            filter: p.filter,
+            ef_search: p.ef_search,
+            nprobe: p.nprobe,
+            score_threshold: p.score_threshold,
+            metric: def.metric,
+            with_rows: p.with_payload || p.with_vector,
+        };
+        let found = job.run(&self.indexes, slot, def).await?;
         let hits = found.hits.clone();
         self.cache.insert(key, found);
         Ok(hits)
@@ -795,7 +729,7 @@ fn merge_duplicates(
 
 /// Whether a score is within the caller's threshold (at least it for
 /// similarities, at most it for distances).
-fn passes(metric: Metric, threshold: Option<f32>, score: f32) -> bool {
+pub(super) fn passes(metric: Metric, threshold: Option<f32>, score: f32) -> bool {
     threshold.is_none_or(|t| match metric {
         Metric::L2 => score <= t,
         Metric::Cosine | Metric::Dot => score >= t,
