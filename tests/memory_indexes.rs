@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
-use common::points::{exact, ids, overlap, point, points_from, search, vectors};
+use common::points::{delete_ids, exact, ids, overlap, point, points_from, search, vectors};
 use common::{TestServer, test_config, violated_fields};
 use tonic::transport::Channel;
 
@@ -191,12 +191,7 @@ async fn tombstones_are_compacted_in_the_background_and_stats_add_up() {
     // Delete 400: tombstones pass the rebuild threshold.
     let gone: Vec<String> = (0..400).map(|i| format!("p{i}")).collect();
     let deleted = c
-        .delete_points(DeletePointsRequest {
-            collection: "docs".into(),
-            selector: Some(delete_points_request::Selector::Ids(PointIds {
-                ids: gone.clone(),
-            })),
-        })
+        .delete_points(delete_ids("docs", gone.clone()))
         .await
         .unwrap()
         .into_inner();
@@ -258,14 +253,9 @@ async fn repeated_searches_hit_the_cache_and_writes_invalidate_it() {
     let after = ids(c.search(search("docs", &q, 3)).await.unwrap().into_inner());
     assert_eq!(after[0], "new", "stale cached result served: {after:?}");
     // And a delete too.
-    c.delete_points(DeletePointsRequest {
-        collection: "docs".into(),
-        selector: Some(delete_points_request::Selector::Ids(PointIds {
-            ids: vec!["new".into()],
-        })),
-    })
-    .await
-    .unwrap();
+    c.delete_points(delete_ids("docs", vec!["new".into()]))
+        .await
+        .unwrap();
     let after = c.search(search("docs", &q, 3)).await.unwrap().into_inner();
     assert_eq!(after, first);
     let s = stats(&mut c, "docs").await;
@@ -307,14 +297,9 @@ async fn restart_loads_the_snapshot_and_replays_later_writes() {
         assert_eq!(&got, expected, "same index after a restart");
     }
     // Writes after the snapshot: replayed on the next start.
-    c.delete_points(DeletePointsRequest {
-        collection: "docs".into(),
-        selector: Some(delete_points_request::Selector::Ids(PointIds {
-            ids: vec![before[0][0].clone()],
-        })),
-    })
-    .await
-    .unwrap();
+    c.delete_points(delete_ids("docs", vec![before[0][0].clone()]))
+        .await
+        .unwrap();
     c.upsert(UpsertRequest {
         collection: "docs".into(),
         points: vec![point("late", &queries[1], 0.0)],

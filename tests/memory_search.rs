@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
 use common::TestServer;
-use common::points::{exact, ids, points_from, search, vectors};
+use common::points::{delete_ids, exact, ids, points_from, search, vectors};
 use prost_types::value::Kind;
 use tonic::transport::Channel;
 
@@ -98,14 +98,9 @@ async fn deleted_and_replaced_points_vanish_at_once() {
     let q = &points[42];
     let first = ids(c.search(search("docs", q, 1)).await.unwrap().into_inner());
     assert_eq!(first, ["p42"]);
-    c.delete_points(DeletePointsRequest {
-        collection: "docs".into(),
-        selector: Some(delete_points_request::Selector::Ids(PointIds {
-            ids: vec!["p42".into()],
-        })),
-    })
-    .await
-    .unwrap();
+    c.delete_points(delete_ids("docs", vec!["p42".into()]))
+        .await
+        .unwrap();
     let after = ids(c.search(search("docs", q, 5)).await.unwrap().into_inner());
     assert_eq!(after.len(), 5, "still k results: {after:?}");
     assert!(
@@ -174,14 +169,9 @@ async fn searches_racing_deletes_never_see_an_acknowledged_delete() {
     let mut gone = HashSet::new();
     for i in (0..400).step_by(4) {
         let id = format!("p{i}");
-        c.delete_points(DeletePointsRequest {
-            collection: "docs".into(),
-            selector: Some(delete_points_request::Selector::Ids(PointIds {
-                ids: vec![id.clone()],
-            })),
-        })
-        .await
-        .unwrap();
+        c.delete_points(delete_ids("docs", vec![id.clone()]))
+            .await
+            .unwrap();
         gone.insert(id.clone());
         let found = ids(c
             .search(search("docs", &points[i], 3))

@@ -593,6 +593,10 @@ mod tests {
         scored.into_iter().take(k).map(|(_, l)| l).collect()
     }
 
+    fn labels_of(found: Vec<(i64, f32)>) -> Vec<i64> {
+        found.into_iter().map(|(label, _)| label).collect()
+    }
+
     #[test]
     fn hnsw_skips_tombstones_inside_faiss_also_after_a_snapshot() {
         let d = def(
@@ -608,12 +612,7 @@ mod tests {
         let odd: Vec<i64> = (1..=600).filter(|l| l % 2 == 1).collect();
         index.kill(&odd);
         let q = nth(&all, 10);
-        let found: Vec<i64> = index
-            .search(q, 10, None, None)
-            .unwrap()
-            .iter()
-            .map(|f| f.0)
-            .collect();
+        let found = labels_of(index.search(q, 10, None, None).unwrap());
         assert_eq!(found, exact_live(&all, |l| l % 2 == 0, q, 10));
 
         // Read back from a snapshot, the positions come from faiss's id map;
@@ -628,12 +627,7 @@ mod tests {
         let fours: Vec<i64> = (1..=600).filter(|l| l % 4 == 2).collect();
         back.kill(&fours);
         assert_eq!((back.live(), back.dead()), (150, 450));
-        let found: Vec<i64> = back
-            .search(q, 10, None, None)
-            .unwrap()
-            .iter()
-            .map(|f| f.0)
-            .collect();
+        let found = labels_of(back.search(q, 10, None, None).unwrap());
         assert_eq!(found, exact_live(&all, |l| l % 4 == 0, q, 10));
     }
 

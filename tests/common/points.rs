@@ -69,6 +69,14 @@ pub fn search(collection: &str, q: &[f32], k: u32) -> SearchRequest {
     }
 }
 
+/// A delete of the points with these ids.
+pub fn delete_ids(collection: &str, ids: Vec<String>) -> DeletePointsRequest {
+    DeletePointsRequest {
+        collection: collection.into(),
+        selector: Some(delete_points_request::Selector::Ids(PointIds { ids })),
+    }
+}
+
 /// The ids of a search's results, best first.
 pub fn ids(response: SearchResponse) -> Vec<String> {
     response.results.into_iter().map(|r| r.id).collect()
