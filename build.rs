@@ -1,5 +1,8 @@
 //! Compiles `proto/agentd/v1/*.proto` into Rust (server and client) and a
-//! descriptor set for server reflection.
+//! descriptor set for server reflection, and `google/rpc/error_details.proto`
+//! (from `proto-thirdparty/`) into a second descriptor set, so reflection
+//! also describes the error details agentd sends (tonic-types has their
+//! Rust types).
 //!
 //! The protoc binary comes from the `protoc-bin-vendored` crate so that a fresh
 //! machine needs no system protoc; `$PROTOC` overrides it.
@@ -25,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let include = protoc_bin_vendored::include_path()?;
+    let include_dir = include.clone();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     tonic_prost_build::configure()
@@ -34,6 +38,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[PathBuf::from("proto"), include],
         )?;
 
+    let protoc = std::env::var_os("PROTOC").ok_or("PROTOC is set above")?;
+    let status = std::process::Command::new(protoc)
+        .arg("--proto_path=proto-thirdparty")
+        .arg(format!("--proto_path={}", include_dir.display()))
+        .arg(format!(
+            "--descriptor_set_out={}",
+            out_dir.join("error_details_descriptor.bin").display()
+        ))
+        .arg("google/rpc/error_details.proto")
+        .status()?;
+    if !status.success() {
+        return Err(format!("protoc failed on google/rpc/error_details.proto: {status}").into());
+    }
+
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=proto-thirdparty/google/rpc/error_details.proto");
     Ok(())
 }

@@ -15,7 +15,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use agentd::config::{Config, DEFAULT_EMBEDDING_TUNING, EmbeddingConfig};
+use agentd::config::Config;
+use agentd::embed::{DEFAULT_EMBEDDING_TUNING, EmbeddingConfig};
 use agentd::embed::{ModelKind, ModelSpec};
 use agentd::pb::v1::embedding_service_client::EmbeddingServiceClient;
 use agentd::pb::v1::{EmbedRequest, ListModelsRequest, ModelState};

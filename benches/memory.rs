@@ -26,12 +26,12 @@
 //! `=clustered` (its search part only) or `=memory` for one part. Under `cargo test` (no `--bench`
 //! argument) it runs 2,000 points and 20 queries, so CI keeps it working.
 
-#[path = "../tests/common/binary.rs"]
+#[path = "../tests/suite/common/binary.rs"]
 mod binary;
 
 use std::time::{Duration, Instant};
 
-use agentd::memory::live_filter::{LivePositions, search_live};
+use agentd::memory::{LivePositions, search_live};
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
 use binary::Binary;

@@ -15,9 +15,9 @@
 //! stdout). Under `cargo test` (no `--bench`) it runs a few iterations of
 //! each, so CI keeps it working.
 
-#[path = "../tests/common/binary.rs"]
+#[path = "../tests/suite/common/binary.rs"]
 mod binary;
-#[path = "../tests/common/fake_llm.rs"]
+#[path = "../tests/suite/common/fake_llm.rs"]
 mod fake_llm;
 
 use std::path::Path;

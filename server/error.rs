@@ -135,12 +135,90 @@ impl Error {
         Error::InvalidArgument(vec![FieldViolation::new(field, description)])
     }
 
+    /// The same error with its field paths taken as relative to `path`,
+    /// for a request that sits inside a larger message: `start` for the
+    /// Start command of a Session stream (`messages` becomes
+    /// `start.messages`), `points[3]` for one point of an Upsert. A
+    /// violation of the inner message as a whole (empty path) becomes one
+    /// of `path`. Other errors are returned unchanged.
+    pub fn within(self, path: &str) -> Self {
+        match self {
+            Error::InvalidArgument(violations) => Error::InvalidArgument(
+                violations
+                    .into_iter()
+                    .map(|v| FieldViolation::new(join_path(path, &v.field), v.description))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
     /// The RPC `method` of `engine`'s service has no engine behind it yet.
     pub fn not_implemented(engine: Engine, method: impl Into<String>) -> Self {
         Error::NotImplemented {
             engine,
             method: method.into(),
         }
+    }
+}
+
+/// Collects the invalid fields of a request, so that it reports all of
+/// them at once rather than one per attempt.
+///
+/// Field paths are relative to the request message the client sent,
+/// dotted for nested fields and indexed for repeated ones
+/// (`points[3].payload`), as `google.rpc.BadRequest` expects. An engine
+/// names fields relative to its own request; where that request sits
+/// inside a larger message, the API prefixes them ([`Error::within`]).
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `field` is invalid and why (with the limit it broke).
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Takes the violations of an invalid-argument error; any other error
+    /// is returned for the caller to pass on.
+    pub fn absorb(&mut self, err: Error) -> Result<()> {
+        match err {
+            Error::InvalidArgument(violations) => {
+                self.0.extend(violations);
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Whether nothing was found wrong.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok` when nothing was found wrong, else every violation at once.
+    pub fn finish(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.0))
+        }
+    }
+}
+
+/// `outer` and a path relative to it as one path.
+fn join_path(outer: &str, inner: &str) -> String {
+    if inner.is_empty() {
+        outer.to_owned()
+    } else if outer.is_empty() || inner.starts_with('[') {
+        format!("{outer}{inner}")
+    } else {
+        format!("{outer}.{inner}")
     }
 }
 
@@ -166,6 +244,26 @@ mod tests {
             err.to_string(),
             "invalid request: inputs: must not be empty; model: unknown"
         );
+    }
+
+    #[test]
+    fn violations_collect_and_prefix() {
+        let mut v = Violations::new();
+        assert!(v.is_empty());
+        v.add("k", "must be 1 to 1000, got 0");
+        v.absorb(Error::invalid("filter", "is empty")).unwrap();
+        assert!(v.absorb(Error::WrongState("paused".into())).is_err());
+        v.add("", "the whole message is wrong");
+        let err = v.finish().unwrap_err().within("searches[2]");
+        let Error::InvalidArgument(fields) = err else {
+            panic!("{err}")
+        };
+        let paths: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["searches[2].k", "searches[2].filter", "searches[2]"]
+        );
+        assert!(Violations::new().finish().is_ok());
     }
 
     #[test]

@@ -16,22 +16,32 @@
 //!   domain types and map domain errors to `tonic::Status`; nothing else. It is
 //!   the only module that knows tonic or the generated types.
 //! - [`error`]: the domain error every engine returns, free of tonic.
-//! - [`embed`], [`memory`], [`query`], [`agents`]: the engines, each behind a
-//!   narrow trait; [`store`]: durable storage, the source of truth.
+//! - [`embed`], [`memory`], [`query`], `agents`: the engines. Each keeps
+//!   its parts private and exposes its own types from its root; engines
+//!   reach each other only through those (the embedding engine's
+//!   `TextEmbedder`, say), never through another's modules.
+//! - `store`: durable storage behind narrow traits, the source of truth.
+//! - `common`: small neutral pieces every engine shares (clock, vector
+//!   maths, the lock policy, blocking-pool calls, paging, timing).
 //! - [`telemetry`]: logging set-up (text or JSON).
+//!
+//! Only what the binary, the tests and the benchmarks need is public:
+//! the configuration, [`server`], the generated types, and a few engine
+//! parts that tests hold against reference implementations.
 //!
 //! `main.rs` only parses the command line and calls [`server::run`]; tests do
 //! the same with a listener on `127.0.0.1:0` and their own shutdown future.
 
-pub mod agents;
-pub mod api;
+pub(crate) mod agents;
+pub(crate) mod api;
+pub(crate) mod common;
 pub mod config;
 pub mod embed;
 pub mod error;
 pub mod memory;
 pub mod query;
 pub mod server;
-pub mod store;
+pub(crate) mod store;
 pub mod telemetry;
 
 /// Generated protobuf messages, service servers and clients.
@@ -45,6 +55,12 @@ pub mod pb {
     /// Encoded `FileDescriptorSet` of every agentd .proto file, served by
     /// server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("agentd_descriptor");
+
+    /// Encoded `FileDescriptorSet` of `google/rpc/error_details.proto`, served
+    /// by server reflection so that tools such as grpcurl decode the error
+    /// details agentd sends.
+    pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("error_details_descriptor");
 }
 
 pub use error::{Error, Result};

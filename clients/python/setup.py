@@ -6,24 +6,35 @@ package is built, so they always match the protos and are never edited by
 hand. They live in the top-level package ``agentd.v1``, mirroring the proto
 package, because that is the import path protoc writes into them.
 
-The proto directory is ``../../proto`` relative to this file, or
-``$AGENTD_PROTO_DIR``.
+The protos come from ``$AGENTD_PROTO_DIR`` when set, else from ``proto/``
+beside this file (where a source distribution carries them: the sdist
+command copies them in, so an sdist builds anywhere), else from the
+repository's ``../../proto``.
 """
 
 import os
+import shutil
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
 
 
 def proto_dir() -> Path:
-    root = Path(os.environ.get("AGENTD_PROTO_DIR", HERE.parent.parent / "proto"))
-    if not (root / "agentd" / "v1").is_dir():
-        raise SystemExit(f"agentd protos not found under {root}; set AGENTD_PROTO_DIR")
-    return root
+    candidates = (
+        [Path(os.environ["AGENTD_PROTO_DIR"])]
+        if os.environ.get("AGENTD_PROTO_DIR")
+        else [HERE / "proto", HERE.parent.parent / "proto"]
+    )
+    for root in candidates:
+        if (root / "agentd" / "v1").is_dir():
+            return root
+    raise SystemExit(
+        f"agentd protos not found under {', '.join(map(str, candidates))}; set AGENTD_PROTO_DIR"
+    )
 
 
 def generate(out: Path) -> None:
@@ -58,4 +69,17 @@ class BuildWithStubs(build_py):
         generate(Path(self.build_lib))
 
 
-setup(cmdclass={"build_py": BuildWithStubs})
+class SdistWithProtos(sdist):
+    """Puts the .proto files the stubs are generated from into the source
+    distribution, under proto/, so that building it needs no checkout."""
+
+    def make_release_tree(self, base_dir, files):
+        super().make_release_tree(base_dir, files)
+        source = proto_dir() / "agentd" / "v1"
+        target = Path(base_dir) / "proto" / "agentd" / "v1"
+        target.mkdir(parents=True, exist_ok=True)
+        for proto in sorted(source.glob("*.proto")):
+            shutil.copy2(proto, target / proto.name)
+
+
+setup(cmdclass={"build_py": BuildWithStubs, "sdist": SdistWithProtos})

@@ -8,7 +8,17 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{ResponseStream, not_built};
 use crate::error::Engine;
 use crate::pb::v1::agent_service_server::{AgentService, AgentServiceServer};
-use crate::pb::v1::*;
+use crate::pb::v1::{
+    CancelTaskRequest, CancelTaskResponse, CreateSwarmRequest, CreateSwarmResponse,
+    DeleteSpecRequest, DeleteSpecResponse, DissolveSwarmRequest, DissolveSwarmResponse,
+    GetAgentRequest, GetAgentResponse, GetSpecRequest, GetSpecResponse, GetSwarmRequest,
+    GetSwarmResponse, GetTaskRequest, GetTaskResponse, ListAgentsRequest, ListAgentsResponse,
+    ListEventsRequest, ListEventsResponse, ListSpecsRequest, ListSpecsResponse, ListSwarmsRequest,
+    ListSwarmsResponse, ListTasksRequest, ListTasksResponse, RegisterSpecRequest,
+    RegisterSpecResponse, SpawnBatchRequest, SpawnBatchResponse, SpawnRequest, SpawnResponse,
+    StopAgentRequest, StopAgentResponse, SubmitTaskRequest, SubmitTaskResponse, WatchEventsRequest,
+    WatchEventsResponse, WatchTaskRequest, WatchTaskResponse, WorkRequest, WorkResponse,
+};
 
 type Server = AgentServiceServer<AgentApi>;
 const ENGINE: Engine = Engine::Agents;

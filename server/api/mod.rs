@@ -1,22 +1,25 @@
 //! The gRPC face of agentd: one tonic service per engine.
 //!
-//! Each handler reads the same way: validate the request, convert it from
-//! protobuf to domain types, call the engine, convert the answer back. Domain
-//! errors become statuses through the single `From<Error> for Status` in
-//! [`error`]. Nothing outside this module sees tonic or generated types.
+//! Each handler reads the same way: name the resource the call is about
+//! ([`rpc::Rpc`]), convert the request to domain types ([`convert`]), call
+//! the engine (which validates against its limits), convert the answer
+//! back, and answer through the `Rpc`, which records the status code on the
+//! call's span. Domain errors become statuses through the single
+//! `From<Error> for Status` in [`error`]. Nothing outside this module (and
+//! the server's wiring) sees tonic or generated types.
 //!
 //! RPCs whose engine is not built yet answer `UNIMPLEMENTED` with a message
 //! naming the engine (see [`not_built`]): a client can tell "not there yet"
 //! from a failure, and never receives a fake success.
 
-pub mod agents;
-pub mod convert;
-pub mod embedding;
-pub mod error;
-pub mod memory;
-pub mod message_limit;
-pub mod query;
-pub mod query_convert;
+pub(crate) mod agents;
+pub(crate) mod convert;
+pub(crate) mod embedding;
+pub(crate) mod error;
+pub(crate) mod memory;
+pub(crate) mod message_limit;
+pub(crate) mod query;
+pub(crate) mod rpc;
 
 use std::pin::Pin;
 

@@ -1,5 +1,5 @@
-//! `agentd.v1.QueryControlService`: validate, convert, call the query
-//! engine, convert back.
+//! `agentd.v1.QueryControlService`: convert, call the query engine,
+//! convert back (conversions in [`super::convert::query`]).
 //!
 //! A Session stream is two halves: a task reads the client's commands and
 //! hands them to the engine (a refused command becomes a
@@ -8,22 +8,23 @@
 //! belongs to the engine, not to the stream: when the client goes away the
 //! query runs on (Attach finds it) unless `terminate_on_disconnect` was set.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ResponseStream;
+use super::convert::query::{SessionStart, event, info, state_filter};
+use super::rpc::Rpc;
+use crate::error::Error;
+use crate::pb::v1 as pb;
+use crate::pb::v1::query_control_service_server::QueryControlService;
+use crate::pb::v1::session_request::Command;
+use crate::query::{ChatMessage, EventKind, QueryEngine, QueryError};
 
 /// How long a Session stream stays open after its final event for the
 /// client to half-close its side.
-const HALF_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-use super::query_convert::{self as convert, message_from, reason_from, start_from};
-use crate::error::Error;
-use crate::pb::v1::query_control_service_server::QueryControlService;
-use crate::pb::v1::session_request::Command;
-use crate::pb::v1::*;
-use crate::query::QueryEngine;
-use crate::query::events::{EventKind, QueryError};
-use crate::query::types::Role;
+const HALF_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The QueryControlService handlers.
 #[derive(Debug, Clone)]
@@ -38,93 +39,90 @@ impl QueryApi {
     }
 }
 
-/// Runs a closure when dropped: how a response stream learns that its
-/// client went away.
-struct OnDrop<F: FnOnce()>(Option<F>);
-
-impl<F: FnOnce()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
-/// Applies one command of a Session stream to query `id`.
+/// Applies one command of a Session stream to query `id`. Field paths
+/// name the command (`terminate.reason`), as the stream's messages do.
 async fn apply(engine: &QueryEngine, id: &str, command: Option<Command>) -> Result<(), Error> {
     match command {
         None => Err(Error::invalid("command", "must be set")),
         Some(Command::Start(_)) => Err(Error::WrongState(format!(
             "this stream already started query {id}; open another stream for another query"
         ))),
-        Some(Command::Pause(_)) => engine.pause(id).await.map(drop),
-        Some(Command::Resume(r)) => {
-            let model = (!r.model.is_empty()).then_some(r.model);
+        Some(Command::Pause(pb::PauseCommand {})) => engine.pause(id).await.map(drop),
+        Some(Command::Resume(pb::ResumeCommand { model })) => {
+            let model = (!model.is_empty()).then_some(model);
             engine.resume(id, model).await.map(drop)
         }
-        Some(Command::SwitchModel(s)) => {
-            if s.model.is_empty() {
-                return Err(Error::invalid(
-                    "switch_model.model",
-                    "must name a model alias",
-                ));
-            }
-            engine.switch_model(id, s.model).await.map(drop)
+        Some(Command::SwitchModel(pb::SwitchModelCommand { model })) => engine
+            .switch_model(id, model)
+            .await
+            .map(drop)
+            .map_err(|e| e.within("switch_model")),
+        Some(Command::Inject(pb::InjectCommand { message })) => {
+            let inject = async {
+                let message = ChatMessage::try_from(message.unwrap_or_default())
+                    .map_err(|e| e.within("message"))?;
+                engine.inject(id, message).await.map(drop)
+            };
+            inject.await.map_err(|e| e.within("inject"))
         }
-        Some(Command::Inject(i)) => {
-            let message = message_from(
-                i.message.unwrap_or_default(),
-                "inject.message",
-                &[Role::User, Role::System],
-            )?;
-            engine.inject(id, message).await.map(drop)
-        }
-        Some(Command::Terminate(t)) => {
-            let reason = reason_from(t.reason, "terminate.reason")?;
-            engine.terminate(id, reason).await.map(drop)
-        }
+        Some(Command::Terminate(pb::TerminateCommand { reason })) => engine
+            .terminate(id, reason)
+            .await
+            .map(drop)
+            .map_err(|e| e.within("terminate")),
     }
-}
-
-fn required_model(model: String, field: &str) -> Result<String, Status> {
-    if model.is_empty() {
-        return Err(Error::invalid(field, "must name a model alias").into());
-    }
-    Ok(model)
 }
 
 #[tonic::async_trait]
 impl QueryControlService for QueryApi {
-    type SessionStream = ResponseStream<SessionResponse>;
+    type SessionStream = ResponseStream<pb::SessionResponse>;
 
     async fn session(
         &self,
-        request: Request<Streaming<SessionRequest>>,
+        request: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut incoming = request.into_inner();
-        let first = incoming.message().await?.ok_or_else(|| {
-            Status::from(Error::invalid(
-                "command",
-                "a Session stream must start with a start command",
-            ))
-        })?;
-        let Some(Command::Start(start)) = first.command else {
-            return Err(Error::invalid(
-                "command",
-                "the first message of a Session stream must be start",
-            )
-            .into());
+        let rpc = Rpc::begin();
+        let started = async {
+            let first = incoming.message().await?.ok_or_else(|| {
+                Error::invalid(
+                    "command",
+                    "a Session stream must start with a start command",
+                )
+            })?;
+            let Some(Command::Start(start)) = first.command else {
+                return Err(Error::invalid(
+                    "command",
+                    "the first message of a Session stream must be start",
+                )
+                .into());
+            };
+            let SessionStart {
+                query,
+                terminate_on_disconnect,
+            } = SessionStart::try_from(start).map_err(|e| e.within("start"))?;
+            let query = self
+                .engine
+                .start(query)
+                .await
+                .map_err(|e| e.within("start"))?;
+            Ok::<_, Status>((query, terminate_on_disconnect))
+        }
+        .await;
+        let (query, terminate_on_disconnect) = match started {
+            Ok(started) => started,
+            Err(status) => return rpc.unary(Err(status)),
         };
-        let terminate_on_disconnect = start.terminate_on_disconnect;
-        let query = self.engine.start(start_from(start)?).await?;
         let id = query.id();
+        rpc.record_resource("query", &id);
 
         let engine = self.engine.clone();
         let (commands_id, commands_query) = (id.clone(), query.clone());
         let (half_closed_tx, half_closed) = tokio::sync::oneshot::channel::<()>();
         let commands = tokio::spawn(async move {
             while let Ok(Some(message)) = incoming.message().await {
-                if let Err(e) = apply(&engine, &commands_id, message.command).await {
+                let pb::SessionRequest { command } = message;
+                if let Err(e) = apply(&engine, &commands_id, command).await {
                     let error = QueryError::from(&e);
                     commands_query.push_unless_finished(EventKind::CommandRejected { error });
                 }
@@ -133,7 +131,7 @@ impl QueryControlService for QueryApi {
         });
         let engine = self.engine.clone();
         let guard_id = id.clone();
-        let guard = OnDrop(Some(move || {
+        let on_drop = Box::new(move || {
             commands.abort();
             if terminate_on_disconnect {
                 tokio::spawn(async move {
@@ -142,151 +140,171 @@ impl QueryControlService for QueryApi {
                         .await;
                 });
             }
-        }));
+        });
         // After the final event, hold the stream open until the client
         // half-closes its side (bounded): ending a stream whose request side
         // is still open makes the server reset it (RST_STREAM NO_ERROR), and
         // Node's HTTP/2 client then sometimes fails the whole call with
         // "Premature close" although every event arrived.
-        // The disconnect guard lives in this tail, which is dropped last
-        // (or with the whole stream when the client goes away).
         let half_closed = futures::stream::once(async move {
-            let _keep = guard;
             let _ = tokio::time::timeout(HALF_CLOSE_GRACE, half_closed).await;
         })
         .filter_map(|()| std::future::ready(None));
         let events = query
             .follow(0)
             .map(move |e| {
-                Ok(SessionResponse {
-                    event: Some(convert::event(&id, e)),
+                Ok(pb::SessionResponse {
+                    event: Some(event(&id, e)),
                 })
             })
             .chain(half_closed);
-        Ok(Response::new(Box::pin(events)))
+        rpc.stream(events, Some(on_drop))
     }
 
-    type AttachStream = ResponseStream<AttachResponse>;
+    type AttachStream = ResponseStream<pb::AttachResponse>;
 
     async fn attach(
         &self,
-        request: Request<AttachRequest>,
+        request: Request<pb::AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let r = request.into_inner();
-        let events = self.engine.attach(&r.query_id, r.from_seq).await?;
-        let id = r.query_id;
+        let pb::AttachRequest { query_id, from_seq } = request.into_inner();
+        let rpc = Rpc::about("query", &query_id);
+        let events = match self.engine.attach(&query_id, from_seq).await {
+            Ok(events) => events,
+            Err(e) => return rpc.unary(Err(e.into())),
+        };
         let events = events.map(move |e| {
-            Ok(AttachResponse {
-                event: Some(convert::event(&id, e)),
+            Ok(pb::AttachResponse {
+                event: Some(event(&query_id, e)),
             })
         });
-        Ok(Response::new(Box::pin(events)))
+        rpc.stream(events, None)
     }
 
     async fn pause(
         &self,
-        request: Request<PauseRequest>,
-    ) -> Result<Response<PauseResponse>, Status> {
-        let seq = self.engine.pause(&request.into_inner().query_id).await?;
-        Ok(Response::new(PauseResponse { seq }))
+        request: Request<pb::PauseRequest>,
+    ) -> Result<Response<pb::PauseResponse>, Status> {
+        let pb::PauseRequest { query_id } = request.into_inner();
+        let rpc = Rpc::about("query", &query_id);
+        rpc.unary(
+            async {
+                let seq = self.engine.pause(&query_id).await?;
+                Ok(pb::PauseResponse { seq })
+            }
+            .await,
+        )
     }
 
     async fn resume(
         &self,
-        request: Request<ResumeRequest>,
-    ) -> Result<Response<ResumeResponse>, Status> {
-        let r = request.into_inner();
-        let model = (!r.model.is_empty()).then_some(r.model);
-        let model = self.engine.resume(&r.query_id, model).await?;
-        Ok(Response::new(ResumeResponse { model }))
+        request: Request<pb::ResumeRequest>,
+    ) -> Result<Response<pb::ResumeResponse>, Status> {
+        let pb::ResumeRequest { query_id, model } = request.into_inner();
+        let rpc = Rpc::about("query", &query_id);
+        rpc.unary(
+            async {
+                let model = (!model.is_empty()).then_some(model);
+                let model = self.engine.resume(&query_id, model).await?;
+                Ok(pb::ResumeResponse { model })
+            }
+            .await,
+        )
     }
 
     async fn switch_model(
         &self,
-        request: Request<SwitchModelRequest>,
-    ) -> Result<Response<SwitchModelResponse>, Status> {
-        let r = request.into_inner();
-        let model = required_model(r.model, "model")?;
-        let (from_model, seq) = self.engine.switch_model(&r.query_id, model).await?;
-        Ok(Response::new(SwitchModelResponse { from_model, seq }))
+        request: Request<pb::SwitchModelRequest>,
+    ) -> Result<Response<pb::SwitchModelResponse>, Status> {
+        let pb::SwitchModelRequest { query_id, model } = request.into_inner();
+        let rpc = Rpc::about("query", &query_id);
+        rpc.unary(
+            async {
+                let switched = self.engine.switch_model(&query_id, model).await?;
+                let crate::query::Switched { from_model, seq } = switched;
+                Ok(pb::SwitchModelResponse { from_model, seq })
+            }
+            .await,
+        )
     }
 
     async fn terminate(
         &self,
-        request: Request<TerminateRequest>,
-    ) -> Result<Response<TerminateResponse>, Status> {
-        let r = request.into_inner();
-        let reason = reason_from(r.reason, "reason")?;
-        let seq = self.engine.terminate(&r.query_id, reason).await?;
-        Ok(Response::new(TerminateResponse { seq }))
+        request: Request<pb::TerminateRequest>,
+    ) -> Result<Response<pb::TerminateResponse>, Status> {
+        let pb::TerminateRequest { query_id, reason } = request.into_inner();
+        let rpc = Rpc::about("query", &query_id);
+        rpc.unary(
+            async {
+                let seq = self.engine.terminate(&query_id, reason).await?;
+                Ok(pb::TerminateResponse { seq })
+            }
+            .await,
+        )
     }
 
     async fn get_query(
         &self,
-        request: Request<GetQueryRequest>,
-    ) -> Result<Response<GetQueryResponse>, Status> {
-        let r = request.into_inner();
-        let (info, text) = self.engine.get(&r.query_id).await?;
-        let text = r.include_text.then_some(text);
-        Ok(Response::new(GetQueryResponse {
-            query: Some(convert::info(info, text)),
-        }))
+        request: Request<pb::GetQueryRequest>,
+    ) -> Result<Response<pb::GetQueryResponse>, Status> {
+        let pb::GetQueryRequest {
+            query_id,
+            include_text,
+        } = request.into_inner();
+        let rpc = Rpc::about("query", &query_id);
+        rpc.unary(
+            async {
+                let found = self.engine.get(&query_id).await?;
+                let text = include_text.then_some(found.text);
+                Ok(pb::GetQueryResponse {
+                    query: Some(info(found.info, text)),
+                })
+            }
+            .await,
+        )
     }
 
     async fn list_queries(
         &self,
-        request: Request<ListQueriesRequest>,
-    ) -> Result<Response<ListQueriesResponse>, Status> {
-        let r = request.into_inner();
-        let state = convert::state_filter(r.state)?;
-        let max = crate::query::engine::MAX_PAGE_SIZE;
-        let page_size = match r.page_size as usize {
-            0 => 100,
-            n if n > max => {
-                return Err(
-                    Error::invalid("page_size", format!("must be at most {max}, got {n}")).into(),
-                );
+        request: Request<pb::ListQueriesRequest>,
+    ) -> Result<Response<pb::ListQueriesResponse>, Status> {
+        let pb::ListQueriesRequest {
+            state,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let rpc = Rpc::begin();
+        rpc.unary(
+            async {
+                let state = state_filter(state)?;
+                let page = self
+                    .engine
+                    .list(state, page_size as usize, &page_token)
+                    .await?;
+                Ok(pb::ListQueriesResponse {
+                    queries: page.items.into_iter().map(|i| info(i, None)).collect(),
+                    next_page_token: page.next_page_token,
+                })
             }
-            n => n,
-        };
-        let (queries, next) = self.engine.list(state, page_size, &r.page_token).await?;
-        Ok(Response::new(ListQueriesResponse {
-            queries: queries
-                .into_iter()
-                .map(|i| convert::info(i, None))
-                .collect(),
-            next_page_token: next.unwrap_or_default(),
-        }))
+            .await,
+        )
     }
 
     async fn get_query_stats(
         &self,
-        _: Request<GetQueryStatsRequest>,
-    ) -> Result<Response<GetQueryStatsResponse>, Status> {
-        let s = self.engine.stats();
-        Ok(Response::new(GetQueryStatsResponse {
-            running: s.running,
-            paused: s.paused,
-            started: s.started,
-            exact_cache_hits: s.exact_hits,
-            exact_cache_misses: s.exact_misses,
-            semantic_cache_hits: s.semantic_hits,
-            semantic_cache_misses: s.semantic_misses,
-            cache_hit_rate: s.hit_rate(),
-        }))
+        request: Request<pb::GetQueryStatsRequest>,
+    ) -> Result<Response<pb::GetQueryStatsResponse>, Status> {
+        let pb::GetQueryStatsRequest {} = request.into_inner();
+        Rpc::begin().unary(Ok(self.engine.stats().into()))
     }
 
     async fn list_query_models(
         &self,
-        _: Request<ListQueryModelsRequest>,
-    ) -> Result<Response<ListQueryModelsResponse>, Status> {
-        Ok(Response::new(ListQueryModelsResponse {
-            models: self
-                .engine
-                .models()
-                .into_iter()
-                .map(convert::model)
-                .collect(),
+        request: Request<pb::ListQueryModelsRequest>,
+    ) -> Result<Response<pb::ListQueryModelsResponse>, Status> {
+        let pb::ListQueryModelsRequest {} = request.into_inner();
+        Rpc::begin().unary(Ok(pb::ListQueryModelsResponse {
+            models: self.engine.models().into_iter().map(Into::into).collect(),
         }))
     }
 }

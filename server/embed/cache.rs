@@ -89,6 +89,7 @@ impl EmbeddingCache {
     }
 
     /// Entries currently held (approximate while evictions are pending).
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.entries.as_ref().map_or(0, |c| {
             c.run_pending_tasks();
@@ -97,6 +98,7 @@ impl EmbeddingCache {
     }
 
     /// Whether nothing is cached.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

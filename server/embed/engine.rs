@@ -26,7 +26,11 @@ use super::bert::{BertBackend, BertEmbedder};
 use super::cache::{Cached, EmbeddingCache};
 use super::hash::HashEmbedder;
 use super::model::{Embedder, Encoded, ModelInfo, ModelKind, Token};
-use crate::error::{Error, FieldViolation, Result};
+use crate::common::blocking;
+use crate::common::sync::{read, write};
+use crate::common::timing::Timing;
+use crate::common::vector::l2_normalize;
+use crate::error::{Error, Result, Violations};
 
 /// One model to serve.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -67,6 +71,22 @@ pub enum ModelState {
     Ready,
     /// Loading failed, with the reason.
     Failed(String),
+}
+
+impl ModelState {
+    /// Ok when the model `id` can serve; otherwise the one error every
+    /// caller gives: NotReady, saying whether it is loading or failed.
+    pub fn ready(&self, id: &str) -> Result<()> {
+        match self {
+            ModelState::Ready => Ok(()),
+            ModelState::Loading => Err(Error::NotReady(format!(
+                "embedding model {id:?} is still loading"
+            ))),
+            ModelState::Failed(reason) => Err(Error::NotReady(format!(
+                "embedding model {id:?} failed to load: {reason}"
+            ))),
+        }
+    }
 }
 
 /// A model as ListModels reports it.
@@ -123,10 +143,18 @@ pub struct EmbedOutput {
     pub model: String,
     /// One vector per input.
     pub vectors: Vec<Vector>,
-    /// Time spent waiting for a thread.
-    pub queue: Duration,
-    /// Time spent tokenizing and in the forward pass.
-    pub compute: Duration,
+    /// Waiting for the batcher, then the forward pass (zero when every
+    /// input came from the cache).
+    pub timing: Timing,
+}
+
+/// The tokens of a Tokenize call.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    /// The model that tokenized.
+    pub model: ModelInfo,
+    /// The tokens of each input, untruncated.
+    pub texts: Vec<Vec<Token>>,
 }
 
 impl EmbedOutput {
@@ -257,7 +285,7 @@ impl EmbeddingEngine {
                 (ModelState::Failed(e.to_string()), None)
             }
         };
-        let mut slots = self.slots.write().expect("slots lock");
+        let mut slots = write(&self.slots);
         if let Some(slot) = slots.iter_mut().find(|s| s.id == spec.id) {
             slot.state = state.clone();
             slot.loaded = loaded;
@@ -272,14 +300,9 @@ impl EmbeddingEngine {
         self.default_state.subscribe()
     }
 
-    /// The id requests without a model use.
-    pub fn default_model(&self) -> &str {
-        &self.default
-    }
-
     /// Every configured model, the default first.
     pub fn models(&self) -> Vec<ModelStatus> {
-        let slots = self.slots.read().expect("slots lock");
+        let slots = read(&self.slots);
         slots
             .iter()
             .map(|s| {
@@ -312,7 +335,7 @@ impl EmbeddingEngine {
 
     fn loaded(&self, id: &str) -> Result<Arc<Loaded>> {
         let id = if id.is_empty() { &self.default } else { id };
-        let slots = self.slots.read().expect("slots lock");
+        let slots = read(&self.slots);
         let slot = slots
             .iter()
             .find(|s| s.id == id)
@@ -320,15 +343,10 @@ impl EmbeddingEngine {
                 kind: "embedding model",
                 name: id.to_owned(),
             })?;
-        match (&slot.state, &slot.loaded) {
-            (ModelState::Ready, Some(l)) => Ok(Arc::clone(l)),
-            (ModelState::Failed(reason), _) => Err(Error::NotReady(format!(
-                "embedding model {id:?} failed to load: {reason}"
-            ))),
-            _ => Err(Error::NotReady(format!(
-                "embedding model {id:?} is still loading"
-            ))),
-        }
+        slot.state.ready(id)?;
+        slot.loaded.clone().ok_or_else(|| {
+            Error::Internal(format!("embedding model {id:?} is ready but not loaded"))
+        })
     }
 
     fn check_inputs(&self, field: &str, inputs: &[String]) -> Result<()> {
@@ -343,29 +361,22 @@ impl EmbeddingEngine {
                 ),
             ));
         }
-        let mut violations = Vec::new();
+        let mut v = Violations::new();
         for (i, text) in inputs.iter().enumerate() {
             if text.is_empty() {
-                violations.push(FieldViolation::new(
-                    format!("{field}[{i}]"),
-                    "must not be empty",
-                ));
+                v.add(format!("{field}[{i}]"), "must not be empty");
             } else if text.len() > limits.max_input_bytes {
-                violations.push(FieldViolation::new(
+                v.add(
                     format!("{field}[{i}]"),
                     format!(
                         "is {} bytes, more than the limit of {} bytes",
                         text.len(),
                         limits.max_input_bytes
                     ),
-                ));
+                );
             }
         }
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(violations))
-        }
+        v.finish()
     }
 
     /// Embeds `params.inputs`.
@@ -402,6 +413,14 @@ impl EmbeddingEngine {
             (Vec::new(), Duration::ZERO, Duration::ZERO)
         } else {
             let batched = model.batcher.embed(encoded).await?;
+            tracing::debug!(
+                model = %info.id,
+                texts = batched.vectors.len(),
+                shared_with = batched.batch_requests - 1,
+                queue = ?batched.queue,
+                compute = ?batched.compute,
+                "forward pass"
+            );
             (batched.vectors, batched.queue, batched.compute)
         };
 
@@ -443,8 +462,7 @@ impl EmbeddingEngine {
         Ok(EmbedOutput {
             model: info.id,
             vectors,
-            queue,
-            compute,
+            timing: Timing { queue, compute },
         })
     }
 
@@ -465,9 +483,10 @@ impl EmbeddingEngine {
         }
         let texts: Vec<String> = indices.iter().map(|&i| inputs[i].clone()).collect();
         let embedder = Arc::clone(&model.embedder);
-        tokio::task::spawn_blocking(move || texts.iter().map(|t| embedder.encode(t)).collect())
-            .await
-            .map_err(|e| Error::Internal(format!("tokenizing task failed: {e}")))?
+        blocking::run("tokenizing", move || {
+            texts.iter().map(|t| embedder.encode(t)).collect()
+        })
+        .await
     }
 
     /// The tokens of each input.
@@ -476,19 +495,18 @@ impl EmbeddingEngine {
         model: &str,
         inputs: Vec<String>,
         add_special_tokens: bool,
-    ) -> Result<(ModelInfo, Vec<Vec<Token>>)> {
+    ) -> Result<Tokenized> {
         self.check_inputs("inputs", &inputs)?;
         let embedder = Arc::clone(&self.loaded(model)?.embedder);
         let info = embedder.info().clone();
-        let tokens = tokio::task::spawn_blocking(move || {
+        let texts = blocking::run("tokenizing", move || {
             inputs
                 .iter()
                 .map(|t| embedder.tokens(t, add_special_tokens))
                 .collect::<Result<Vec<_>>>()
         })
-        .await
-        .map_err(|e| Error::Internal(format!("tokenize task failed: {e}")))??;
-        Ok((info, tokens))
+        .await?;
+        Ok(Tokenized { model: info, texts })
     }
 }
 
@@ -520,24 +538,14 @@ fn refuse_truncated(
     for (&i, e) in misses.iter().zip(encoded) {
         full_len[i] = e.full_len;
     }
-    let violations: Vec<_> = full_len
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > max)
-        .map(|(i, n)| {
-            FieldViolation::new(
-                format!("inputs[{i}]"),
-                format!(
-                    "has {n} tokens, more than the model's limit of {max}; set truncate to cut it"
-                ),
-            )
-        })
-        .collect();
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(violations))
+    let mut v = Violations::new();
+    for (i, n) in full_len.iter().enumerate().filter(|(_, n)| **n > max) {
+        v.add(
+            format!("inputs[{i}]"),
+            format!("has {n} tokens, more than the model's limit of {max}; set truncate to cut it"),
+        );
     }
+    v.finish()
 }
 
 /// Refuses a `dimensions` the model was not trained to be cut to.
@@ -560,17 +568,6 @@ fn check_dimensions(info: &ModelInfo, d: usize) -> Result<()> {
         "dimensions",
         format!("{d} not allowed: {allowed}"),
     ))
-}
-
-/// Scales `v` to length 1; false (and `v` unchanged) for a zero vector,
-/// which has no direction.
-pub fn l2_normalize(v: &mut [f32]) -> bool {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm == 0.0 {
-        return false;
-    }
-    v.iter_mut().for_each(|x| *x /= norm);
-    true
 }
 
 #[cfg(test)]

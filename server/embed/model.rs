@@ -42,12 +42,7 @@ pub struct Encoded {
     pub text: Arc<str>,
 }
 
-impl Encoded {
-    /// Whether tokens were cut to fit the model's limit.
-    pub fn truncated(&self) -> bool {
-        self.full_len > self.ids.len()
-    }
-}
+impl Encoded {}
 
 /// One token, for the Tokenize RPC.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,10 +12,13 @@ use std::sync::{Arc, Mutex};
 use faiss::{MetricType, index_factory};
 use serde::{Deserialize, Serialize};
 
-use super::kv::now_ms;
-use super::validate::{check_name, decode_token, encode_token, finish, page_size};
-use crate::embed::{EmbeddingEngine, ModelState};
-use crate::error::{Error, FieldViolation, Result};
+use super::validate::check_name;
+use crate::common::blocking::with_store;
+use crate::common::clock::now_ms;
+use crate::common::page::{Page, decode_token, page_size};
+use crate::common::sync::lock;
+use crate::embed::TextEmbedder;
+use crate::error::{Error, Result, Violations};
 use crate::store::{CollectionStore, StoredCollection};
 
 /// Largest vector length.
@@ -162,14 +165,11 @@ impl CollectionDef {
 }
 
 /// Resolves the defaults of `index` and checks its ranges.
-fn resolve_index(index: Option<IndexSpec>, v: &mut Vec<FieldViolation>) -> IndexSpec {
+fn resolve_index(index: Option<IndexSpec>, v: &mut Violations) -> IndexSpec {
     let or = |value: u32, default: u32| if value == 0 { default } else { value };
     let mut range = |field: &str, value: u32, lo: u32, hi: u32| {
         if !(lo..=hi).contains(&value) {
-            v.push(FieldViolation::new(
-                field,
-                format!("must be {lo} to {hi}, got {value}"),
-            ));
+            v.add(field, format!("must be {lo} to {hi}, got {value}"));
         }
     };
     match index.unwrap_or(DEFAULT_HNSW) {
@@ -207,11 +207,7 @@ fn resolve_index(index: Option<IndexSpec>, v: &mut Vec<FieldViolation>) -> Index
 }
 
 /// Resolves the defaults of `quantization` for `dims` and checks its ranges.
-fn resolve_quantization(
-    q: Option<Quantization>,
-    dims: u32,
-    v: &mut Vec<FieldViolation>,
-) -> Quantization {
+fn resolve_quantization(q: Option<Quantization>, dims: u32, v: &mut Violations) -> Quantization {
     match q.unwrap_or(Quantization::None) {
         Quantization::Pq {
             subquantizers,
@@ -228,16 +224,16 @@ fn resolve_quantization(
             };
             let bits = if bits == 0 { 8 } else { bits };
             if dims > 0 && (subquantizers == 0 || !dims.is_multiple_of(subquantizers)) {
-                v.push(FieldViolation::new(
+                v.add(
                     "quantization.pq_subquantizers",
                     format!("must divide dimensions ({dims}), got {subquantizers}"),
-                ));
+                );
             }
             if !(4..=12).contains(&bits) {
-                v.push(FieldViolation::new(
+                v.add(
                     "quantization.pq_bits",
                     format!("must be 4 to 12, got {bits}"),
-                ));
+                );
             }
             Quantization::Pq {
                 subquantizers,
@@ -248,32 +244,11 @@ fn resolve_quantization(
     }
 }
 
-/// What the collections engine needs from the embedding engine.
-pub trait ModelDimensions: Send + Sync + std::fmt::Debug + 'static {
-    /// The vector length of embedding model `id`.
-    fn model_dimensions(&self, id: &str) -> Result<u32>;
-}
-
-impl ModelDimensions for EmbeddingEngine {
-    fn model_dimensions(&self, id: &str) -> Result<u32> {
-        let status = self.model(id)?;
-        match (status.state, status.info) {
-            (ModelState::Ready, Some(info)) => Ok(info.dimensions as u32),
-            (ModelState::Failed(reason), _) => Err(Error::NotReady(format!(
-                "embedding model {id:?} failed to load: {reason}"
-            ))),
-            _ => Err(Error::NotReady(format!(
-                "embedding model {id:?} is still loading"
-            ))),
-        }
-    }
-}
-
 /// The collections engine.
 #[derive(Debug, Clone)]
 pub struct Collections {
     store: Arc<dyn CollectionStore>,
-    models: Option<Arc<dyn ModelDimensions>>,
+    models: Option<Arc<dyn TextEmbedder>>,
     /// Definitions by name for [`Collections::resolve`]: every point write
     /// and search needs one, and definitions never change, so this saves a
     /// store read per call.
@@ -291,7 +266,7 @@ struct Resolved {
 impl Collections {
     /// Collections on `store`; `models` resolves `embedding_model` (None when
     /// the embedding service is disabled).
-    pub fn new(store: Arc<dyn CollectionStore>, models: Option<Arc<dyn ModelDimensions>>) -> Self {
+    pub fn new(store: Arc<dyn CollectionStore>, models: Option<Arc<dyn TextEmbedder>>) -> Self {
         Self {
             store,
             models,
@@ -300,7 +275,7 @@ impl Collections {
     }
 
     fn resolved(&self) -> std::sync::MutexGuard<'_, Resolved> {
-        self.resolved.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.resolved)
     }
 
     /// The collection of that name for the points engine: like
@@ -330,70 +305,54 @@ impl Collections {
         resolved.by_name.remove(name);
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn CollectionStore) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&*store))
-            .await
-            .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
-    }
-
     /// Validates `p`, resolves its defaults, checks that faiss can build the
     /// index, and stores the collection.
     pub async fn create(&self, p: CreateParams) -> Result<Collection> {
-        let mut v = Vec::new();
+        let mut v = Violations::new();
         check_name("name", &p.name, &mut v);
         let metric = p.metric.unwrap_or_else(|| {
-            v.push(FieldViolation::new(
-                "metric",
-                "is required: cosine, dot or l2",
-            ));
+            v.add("metric", "is required: cosine, dot or l2");
             Metric::Cosine
         });
         let embedding_model = (!p.embedding_model.is_empty()).then(|| p.embedding_model.clone());
         let mut dimensions = p.dimensions;
         if let Some(model) = &embedding_model {
             match &self.models {
-                None => v.push(FieldViolation::new(
+                None => v.add(
                     "embedding_model",
                     "the embedding service is disabled on this server",
-                )),
-                Some(models) => match models.model_dimensions(model) {
+                ),
+                Some(models) => match models.dimensions(model) {
                     Ok(d) if dimensions == 0 => dimensions = d,
-                    Ok(d) if d != dimensions => v.push(FieldViolation::new(
+                    Ok(d) if d != dimensions => v.add(
                         "dimensions",
                         format!("is {dimensions}, but embedding model {model:?} makes {d}-dimensional vectors"),
-                    )),
+                    ),
                     Ok(_) => {}
-                    Err(Error::NotFound { .. }) => v.push(FieldViolation::new(
+                    Err(Error::NotFound { .. }) => v.add(
                         "embedding_model",
                         format!("unknown model {model:?} (see EmbeddingService.ListModels)"),
-                    )),
+                    ),
                     Err(other) => return Err(other),
                 },
             }
         }
         if !(1..=MAX_DIMENSIONS).contains(&dimensions) {
-            v.push(FieldViolation::new(
+            v.add(
                 "dimensions",
                 format!(
                     "must be 1 to {MAX_DIMENSIONS} (or 0 with an embedding_model), got {dimensions}"
                 ),
-            ));
+            );
         }
         if let Some(t) = p.dedup_threshold
             && !(t > 0.0 && t <= 1.0)
         {
-            v.push(FieldViolation::new(
-                "dedup_threshold",
-                format!("must be in (0, 1], got {t}"),
-            ));
+            v.add("dedup_threshold", format!("must be in (0, 1], got {t}"));
         }
         let index = resolve_index(p.index, &mut v);
         let quantization = resolve_quantization(p.quantization, dimensions, &mut v);
-        finish(v)?;
+        v.finish()?;
 
         let def = CollectionDef {
             name: p.name,
@@ -406,10 +365,10 @@ impl Collections {
         };
         let factory = def.factory();
         index_factory(dimensions, &factory, def.faiss_metric()).map_err(|e| {
-            Error::InvalidArgument(vec![FieldViolation::new(
+            Error::invalid(
                 "index",
                 format!("faiss cannot build {factory:?} for {dimensions} dimensions: {e}"),
-            )])
+            )
         })?;
 
         let stored = StoredCollection {
@@ -421,7 +380,7 @@ impl Collections {
         };
         let created_at = stored.created_at;
         let name = stored.name.clone();
-        let created = self.blocking(move |s| s.create_collection(&stored)).await;
+        let created = with_store(&self.store, move |s| s.create_collection(&stored)).await;
         self.invalidate(&name);
         created?;
         Ok(Collection {
@@ -433,10 +392,10 @@ impl Collections {
 
     /// The collection of that name.
     pub async fn get(&self, name: String) -> Result<Collection> {
-        let mut v = Vec::new();
+        let mut v = Violations::new();
         check_name("name", &name, &mut v);
-        finish(v)?;
-        let found = self.blocking({
+        v.finish()?;
+        let found = with_store(&self.store, {
             let name = name.clone();
             move |s| s.get_collection(&name)
         });
@@ -449,12 +408,8 @@ impl Collections {
         }
     }
 
-    /// One page of collections in name order, and the next page's token.
-    pub async fn list(
-        &self,
-        requested: usize,
-        page_token: String,
-    ) -> Result<(Vec<Collection>, String)> {
+    /// One page of collections in name order.
+    pub async fn list(&self, requested: usize, page_token: String) -> Result<Page<Collection>> {
         let after = if page_token.is_empty() {
             None
         } else {
@@ -466,32 +421,27 @@ impl Collections {
             })?)
         };
         let limit = page_size(requested);
-        let mut rows = self
-            .blocking(move |s| s.list_collections(after.as_deref(), limit + 1))
-            .await?;
-        let next = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last()
-                .map(|c| encode_token(&c.name))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let collections = rows.into_iter().map(decode).collect::<Result<Vec<_>>>()?;
-        Ok((collections, next))
+        let rows = with_store(&self.store, move |s| {
+            s.list_collections(after.as_deref(), limit + 1)
+        })
+        .await?;
+        let page = Page::from_rows(rows, limit, |c| c.name.clone());
+        Ok(Page {
+            items: page.items.into_iter().map(decode).collect::<Result<_>>()?,
+            next_page_token: page.next_page_token,
+        })
     }
 
     /// Deletes the collection; false when there was none.
     pub async fn delete(&self, name: String) -> Result<bool> {
-        let mut v = Vec::new();
+        let mut v = Violations::new();
         check_name("name", &name, &mut v);
-        finish(v)?;
-        let deleted = self
-            .blocking({
-                let name = name.clone();
-                move |s| s.delete_collection(&name)
-            })
-            .await;
+        v.finish()?;
+        let deleted = with_store(&self.store, {
+            let name = name.clone();
+            move |s| s.delete_collection(&name)
+        })
+        .await;
         self.invalidate(&name);
         deleted
     }

@@ -17,7 +17,7 @@
 
 use serde_json::Value;
 
-use crate::error::{Error, FieldViolation, Result};
+use crate::error::Violations;
 
 /// Deepest nesting of compound filters.
 pub const MAX_DEPTH: usize = 8;
@@ -128,54 +128,42 @@ impl Filter {
 
     /// Checks sizes, nesting and bounds; `field` is where the filter sits in
     /// the request (e.g. "filter"), so violations name the exact path.
-    pub fn validate(&self, field: &str) -> Result<()> {
-        let mut violations = Vec::new();
-        self.check(field, 1, &mut violations);
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(violations))
-        }
+    pub fn validate(&self, field: &str, v: &mut Violations) {
+        self.check(field, 1, v);
     }
 
-    fn check(&self, path: &str, depth: usize, out: &mut Vec<FieldViolation>) {
+    fn check(&self, path: &str, depth: usize, out: &mut Violations) {
         if depth > MAX_DEPTH {
-            out.push(FieldViolation::new(
-                path,
-                format!("filters nest at most {MAX_DEPTH} deep"),
-            ));
+            out.add(path, format!("filters nest at most {MAX_DEPTH} deep"));
             return;
         }
         let (name, children) = match self {
             Filter::Field { key, condition } => {
                 if key.is_empty() || key.split('.').any(str::is_empty) {
-                    out.push(FieldViolation::new(
+                    out.add(
                         format!("{path}.field.key"),
                         format!("must be a dotted path of non-empty names, got {key:?}"),
-                    ));
+                    );
                 }
                 match condition {
                     Condition::In(values) if values.is_empty() || values.len() > MAX_IN_VALUES => {
-                        out.push(FieldViolation::new(
+                        out.add(
                             format!("{path}.field.in_values"),
                             format!(
                                 "must hold 1 to {MAX_IN_VALUES} values, got {}",
                                 values.len()
                             ),
-                        ));
+                        );
                     }
                     Condition::Range(r) => {
                         let bounds = [r.gt, r.gte, r.lt, r.lte];
                         if bounds.iter().all(Option::is_none) {
-                            out.push(FieldViolation::new(
-                                format!("{path}.field.range"),
-                                "needs at least one bound",
-                            ));
+                            out.add(format!("{path}.field.range"), "needs at least one bound");
                         } else if bounds.iter().flatten().any(|b| !b.is_finite()) {
-                            out.push(FieldViolation::new(
+                            out.add(
                                 format!("{path}.field.range"),
                                 "bounds must be finite numbers",
-                            ));
+                            );
                         }
                     }
                     _ => {}
@@ -187,13 +175,13 @@ impl Filter {
             Filter::NoneOf(c) => ("none_of", c),
         };
         if children.is_empty() || children.len() > MAX_CHILDREN {
-            out.push(FieldViolation::new(
+            out.add(
                 format!("{path}.{name}"),
                 format!(
                     "must hold 1 to {MAX_CHILDREN} filters, got {}",
                     children.len()
                 ),
-            ));
+            );
         }
         for (i, child) in children.iter().enumerate() {
             child.check(&format!("{path}.{name}.filters[{i}]"), depth + 1, out);
@@ -206,6 +194,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::error::Error;
+
+    fn check(f: &Filter) -> crate::error::Result<()> {
+        let mut violations = Violations::new();
+        f.validate("filter", &mut violations);
+        violations.finish()
+    }
 
     fn field(key: &str, condition: Condition) -> Filter {
         Filter::Field {
@@ -292,7 +287,7 @@ mod tests {
             field("a..b", Condition::Range(Range::default())),
             field("x", Condition::In(vec![])),
         ]);
-        let Err(Error::InvalidArgument(v)) = bad.validate("filter") else {
+        let Err(Error::InvalidArgument(v)) = check(&bad) else {
             panic!("expected InvalidArgument")
         };
         let paths: Vec<&str> = v.iter().map(|f| f.field.as_str()).collect();
@@ -310,7 +305,7 @@ mod tests {
             deep = Filter::AllOf(vec![deep]);
         }
         assert!(
-            deep.validate("filter")
+            check(&deep)
                 .unwrap_err()
                 .to_string()
                 .contains("nest at most")
@@ -322,6 +317,6 @@ mod tests {
                 ..Range::default()
             }),
         );
-        assert!(nan.validate("filter").is_err());
+        assert!(check(&nan).is_err());
     }
 }

@@ -112,11 +112,6 @@ impl IdTable {
         self.live
     }
 
-    /// True when no label has an id.
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.entries.capacity() * std::mem::size_of::<Entry>() + self.arena.capacity()

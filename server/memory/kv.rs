@@ -7,10 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use super::validate::{check_name, decode_token, encode_token, finish, page_size};
-use crate::error::{Error, FieldViolation, Result};
+use super::validate::check_name;
+use crate::common::blocking::with_store;
+use crate::common::clock::now_ms;
+use crate::common::page::{Page, decode_token, page_size};
+use crate::error::{Error, Result, Violations};
 use crate::store::{KvEntry, KvListQuery, KvStore, KvWrite};
 
 /// Longest key.
@@ -62,13 +65,54 @@ pub struct ListParams {
     pub include_values: bool,
 }
 
-/// One page of entries.
-#[derive(Debug, Clone)]
-pub struct Page {
-    /// Entries in key order.
-    pub entries: Vec<KvEntry>,
-    /// Token for the next page; empty on the last.
-    pub next_page_token: String,
+/// One entry as the engine returns it. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Namespace.
+    pub namespace: String,
+    /// Key within the namespace.
+    pub key: String,
+    /// The value (empty when listed without values).
+    pub value: Vec<u8>,
+    /// MIME type given at write.
+    pub content_type: String,
+    /// Free-form metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// 1 for a new key, +1 per write.
+    pub version: u64,
+    /// First write of the key (since it last did not exist).
+    pub created_at: i64,
+    /// Latest write.
+    pub updated_at: i64,
+    /// When it expires, if ever.
+    pub expires_at: Option<i64>,
+}
+
+impl From<KvEntry> for Entry {
+    fn from(e: KvEntry) -> Self {
+        let KvEntry {
+            namespace,
+            key,
+            value,
+            content_type,
+            metadata,
+            version,
+            created_at,
+            updated_at,
+            expires_at,
+        } = e;
+        Entry {
+            namespace,
+            key,
+            value,
+            content_type,
+            metadata,
+            version,
+            created_at,
+            updated_at,
+            expires_at,
+        }
+    }
 }
 
 /// The key-value memory engine.
@@ -77,23 +121,16 @@ pub struct KvMemory {
     store: Arc<dyn KvStore>,
 }
 
-/// Current time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+fn check_namespace(namespace: &str, v: &mut Violations) {
+    check_name("namespace", namespace, v);
 }
 
-fn check_namespace(namespace: &str, out: &mut Vec<FieldViolation>) {
-    check_name("namespace", namespace, out);
-}
-
-fn check_key(key: &str, out: &mut Vec<FieldViolation>) {
+fn check_key(key: &str, v: &mut Violations) {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        out.push(FieldViolation::new(
+        v.add(
             "key",
             format!("must be 1 to {MAX_KEY_BYTES} bytes, got {}", key.len()),
-        ));
+        );
     }
 }
 
@@ -103,63 +140,53 @@ impl KvMemory {
         Self { store }
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&dyn KvStore) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&*store))
-            .await
-            .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
-    }
-
     /// Writes an entry; returns it as stored.
-    pub async fn put(&self, p: PutParams) -> Result<KvEntry> {
-        let mut v = Vec::new();
+    pub async fn put(&self, p: PutParams) -> Result<Entry> {
+        let mut v = Violations::new();
         check_namespace(&p.namespace, &mut v);
         check_key(&p.key, &mut v);
         if p.value.len() > MAX_VALUE_BYTES {
-            v.push(FieldViolation::new(
+            v.add(
                 "value",
                 format!(
                     "is {} bytes, more than the limit of {MAX_VALUE_BYTES}",
                     p.value.len()
                 ),
-            ));
+            );
         }
         if p.content_type.len() > MAX_CONTENT_TYPE_BYTES {
-            v.push(FieldViolation::new(
+            v.add(
                 "content_type",
                 format!("must be at most {MAX_CONTENT_TYPE_BYTES} bytes"),
-            ));
+            );
         }
         if p.metadata.len() > MAX_METADATA_ENTRIES {
-            v.push(FieldViolation::new(
+            v.add(
                 "metadata",
                 format!(
                     "has {} entries, more than {MAX_METADATA_ENTRIES}",
                     p.metadata.len()
                 ),
-            ));
+            );
         }
         for (k, val) in &p.metadata {
             if k.is_empty() || k.len() > MAX_METADATA_BYTES || val.len() > MAX_METADATA_BYTES {
-                v.push(FieldViolation::new(
+                v.add(
                     format!("metadata[{k:?}]"),
                     format!("keys must be 1 to {MAX_METADATA_BYTES} bytes and values at most {MAX_METADATA_BYTES}"),
-                ));
+                );
             }
         }
         let ttl = p.ttl.filter(|t| !t.is_zero());
         if let Some(t) = ttl
             && (t < MIN_TTL || t > MAX_TTL)
         {
-            v.push(FieldViolation::new(
+            v.add(
                 "ttl",
                 format!("must be at least 1s and at most 100 years, got {t:?}"),
-            ));
+            );
         }
-        finish(v)?;
+        v.finish()?;
         let now = now_ms();
         let expires_at =
             ttl.map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
@@ -172,19 +199,20 @@ impl KvMemory {
             expires_at,
         };
         let if_version = p.if_version;
-        self.blocking(move |s| s.kv_put(write, if_version, now))
-            .await
+        let stored = with_store(&self.store, move |s| s.kv_put(write, if_version, now)).await?;
+        Ok(stored.into())
     }
 
     /// Reads an entry; NotFound when absent or expired.
-    pub async fn get(&self, namespace: String, key: String) -> Result<KvEntry> {
-        let mut v = Vec::new();
+    pub async fn get(&self, namespace: String, key: String) -> Result<Entry> {
+        let mut v = Violations::new();
         check_namespace(&namespace, &mut v);
         check_key(&key, &mut v);
-        finish(v)?;
+        v.finish()?;
         let name = format!("{namespace}/{key}");
-        self.blocking(move |s| s.kv_get(&namespace, &key, now_ms()))
+        with_store(&self.store, move |s| s.kv_get(&namespace, &key, now_ms()))
             .await?
+            .map(Entry::from)
             .ok_or(Error::NotFound { kind: "key", name })
     }
 
@@ -195,23 +223,22 @@ impl KvMemory {
         key: String,
         if_version: Option<u64>,
     ) -> Result<bool> {
-        let mut v = Vec::new();
+        let mut v = Violations::new();
         check_namespace(&namespace, &mut v);
         check_key(&key, &mut v);
-        finish(v)?;
-        self.blocking(move |s| s.kv_delete(&namespace, &key, if_version, now_ms()))
-            .await
+        v.finish()?;
+        with_store(&self.store, move |s| {
+            s.kv_delete(&namespace, &key, if_version, now_ms())
+        })
+        .await
     }
 
     /// One page of a namespace's entries in key order.
-    pub async fn list(&self, p: ListParams) -> Result<Page> {
-        let mut v = Vec::new();
+    pub async fn list(&self, p: ListParams) -> Result<Page<Entry>> {
+        let mut v = Violations::new();
         check_namespace(&p.namespace, &mut v);
         if p.prefix.len() > MAX_KEY_BYTES {
-            v.push(FieldViolation::new(
-                "prefix",
-                format!("must be at most {MAX_KEY_BYTES} bytes"),
-            ));
+            v.add("prefix", format!("must be at most {MAX_KEY_BYTES} bytes"));
         }
         let after = if p.page_token.is_empty() {
             None
@@ -219,44 +246,31 @@ impl KvMemory {
             match decode_token(&p.page_token) {
                 Some(key) if key.starts_with(&p.prefix) => Some(key),
                 _ => {
-                    v.push(FieldViolation::new(
+                    v.add(
                         "page_token",
                         "is not a token from a previous List of this namespace and prefix",
-                    ));
+                    );
                     None
                 }
             }
         };
-        finish(v)?;
+        v.finish()?;
         let limit = page_size(p.page_size);
-        let mut entries = self
-            .blocking(move |s| {
-                s.kv_list(
-                    &KvListQuery {
-                        namespace: &p.namespace,
-                        prefix: &p.prefix,
-                        after: after.as_deref(),
-                        // One more than asked tells whether a next page exists.
-                        limit: limit + 1,
-                        with_values: p.include_values,
-                    },
-                    now_ms(),
-                )
-            })
-            .await?;
-        let next_page_token = if entries.len() > limit {
-            entries.truncate(limit);
-            entries
-                .last()
-                .map(|e| encode_token(&e.key))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Page {
-            entries,
-            next_page_token,
+        let entries = with_store(&self.store, move |s| {
+            s.kv_list(
+                &KvListQuery {
+                    namespace: &p.namespace,
+                    prefix: &p.prefix,
+                    after: after.as_deref(),
+                    // One more than asked tells whether a next page exists.
+                    limit: limit + 1,
+                    with_values: p.include_values,
+                },
+                now_ms(),
+            )
         })
+        .await?;
+        Ok(Page::from_rows(entries, limit, |e| e.key.clone()).map(Entry::from))
     }
 
     /// Deletes expired entries every `interval` until the returned task is
@@ -268,7 +282,7 @@ impl KvMemory {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match memory.blocking(|s| s.kv_purge_expired(now_ms())).await {
+                match with_store(&memory.store, |s| s.kv_purge_expired(now_ms())).await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(purged = n, "expired memory entries deleted"),
                     Err(e) => tracing::warn!("purging expired memory entries: {e}"),
@@ -331,7 +345,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            seen.extend(page.entries.into_iter().map(|e| e.key));
+            seen.extend(page.items.into_iter().map(|e| e.key));
             if page.next_page_token.is_empty() {
                 break;
             }

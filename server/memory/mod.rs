@@ -1,17 +1,17 @@
 //! The memory engine: namespaced key-value memory and vector collections.
 //!
 //! - [`kv`]: key-value memory with TTLs, compare-and-set and paged listing,
-//!   on the store's [`crate::store::KvStore`].
+//!   on the store's `KvStore`.
 //! - [`collections`]: vector collection definitions (metric, faiss index
 //!   structure, quantization, embedding model), defaults resolved and checked
-//!   against faiss, on the store's [`crate::store::CollectionStore`].
+//!   against faiss, on the store's `CollectionStore`.
 //! - [`filter`]: payload filters (eq, in, range, exists, all/any/none of),
 //!   validated once and evaluated per point, for Search, Count and
 //!   DeletePoints.
 //! - [`points`]: Upsert (vectors or text, with optional near-duplicate
-//!   merging), GetPoints, DeletePoints (by ids or filter), Count, Search and
-//!   CollectionStats, written durably with the labels and change sequence
-//!   numbers the search indexes are derived from.
+//!   merging), GetPoints, DeletePoints (by ids or filter), Count, Search,
+//!   SearchBatch and CollectionStats, written durably with the labels and
+//!   change sequence numbers the search indexes are derived from.
 //! - [`index`]: one collection's faiss index (tombstones for deletes,
 //!   training once there are enough points).
 //! - [`indexes`]: every collection's index, kept in step with the store
@@ -23,25 +23,41 @@
 //! - [`search_job`]: the index part of a Search, run on the async worker
 //!   when it is predicted short, on the blocking pool otherwise.
 //! - [`search_cache`]: recent search results until the next write.
-//! - [`validate`]: checks and page tokens shared by the above.
+//! - [`validate`]: the naming rule of namespaces and collections.
+//! - [`settings`]: `[memory]` of agentd.toml.
 //!
 //! The store stays the source of truth: an index can always be rebuilt
 //! from it, and a snapshot only saves the time to do so.
 
-pub mod collections;
-pub mod faiss_threads;
-pub mod filter;
-pub mod heap;
-pub mod id_table;
-pub mod index;
-pub mod indexes;
-pub mod kv;
-pub mod live_filter;
-pub mod points;
-pub mod search_cache;
-pub mod search_job;
-pub mod snapshot;
-pub mod validate;
+pub(crate) mod collections;
+pub(crate) mod faiss_threads;
+pub(crate) mod filter;
+pub(crate) mod heap;
+pub(crate) mod id_table;
+pub(crate) mod index;
+pub(crate) mod indexes;
+pub(crate) mod kv;
+pub(crate) mod live_filter;
+pub(crate) mod points;
+pub(crate) mod search_cache;
+pub(crate) mod search_job;
+pub(crate) mod settings;
+pub(crate) mod snapshot;
+pub(crate) mod validate;
 
-pub use collections::{Collection, CollectionDef, Collections, CreateParams};
-pub use kv::{KvMemory, ListParams, Page, PutParams};
+pub(crate) use collections::{
+    Collection, CollectionDef, Collections, CreateParams, IndexSpec, Metric, Quantization,
+};
+pub(crate) use filter::{Condition, Filter, Range};
+pub(crate) use indexes::Indexes;
+pub(crate) use kv::{Entry, KvMemory, ListParams, PutParams};
+/// Searches that skip tombstones, for the benchmark that times raw faiss
+/// the same way agentd searches it.
+pub use live_filter::{LivePositions, search_live};
+pub(crate) use points::{
+    CollectionStats, Deleted, Hit, Include, Point, PointData, PointInput, Points, Query,
+    SearchParams, SearchResult, Selector, UpsertOutcome, UpsertStatus, Upserted,
+};
+pub(crate) use search_cache::SearchCache;
+pub use settings::MemoryConfig;
+pub(crate) use settings::MemoryFile;

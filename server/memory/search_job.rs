@@ -17,15 +17,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::collections::{CollectionDef, IndexSpec, Metric};
 use super::filter::Filter;
 use super::index::VectorIndex;
 use super::indexes::{Indexes, Slot};
-use super::points::{Hit, Point, passes, payload_of};
+use super::points::{Hit, Include, Point, passes, payload_of};
 use super::search_cache::CachedHits;
-use crate::error::{Error, Result};
+use crate::common::blocking;
+use crate::error::Result;
 use crate::store::PointStore;
 
 /// Longest predicted search that runs on an async worker: about five
@@ -82,14 +83,14 @@ pub struct IndexSearch {
     pub score_threshold: Option<f32>,
     /// The collection's metric.
     pub metric: Metric,
-    /// Whether the caller wants payloads or vectors.
-    pub with_rows: bool,
+    /// What the caller wants of each point besides its id.
+    pub include: Include,
 }
 
 impl IndexSearch {
     /// Whether the store must be read: for payloads, vectors or a filter.
     fn needs_rows(&self) -> bool {
-        self.with_rows || self.filter.is_some()
+        self.include.payload || self.include.vector || self.filter.is_some()
     }
 
     /// How hard faiss works for this search, in the unit the collection's
@@ -107,13 +108,15 @@ impl IndexSearch {
         }
     }
 
-    /// Runs the search where it is cheapest (see the module docs).
+    /// Runs the search where it is cheapest (see the module docs); returns
+    /// the results and how long the search waited for a blocking thread
+    /// and the collection's lock.
     pub async fn run(
         self,
         indexes: &Indexes,
         slot: Arc<Slot>,
         def: &CollectionDef,
-    ) -> Result<CachedHits> {
+    ) -> Result<(CachedHits, Duration)> {
         let effort = self.effort(def);
         let short = slot
             .last_search
@@ -123,20 +126,20 @@ impl IndexSearch {
             let started = Instant::now();
             if let Some(found) = indexes.try_read_now(&slot, |index, s| self.against(index, s)) {
                 slot.last_search.record(effort, started.elapsed());
-                return found;
+                return Ok((found?, Duration::ZERO));
             }
         }
         let indexes = indexes.clone();
-        tokio::task::spawn_blocking(move || {
+        let submitted = Instant::now();
+        blocking::run("index search", move || {
             indexes.read(&slot, |index, s| {
                 let started = Instant::now();
                 let found = self.against(index, s);
                 slot.last_search.record(effort, started.elapsed());
-                found
+                Ok((found?, started.duration_since(submitted)))
             })
         })
         .await
-        .map_err(|e| Error::Internal(format!("index task failed: {e}")))?
     }
 
     /// The search itself. Ids come from the index; the store is read only
@@ -160,8 +163,8 @@ impl IndexSearch {
                         Some(Hit {
                             point: Point {
                                 id: index.id_of(label)?.to_owned(),
-                                vector: Vec::new(),
-                                payload: Map::new(),
+                                vector: None,
+                                payload: None,
                             },
                             score,
                         })
@@ -185,12 +188,23 @@ impl IndexSearch {
                 }
                 let score = scores[&label];
                 if passes(metric, threshold, score) {
-                    bytes += stored.id.len() + stored.vector.len() * 4 + stored.payload.len() + 64;
+                    let include = self.include;
+                    bytes += stored.id.len() + 64;
+                    bytes += if include.vector {
+                        stored.vector.len() * 4
+                    } else {
+                        0
+                    };
+                    bytes += if include.payload {
+                        stored.payload.len()
+                    } else {
+                        0
+                    };
                     hits.push(Hit {
                         point: Point {
                             id: stored.id,
-                            vector: stored.vector,
-                            payload,
+                            vector: include.vector.then_some(stored.vector),
+                            payload: include.payload.then_some(payload),
                         },
                         score,
                     });

@@ -32,7 +32,8 @@ use super::types::{
     ChatMessage, FinishReason, QueryState, Role, Rule, RuleTrigger, StartQuery, SwitchReason,
     TokenUsage,
 };
-use crate::error::{Error, FieldViolation};
+use crate::common::clock::now_ms;
+use crate::error::Error;
 
 /// How a stretch of generation ended.
 #[derive(Debug)]
@@ -413,7 +414,7 @@ impl Driver {
     fn switch_to(&mut self, to: String, reason: SwitchReason) {
         let from = std::mem::replace(&mut self.model, to.clone());
         let seq = self.seq;
-        let now = super::now_ms();
+        let now = now_ms();
         let span = ModelSpan {
             model: to.clone(),
             from_seq: seq + 1,
@@ -482,10 +483,10 @@ impl Driver {
             }
             Control::SwitchModel { model, reply } => {
                 if model == self.model {
-                    let _ = reply.send(Err(Error::InvalidArgument(vec![FieldViolation::new(
+                    let _ = reply.send(Err(Error::invalid(
                         "model",
                         format!("query {id} already runs on {model:?}"),
-                    )])));
+                    )));
                     return None;
                 }
                 if let Err(e) = self.shared.registry.get(&model) {
@@ -530,7 +531,7 @@ impl Driver {
                     },
                     |r| {
                         r.info.state = QueryState::Terminated;
-                        r.info.finished_at_ms = Some(super::now_ms());
+                        r.info.finished_at_ms = Some(now_ms());
                     },
                 );
                 let _ = reply.send(Ok(seq));
@@ -599,7 +600,7 @@ impl Driver {
             |r| {
                 r.info.state = QueryState::Completed;
                 r.info.finish_reason = Some(finish_reason);
-                r.info.finished_at_ms = Some(super::now_ms());
+                r.info.finished_at_ms = Some(now_ms());
             },
         );
     }
@@ -611,7 +612,7 @@ impl Driver {
         self.query.push(EventKind::Failed { error }, |r| {
             r.info.state = QueryState::Failed;
             r.info.error = Some(kept);
-            r.info.finished_at_ms = Some(super::now_ms());
+            r.info.finished_at_ms = Some(now_ms());
         });
     }
 }

@@ -16,11 +16,17 @@ use super::semantic::{SemanticCache, SemanticKey};
 use super::session::{Control, Query};
 use super::settings::QueryConfig;
 use super::types::{
-    CacheKind, CacheMode, ChatMessage, FinishReason, QueryState, Role, Rule, StartQuery,
-    SwitchReason, TokenUsage,
+    CacheKind, CacheMode, ChatMessage, FinishReason, QueryState, Rule, StartQuery, SwitchReason,
+    TokenUsage,
 };
-use crate::error::{Error, FieldViolation, Result};
-use crate::memory::points::TextEmbedder;
+use super::validate::{StartContext, check_injected, check_model, check_reason, check_start};
+use crate::common::blocking::with_store;
+use crate::common::clock::now_ms;
+use crate::common::page::{self, Page};
+use crate::common::stats::hit_rate;
+use crate::common::sync::lock;
+use crate::embed::TextEmbedder;
+use crate::error::{Error, Result};
 use crate::store::{QueryStore, StoredQuery};
 
 /// What the engine and every driver share.
@@ -74,14 +80,29 @@ pub struct QueryStats {
 impl QueryStats {
     /// Hits over lookups, both caches; 0 before any lookup.
     pub fn hit_rate(&self) -> f64 {
-        let hits = self.exact_hits + self.semantic_hits;
-        let lookups = hits + self.exact_misses + self.semantic_misses;
-        if lookups == 0 {
-            0.0
-        } else {
-            hits as f64 / lookups as f64
-        }
+        hit_rate(
+            self.exact_hits + self.semantic_hits,
+            self.exact_misses + self.semantic_misses,
+        )
     }
+}
+
+/// What a SwitchModel did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switched {
+    /// The alias the query ran on before.
+    pub from_model: String,
+    /// The last delta of that model.
+    pub seq: u64,
+}
+
+/// A query as GetQuery shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryView {
+    /// The summary.
+    pub info: QueryInfo,
+    /// The answer so far.
+    pub text: String,
 }
 
 /// The query engine (cheap to clone).
@@ -92,9 +113,6 @@ pub struct QueryEngine {
 
 /// Longest delta of a cached answer's replay, in bytes.
 pub const REPLAY_CHUNK_BYTES: usize = 4096;
-
-/// Most queries one ListQueries page returns.
-pub const MAX_PAGE_SIZE: usize = 1000;
 
 impl QueryEngine {
     /// An engine over `registry`, persisting finished queries to `store`;
@@ -132,7 +150,7 @@ impl QueryEngine {
     pub fn stats(&self) -> QueryStats {
         let shared = &self.shared;
         let (mut running, mut paused) = (0, 0);
-        for query in shared.live.lock().unwrap().values() {
+        for query in lock(&shared.live).values() {
             match query.state() {
                 QueryState::Running => running += 1,
                 QueryState::Paused => paused += 1,
@@ -151,59 +169,17 @@ impl QueryEngine {
         }
     }
 
-    /// Checks what the API cannot: models exist, limits from config.
-    fn check_start(&self, start: &StartQuery) -> Result<()> {
-        check_messages(&start.messages)?;
-        let registry = &self.shared.registry;
-        let mut violations = Vec::new();
-        if !registry.contains(&start.model) {
-            return Err(Error::NotFound {
-                kind: "model",
-                name: start.model.clone(),
-            });
-        }
-        for (i, m) in start.fallback_models.iter().enumerate() {
-            if !registry.contains(m) {
-                violations.push(FieldViolation::new(
-                    format!("fallback_models[{i}]"),
-                    format!("unknown model alias {m:?}"),
-                ));
-            }
-        }
-        for (i, r) in start.rules.iter().enumerate() {
-            if !registry.contains(&r.switch_to_model) {
-                violations.push(FieldViolation::new(
-                    format!("rules[{i}].switch_to_model"),
-                    format!("unknown model alias {:?}", r.switch_to_model),
-                ));
-            }
-        }
-        let limit = self.shared.settings.max_tokens_limit;
-        if start.params.max_tokens > limit {
-            violations.push(FieldViolation::new(
-                "params.max_tokens",
-                format!("must be at most {limit}, got {}", start.params.max_tokens),
-            ));
-        }
-        if start.cache.mode == CacheMode::Semantic
-            && let Some(reason) = self.shared.semantic.unavailable_reason()
-        {
-            violations.push(FieldViolation::new(
-                "cache.mode",
-                format!("CACHE_MODE_SEMANTIC {reason}"),
-            ));
-        }
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidArgument(violations))
-        }
-    }
-
     /// Starts a query: replays a cached answer, or spawns its driver.
     pub async fn start(&self, start: StartQuery) -> Result<Arc<Query>> {
-        self.check_start(&start)?;
         let shared = &self.shared;
+        check_start(
+            &start,
+            StartContext {
+                registry: &shared.registry,
+                settings: &shared.settings,
+                semantic_unavailable: shared.semantic.unavailable_reason(),
+            },
+        )?;
         let counts = &shared.counts;
         counts.started.fetch_add(1, Ordering::Relaxed);
         let reading = !start.cache.refresh;
@@ -242,11 +218,7 @@ impl QueryEngine {
         let (query, control) = Query::new(new_info(&start, QueryState::Running));
         let model = start.model.clone();
         query.push(EventKind::Started { model }, |_| {});
-        shared
-            .live
-            .lock()
-            .unwrap()
-            .insert(query.id(), query.clone());
+        lock(&shared.live).insert(query.id(), query.clone());
         let driver = Driver::new(query.clone(), shared.clone(), control, start, semantic_key);
         tokio::spawn(driver.run());
         Ok(query)
@@ -297,14 +269,10 @@ impl QueryEngine {
             |r| {
                 r.info.state = QueryState::Completed;
                 r.info.finish_reason = Some(finish_reason);
-                r.info.finished_at_ms = Some(super::now_ms());
+                r.info.finished_at_ms = Some(now_ms());
             },
         );
-        self.shared
-            .live
-            .lock()
-            .unwrap()
-            .insert(query.id(), query.clone());
+        lock(&self.shared.live).insert(query.id(), query.clone());
         let shared = self.shared.clone();
         let replayed = query.clone();
         tokio::spawn(async move { shared.keep_finished(&replayed).await });
@@ -314,19 +282,13 @@ impl QueryEngine {
     /// The query `id`, live or from the store.
     pub async fn find(&self, id: &str) -> Result<Arc<Query>> {
         if id.is_empty() {
-            return Err(Error::InvalidArgument(vec![FieldViolation::new(
-                "query_id",
-                "must not be empty",
-            )]));
+            return Err(Error::invalid("query_id", "must not be empty"));
         }
-        if let Some(q) = self.shared.live.lock().unwrap().get(id) {
+        if let Some(q) = lock(&self.shared.live).get(id) {
             return Ok(q.clone());
         }
-        let store = self.shared.store.clone();
         let key = id.to_owned();
-        let stored = tokio::task::spawn_blocking(move || store.get_query(&key))
-            .await
-            .map_err(|e| Error::Internal(format!("reading a query: {e}")))??;
+        let stored = with_store(&self.shared.store, move |s| s.get_query(&key)).await?;
         let not_found = || Error::NotFound {
             kind: "query",
             name: id.to_owned(),
@@ -352,24 +314,29 @@ impl QueryEngine {
             .await
     }
 
-    /// Switches model; answers (previous model, seq).
-    pub async fn switch_model(&self, id: &str, model: String) -> Result<(String, u64)> {
+    /// Switches model (field `model`).
+    pub async fn switch_model(&self, id: &str, model: String) -> Result<Switched> {
+        check_model("model", &model)?;
         let query = self.find(id).await?;
-        query
+        let (from_model, seq) = query
             .command(|reply| Control::SwitchModel { model, reply })
-            .await
+            .await?;
+        Ok(Switched { from_model, seq })
     }
 
-    /// Adds a message and continues; answers the seq before it.
+    /// Adds a message (field `message`) and continues; answers the seq
+    /// before it.
     pub async fn inject(&self, id: &str, message: ChatMessage) -> Result<u64> {
+        check_injected(&message)?;
         let query = self.find(id).await?;
         query
             .command(|reply| Control::Inject { message, reply })
             .await
     }
 
-    /// Ends the query; answers the last seq.
+    /// Ends the query (field `reason`); answers the last seq.
     pub async fn terminate(&self, id: &str, reason: String) -> Result<u64> {
+        check_reason("reason", &reason)?;
         let query = self.find(id).await?;
         query
             .command(|reply| Control::Terminate { reason, reply })
@@ -377,8 +344,9 @@ impl QueryEngine {
     }
 
     /// The summary and the answer so far.
-    pub async fn get(&self, id: &str) -> Result<(QueryInfo, String)> {
-        Ok(self.find(id).await?.info_and_text())
+    pub async fn get(&self, id: &str) -> Result<QueryView> {
+        let (info, text) = self.find(id).await?.info_and_text();
+        Ok(QueryView { info, text })
     }
 
     /// The log of `id` from delta `from_seq` on, then live until the end.
@@ -399,43 +367,38 @@ impl QueryEngine {
         state: Option<QueryState>,
         page_size: usize,
         page_token: &str,
-    ) -> Result<(Vec<QueryInfo>, Option<String>)> {
+    ) -> Result<Page<QueryInfo>> {
+        let limit = page::page_size(page_size);
         let cursor = parse_token(page_token)?;
         let before = |info: &QueryInfo| match &cursor {
             None => true,
             Some((t, id)) => (info.created_at_ms, info.id.as_str()) < (*t, id.as_str()),
         };
-        let mut page: Vec<QueryInfo> = self
-            .shared
-            .live
-            .lock()
-            .unwrap()
+        let mut rows: Vec<QueryInfo> = lock(&self.shared.live)
             .values()
             .map(|q| q.info())
             .filter(|i| state.is_none_or(|s| i.state == s) && before(i))
             .collect();
-        let store = self.shared.store.clone();
-        let stored = tokio::task::spawn_blocking(move || {
+        let stored = with_store(&self.shared.store, move |s| {
             let cursor = cursor.as_ref().map(|(t, id)| (*t, id.as_str()));
-            store.list_queries(state.map(QueryState::as_str), cursor, page_size)
+            // One more than asked tells whether a next page exists.
+            s.list_queries(state.map(QueryState::as_str), cursor, limit + 1)
         })
-        .await
-        .map_err(|e| Error::Internal(format!("listing queries: {e}")))??;
+        .await?;
         for s in stored {
-            if page.iter().any(|i| i.id == s.id) {
+            if rows.iter().any(|i| i.id == s.id) {
                 continue;
             }
             let info: QueryInfo = serde_json::from_str(&s.info).map_err(|e| {
                 Error::Internal(format!("stored query {} is unreadable: {e}", s.id))
             })?;
-            page.push(info);
+            rows.push(info);
         }
-        page.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
-        page.truncate(page_size);
-        let next = (page.len() == page_size)
-            .then(|| page.last().map(|i| format!("{}.{}", i.created_at_ms, i.id)))
-            .flatten();
-        Ok((page, next))
+        rows.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+        rows.truncate(limit + 1);
+        Ok(Page::from_rows(rows, limit, |i| {
+            format!("{}.{}", i.created_at_ms, i.id)
+        }))
     }
 }
 
@@ -495,24 +458,17 @@ impl Shared {
             info: serde_json::to_string(&info).unwrap_or_default(),
             events: serde_json::to_string(&query.events()).unwrap_or_default(),
         };
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.save_query(&stored)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(query = %info.id, error = %e, "cannot persist a finished query")
-            }
-            Err(e) => {
-                tracing::error!(query = %info.id, error = %e, "cannot persist a finished query")
-            }
+        if let Err(e) = with_store(&self.store, move |s| s.save_query(&stored)).await {
+            tracing::error!(query = %info.id, error = %e, "cannot persist a finished query");
         }
         tokio::time::sleep(self.settings.retention).await;
-        self.live.lock().unwrap().remove(&info.id);
+        lock(&self.live).remove(&info.id);
     }
 }
 
 /// The record of a query being started.
 fn new_info(start: &StartQuery, state: QueryState) -> QueryInfo {
-    let now = super::now_ms();
+    let now = now_ms();
     QueryInfo {
         id: ulid::Ulid::new().to_string(),
         state,
@@ -536,29 +492,20 @@ fn new_info(start: &StartQuery, state: QueryState) -> QueryInfo {
     }
 }
 
-/// `"<created_at_ms>.<id>"`, the cursor of a ListQueries page.
+/// The cursor of a ListQueries page token: `"<created_at_ms>.<id>"` of the
+/// previous page's last query.
 fn parse_token(token: &str) -> Result<Option<(i64, String)>> {
     if token.is_empty() {
         return Ok(None);
     }
     let bad = || {
-        Error::InvalidArgument(vec![FieldViolation::new(
+        Error::invalid(
             "page_token",
             "is not a next_page_token this server returned",
-        )])
+        )
     };
-    let (time, id) = token.split_once('.').ok_or_else(bad)?;
+    let cursor = page::decode_token(token).ok_or_else(bad)?;
+    let (time, id) = cursor.split_once('.').ok_or_else(bad)?;
     let time = time.parse().map_err(|_| bad())?;
     Ok(Some((time, id.to_owned())))
-}
-
-/// Checks a Start's conversation: what every provider needs.
-pub fn check_messages(messages: &[ChatMessage]) -> Result<()> {
-    if messages.iter().all(|m| m.role == Role::System) {
-        return Err(Error::InvalidArgument(vec![FieldViolation::new(
-            "messages",
-            "must hold at least one user or assistant message",
-        )]));
-    }
-    Ok(())
 }

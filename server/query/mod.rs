@@ -12,36 +12,46 @@
 //! provider to *continue* it.
 //!
 //! - [`types`], [`events`]: plain types of requests, states and events.
-//! - [`provider`]: the [`provider::ModelProvider`] trait; [`openai`] and
+//! - [`provider`]: the `ModelProvider` trait; [`openai`] and
 //!   [`anthropic`] speak their HTTP APIs over server-sent events ([`sse`],
 //!   [`http`]).
 //! - [`models`]: aliases → providers, prices, fallback chains, cooldowns.
 //! - [`cache`], [`semantic`]: the exact and the semantic result caches.
+//! - [`validate`]: every limit and rule a request must meet.
+//! - [`local`]: the `local` provider, Gemma 3 on candle.
 //! - [`settings`]: `[query]` of agentd.toml.
 
-pub mod anthropic;
-pub mod cache;
-pub mod driver;
-pub mod engine;
-pub mod events;
-pub mod http;
-pub mod local;
-pub mod models;
-pub mod openai;
-pub mod provider;
-pub mod semantic;
-pub mod session;
-pub mod settings;
-pub mod sse;
-pub mod types;
+pub(crate) mod anthropic;
+pub(crate) mod cache;
+pub(crate) mod driver;
+pub(crate) mod engine;
+pub(crate) mod events;
+pub(crate) mod http;
+pub(crate) mod local;
+pub(crate) mod models;
+pub(crate) mod openai;
+pub(crate) mod provider;
+pub(crate) mod semantic;
+pub(crate) mod session;
+pub(crate) mod settings;
+pub(crate) mod sse;
+pub(crate) mod types;
+pub(crate) mod validate;
 
-pub use engine::QueryEngine;
+pub(crate) use engine::{QueryEngine, QueryStats, Switched};
+pub(crate) use events::{Event, EventKind, ModelSpan, QueryError, QueryInfo};
+pub(crate) use local::LocalProvider;
+/// The local model's own tokenizer and forward pass, for the tests that
+/// hold them against llama.cpp.
+pub use local::{Gemma3, Tokenizer};
+pub(crate) use models::{ModelListing, ModelRegistry};
+pub(crate) use provider::ModelProvider;
+pub use settings::{ModelAliasSpec, ProviderKind, QueryConfig, RuleSpec};
+pub(crate) use types::{
+    CacheKind, CacheMode, CachePolicy, ChatMessage, DEFAULT_SIMILARITY, FinishReason,
+    GenerationParams, QueryState, Role, Rule, RuleTrigger, StartQuery, SwitchReason, TokenUsage,
+};
 
 /// Where `scripts/fetch-models` puts the local GGUF model; the `local`
 /// alias exists by default when this file does.
 pub const DEFAULT_LOCAL_MODEL: &str = "models/gemma-3-270m/gemma-3-270m-Q4_K_M.gguf";
-
-/// Current time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    crate::memory::kv::now_ms()
-}

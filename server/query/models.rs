@@ -15,6 +15,7 @@ use super::openai::OpenAiProvider;
 use super::provider::{ModelProvider, Secret};
 use super::settings::{ModelAliasSpec, ProviderKind};
 use super::types::TokenUsage;
+use crate::common::sync::lock;
 use crate::error::{Error, Result};
 
 /// One alias and what serves it.
@@ -123,7 +124,7 @@ impl ModelRegistry {
         if let Some(reason) = entry.provider.unavailable_reason() {
             return Some(reason);
         }
-        let cooling = self.cooling.lock().unwrap();
+        let cooling = lock(&self.cooling);
         let until = cooling.get(alias)?;
         let left = until.checked_duration_since(Instant::now())?;
         Some(format!(
@@ -137,10 +138,7 @@ impl ModelRegistry {
         if self.cooldown.is_zero() {
             return;
         }
-        self.cooling
-            .lock()
-            .unwrap()
-            .insert(alias.to_owned(), Instant::now() + self.cooldown);
+        lock(&self.cooling).insert(alias.to_owned(), Instant::now() + self.cooldown);
     }
 
     /// The alias's configured fallbacks.

@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use super::cache::CachedAnswer;
 use super::types::StartQuery;
+use crate::common::sync::lock;
+use crate::embed::TextEmbedder;
 use crate::error::Result;
-use crate::memory::points::TextEmbedder;
 
 #[derive(Debug)]
 struct Entry {
@@ -99,7 +100,7 @@ impl SemanticCache {
     /// The most similar answer in `key`'s scope at or above `threshold`,
     /// with its similarity.
     pub fn lookup(&self, key: &SemanticKey, threshold: f32) -> Option<(Arc<CachedAnswer>, f32)> {
-        let entries = self.entries.lock().unwrap();
+        let entries = lock(&self.entries);
         entries
             .iter()
             .filter(|e| e.scope == key.scope && e.vector.len() == key.vector.len())
@@ -117,7 +118,7 @@ impl SemanticCache {
         if self.capacity == 0 {
             return;
         }
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = lock(&self.entries);
         entries.push_front(Entry {
             scope: key.scope,
             vector: key.vector,

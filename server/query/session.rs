@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::events::{Event, EventKind, QueryInfo};
 use super::types::{ChatMessage, QueryState};
-use crate::error::{Error, FieldViolation, Result};
+use crate::common::clock::now_ms;
+use crate::common::sync::lock;
+use crate::error::{Error, Result};
 
 /// The answer to a command, sent back by the driver.
 pub type Reply<T> = oneshot::Sender<Result<T>>;
@@ -121,36 +123,36 @@ impl Query {
 
     /// The query's id.
     pub fn id(&self) -> String {
-        self.record.lock().unwrap().info.id.clone()
+        lock(&self.record).info.id.clone()
     }
 
     /// A copy of the summary.
     pub fn info(&self) -> QueryInfo {
-        self.record.lock().unwrap().info.clone()
+        lock(&self.record).info.clone()
     }
 
     /// The summary and the answer so far.
     pub fn info_and_text(&self) -> (QueryInfo, String) {
-        let r = self.record.lock().unwrap();
+        let r = lock(&self.record);
         (r.info.clone(), r.text.clone())
     }
 
     /// The state now.
     pub fn state(&self) -> QueryState {
-        self.record.lock().unwrap().info.state
+        lock(&self.record).info.state
     }
 
     /// A copy of the whole log.
     pub fn events(&self) -> Vec<Event> {
-        self.record.lock().unwrap().events.clone()
+        lock(&self.record).events.clone()
     }
 
     /// Appends an event, after letting `update` change the record in the
     /// same critical section (so GetQuery never sees an event without its
     /// effect). Keeps text, delta count and the model span of deltas.
     pub fn push(&self, kind: EventKind, update: impl FnOnce(&mut Record)) -> u64 {
-        let mut r = self.record.lock().unwrap();
-        let now = super::now_ms();
+        let mut r = lock(&self.record);
+        let now = now_ms();
         if let EventKind::Delta { seq, text, .. } = &kind {
             r.text.push_str(text);
             r.info.delta_count = *seq;
@@ -177,25 +179,20 @@ impl Query {
     /// Appends an event from outside the driver (a refused command) unless
     /// the query has ended: nothing follows a final event.
     pub fn push_unless_finished(&self, kind: EventKind) -> bool {
-        let mut r = self.record.lock().unwrap();
+        let mut r = lock(&self.record);
         if r.events.last().is_some_and(|e| e.kind.is_final()) {
             return false;
         }
         let index = r.events.len() as u64 + 1;
         r.events.push(Event {
             index,
-            time_ms: super::now_ms(),
+            time_ms: now_ms(),
             kind,
         });
         let len = r.events.len();
         drop(r);
         self.grown.send_replace(len);
         true
-    }
-
-    /// Changes the record without an event.
-    pub fn update(&self, update: impl FnOnce(&mut Record)) {
-        update(&mut self.record.lock().unwrap());
     }
 
     /// Sends `make(reply)` to the driver and waits for its answer.
@@ -217,18 +214,18 @@ impl Query {
     /// log: after delta `from_seq - 1` (so the non-delta events between
     /// come too), or at the start for `from_seq` ≤ 1.
     pub fn position_of_seq(&self, from_seq: u64) -> Result<usize> {
-        let r = self.record.lock().unwrap();
+        let r = lock(&self.record);
         let count = r.delta_positions.len() as u64;
         match from_seq {
             0 | 1 => Ok(0),
             s if s <= count + 1 => Ok(r.delta_positions[(s - 2) as usize] + 1),
-            s => Err(Error::InvalidArgument(vec![FieldViolation::new(
+            s => Err(Error::invalid(
                 "from_seq",
                 format!(
                     "must be at most the next seq, {} (the query has {count} deltas), got {s}",
                     count + 1
                 ),
-            )])),
+            )),
         }
     }
 
@@ -244,7 +241,7 @@ impl Query {
                 }
                 rx.borrow_and_update();
                 {
-                    let r = query.record.lock().unwrap();
+                    let r = lock(&query.record);
                     if next < r.events.len() {
                         // A bounded copy per wake-up keeps the lock short.
                         let end = r.events.len().min(next + 256);

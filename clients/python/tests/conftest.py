@@ -1,7 +1,7 @@
 """Starts the real agentd binary on a free loopback port for the tests.
 
-The binary is ``$AGENTD_BIN``, else the debug build under ``$CARGO_TARGET_DIR``
-(``scripts/test`` builds it first).
+The binary is ``$AGENTD_BIN``, else the release build under
+``$CARGO_TARGET_DIR`` (``scripts/test`` builds it first).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def agentd_binary() -> Path:
     if explicit:
         return Path(explicit)
     target = os.environ.get("CARGO_TARGET_DIR", str(Path.home() / ".cache/agentd/target"))
-    return Path(target) / "debug" / "agentd"
+    return Path(target) / "release" / "agentd"
 
 
 def model_dir() -> Path:
@@ -66,7 +66,7 @@ class RunningServer:
         binary = agentd_binary()
         write_config(tmp)
         if not binary.exists():
-            raise RuntimeError(f"agentd binary not found at {binary}; run cargo build or set AGENTD_BIN")
+            raise RuntimeError(f"agentd binary not found at {binary}; run cargo build --release or set AGENTD_BIN")
         # The port is free when chosen; another process could take it before
         # agentd binds, so retry a few times rather than flake.
         for _ in range(5):

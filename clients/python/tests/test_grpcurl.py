@@ -58,3 +58,20 @@ def test_unimplemented_engine_through_grpcurl(server):
     assert result.returncode != 0
     assert "Unimplemented" in result.stderr
     assert "agents engine" in result.stderr
+
+
+def test_error_details_are_decoded_through_reflection(server):
+    """Reflection serves google.rpc's error details, so grpcurl prints the
+    reason and the field violations instead of raw bytes."""
+    result = subprocess.run(
+        [GRPCURL, "-plaintext", "-d", '{"namespace": "bad ns!", "key": "k"}', server.target,
+         "agentd.v1.MemoryService/Put"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0
+    assert "InvalidArgument" in result.stderr
+    assert "not recognized" not in result.stderr, result.stderr
+    assert "type.googleapis.com/google.rpc.ErrorInfo" in result.stderr
+    assert '"reason":"INVALID_FIELD"' in result.stderr, result.stderr
+    assert "type.googleapis.com/google.rpc.BadRequest" in result.stderr
+    assert '"field":"namespace"' in result.stderr, result.stderr

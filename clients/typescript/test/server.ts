@@ -1,6 +1,6 @@
 /**
  * Starts the real agentd binary on a free loopback port: `$AGENTD_BIN`, else
- * the debug build under `$CARGO_TARGET_DIR` (`scripts/test` builds it).
+ * the release build under `$CARGO_TARGET_DIR` (`scripts/test` builds it).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
@@ -14,7 +14,7 @@ import { type AgentdClient, createAgentdClient } from "../src/index.js";
 export function agentdBinary(): string {
   if (process.env.AGENTD_BIN) return process.env.AGENTD_BIN;
   const target = process.env.CARGO_TARGET_DIR ?? join(homedir(), ".cache/agentd/target");
-  return join(target, "debug", "agentd");
+  return join(target, "release", "agentd");
 }
 
 /** all-MiniLM-L6-v2, put under models/ by scripts/fetch-models. */
@@ -90,7 +90,7 @@ async function waitServing(client: AgentdClient, child: ChildProcess, ms = 60_00
 export async function startServer(): Promise<RunningServer> {
   const binary = agentdBinary();
   if (!existsSync(binary)) {
-    throw new Error(`agentd binary not found at ${binary}; run cargo build or set AGENTD_BIN`);
+    throw new Error(`agentd binary not found at ${binary}; run cargo build --release or set AGENTD_BIN`);
   }
   const dir = mkdtempSync(join(tmpdir(), "agentd-ts-"));
   writeConfig(dir);

@@ -18,7 +18,7 @@
 //! Resume on the same model only prefills what changed.
 
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
-use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 
 use agentd_kernels::{Int8Linear, gelu_mul};
 
@@ -369,9 +369,4 @@ fn mask(seq: usize, start: usize, window: Option<usize>, device: &Device) -> Res
         })
         .collect();
     Tensor::from_vec(values, (seq, total), device)
-}
-
-/// Index of the largest logit.
-pub fn argmax(logits: &Tensor) -> Result<u32> {
-    logits.argmax(D::Minus1)?.to_scalar::<u32>()
 }

@@ -14,8 +14,11 @@
 //! its tokens are compared with the KV cache's and only what differs is
 //! prefilled again.
 
-pub mod gemma3;
-pub mod tokenizer;
+pub(crate) mod gemma3;
+pub(crate) mod tokenizer;
+
+pub use gemma3::Gemma3;
+pub use tokenizer::Tokenizer;
 
 use std::sync::{Arc, Mutex};
 
@@ -23,13 +26,13 @@ use candle_core::quantized::gguf_file;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokio::sync::{mpsc, watch};
 
-use self::gemma3::Gemma3;
-use self::tokenizer::{StreamDecoder, Tokenizer};
+use self::tokenizer::StreamDecoder;
 use super::provider::{
     GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
 };
 use super::settings::ModelAliasSpec;
 use super::types::{FinishReason, Role, TokenUsage};
+use crate::common::sync::lock;
 
 /// Positions a local sequence may use when the alias gives no context
 /// window: the KV cache grows with it (about 36 KB a position for Gemma 3
@@ -110,7 +113,7 @@ impl ModelProvider for LocalProvider {
                     return;
                 }
                 let result = pool.install(|| {
-                    let mut runner = runner.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut runner = lock(&runner);
                     runner.generate(&request, &tx)
                 });
                 if let Err(e) = result {

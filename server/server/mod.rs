@@ -1,0 +1,215 @@
+//! Serving: every agentd service, health and reflection on one listener.
+//!
+//! [`run`] is the single entry point. `main` binds the configured address and
+//! passes a future that resolves on SIGINT/SIGTERM; tests bind `127.0.0.1:0`
+//! and pass their own. [`Server`] is the same thing in two steps, for callers
+//! that add services of their own before serving.
+//!
+//! Shutdown, in order: health reports NOT_SERVING for the whole server and each
+//! service (so load balancers drain), the listening socket closes (new
+//! connections are refused) and every connection gets an HTTP/2 GOAWAY (new
+//! calls are refused), calls in flight run on for at most the configured grace
+//! period, then `serve` returns; `main` then exits, which cuts whatever is
+//! still running.
+
+mod health;
+mod services;
+mod signal;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+pub use health::service_name;
+use health::set_services_health;
+pub use signal::shutdown_signal;
+
+use crate::api;
+use crate::config::{Config, Services};
+use crate::embed::TextEmbedder;
+use crate::memory::Indexes;
+use crate::store::SqliteStore;
+
+/// Serves `config`'s services on `listener` until `shutdown` resolves, then
+/// shuts down gracefully (see the module docs).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    Server::new(config).await?.serve(listener, shutdown).await
+}
+
+/// A server whose services are set up but not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    health: HealthReporter,
+    routes: RoutesBuilder,
+    /// Set when shutdown starts, so no engine turns health back to SERVING.
+    draining: watch::Sender<bool>,
+    /// Engine housekeeping tasks, stopped when serving ends.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    /// Snapshotted at shutdown.
+    memory_indexes: Option<Indexes>,
+}
+
+impl Server {
+    /// Builds the engines and services `config` enables (one builder each,
+    /// in [`services`]), health and reflection. Health is SERVING for the
+    /// whole server and each enabled service whose engine can answer;
+    /// EmbeddingService follows its default model, and AgentService is
+    /// NOT_SERVING until its engine is built.
+    pub async fn new(config: Config) -> anyhow::Result<Server> {
+        // Fail at start-up, not at the first write, when the data directory
+        // cannot be created.
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+        let mut routes = RoutesBuilder::default();
+        let health = services::health_and_reflection(&config, &mut routes)?;
+        let services = config.services;
+        let (draining_tx, draining_rx) = watch::channel(false);
+
+        let embedder: Option<Arc<dyn TextEmbedder>> = if services.embedding {
+            let engine =
+                services::embedding(&config, &mut routes, &health, draining_rx.clone()).await?;
+            Some(engine)
+        } else {
+            None
+        };
+        // The store is the source of truth for every engine that persists.
+        let store = Arc::new(SqliteStore::open(&config.data_dir)?);
+        let mut background = Vec::new();
+        let mut memory_indexes = None;
+        if services.memory {
+            let memory = services::memory(&config, &mut routes, &store, embedder.clone());
+            background.extend(memory.background);
+            memory_indexes = Some(memory.indexes);
+        }
+        if services.query {
+            services::query(&config, &mut routes, &store, embedder.clone());
+        }
+        if services.agents {
+            services::agents(&config, &mut routes);
+        }
+        // Embedding reports its own readiness (above); the agents engine is
+        // not built yet, so its service cannot serve.
+        let ready = Services {
+            embedding: false,
+            agents: false,
+            ..services
+        };
+        set_services_health(&health, ready, ServingStatus::Serving).await;
+        if services.agents {
+            let agents = Services {
+                embedding: false,
+                memory: false,
+                query: false,
+                agents: true,
+            };
+            set_services_health(&health, agents, ServingStatus::NotServing).await;
+        }
+
+        Ok(Server {
+            config,
+            health,
+            routes,
+            draining: draining_tx,
+            background,
+            memory_indexes,
+        })
+    }
+
+    /// Adds another gRPC service on the same port (an embedding application's
+    /// own service, or a test's).
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Server {
+            config,
+            health,
+            routes,
+            draining,
+            background,
+            memory_indexes,
+        } = self;
+        let addr = listener
+            .local_addr()
+            .context("reading the listen address")?;
+        let grace = config.shutdown_grace;
+        let services = config.services;
+
+        let (draining_tx, draining_rx) = oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            draining.send_replace(true);
+            tracing::info!(grace = ?grace, "shutting down: health NOT_SERVING, refusing new calls");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            set_services_health(&health, services, ServingStatus::NotServing).await;
+            let _ = draining_tx.send(());
+        };
+
+        // TCP_NODELAY: without it, small answers wait for the peer's delayed
+        // ACK (about 40 ms on Linux), which dwarfs a cached embedding.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = tonic::transport::Server::builder()
+            .trace_fn(api::rpc::span_for)
+            .layer(api::message_limit::layer())
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, signal);
+
+        tracing::info!(%addr, "agentd serving");
+        tokio::pin!(server);
+        let grace_elapsed = async {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = &mut server => result.context("serving gRPC")?,
+            () = grace_elapsed => {
+                tracing::warn!(grace = ?grace, "grace period over: cutting calls still in flight");
+            }
+        }
+        background.iter().for_each(tokio::task::JoinHandle::abort);
+        if let Some(indexes) = memory_indexes {
+            // Saves restarts a replay; the store already has every write.
+            let _ = tokio::task::spawn_blocking(move || indexes.snapshot_changed()).await;
+        }
+        tracing::info!("agentd stopped");
+        Ok(())
+    }
+}

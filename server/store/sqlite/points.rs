@@ -1,0 +1,352 @@
+//! [`PointStore`] on SQLite: the `points` table. Every write is one
+//! transaction that also advances the collection's change sequence and
+//! label counter, so sequence order is commit order and labels are never
+//! reused.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{SqliteStore, internal};
+use crate::error::{Error, Result};
+use crate::store::{
+    IndexSource, LabelledVectors, PointStore, PointsWrite, StoredPoint, UpsertedPoint,
+};
+
+fn vector_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn vector_from(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A `SELECT id, vector, payload` row as a point.
+fn point_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredPoint> {
+    Ok(StoredPoint {
+        id: row.get(0)?,
+        vector: vector_from(&row.get::<_, Vec<u8>>(1)?),
+        payload: row.get(2)?,
+    })
+}
+
+/// The collection's next change sequence and label; NotFound if absent.
+fn counters(tx: &rusqlite::Transaction<'_>, collection: &str) -> Result<(i64, i64)> {
+    tx.query_row(
+        "SELECT next_seq, next_label FROM collections WHERE name = ?1",
+        params![collection],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
+    .map_err(internal)?
+    .ok_or_else(|| Error::NotFound {
+        kind: "collection",
+        name: collection.to_owned(),
+    })
+}
+
+impl PointStore for SqliteStore {
+    fn upsert_points(
+        &self,
+        collection: &str,
+        points: &[StoredPoint],
+    ) -> Result<PointsWrite<UpsertedPoint>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(internal)?;
+        let (seq, mut label) = counters(&tx, collection)?;
+        let mut outcome = Vec::with_capacity(points.len());
+        {
+            let mut find = tx
+                .prepare_cached("SELECT label FROM points WHERE collection = ?1 AND id = ?2")
+                .map_err(internal)?;
+            let mut write = tx
+                .prepare_cached(
+                    "INSERT INTO points (collection, id, label, seq, vector, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (collection, id) DO UPDATE SET
+                       label = excluded.label, seq = excluded.seq,
+                       vector = excluded.vector, payload = excluded.payload",
+                )
+                .map_err(internal)?;
+            for p in points {
+                let replaced: Option<i64> = find
+                    .query_row(params![collection, p.id], |row| row.get(0))
+                    .optional()
+                    .map_err(internal)?;
+                write
+                    .execute(params![
+                        collection,
+                        p.id,
+                        label,
+                        seq,
+                        vector_bytes(&p.vector),
+                        p.payload
+                    ])
+                    .map_err(internal)?;
+                outcome.push(UpsertedPoint { label, replaced });
+                label += 1;
+            }
+        }
+        tx.execute(
+            "UPDATE collections SET next_seq = ?2, next_label = ?3 WHERE name = ?1",
+            params![collection, seq + 1, label],
+        )
+        .map_err(internal)?;
+        tx.commit().map_err(internal)?;
+        Ok(PointsWrite {
+            outcome,
+            seq: seq as u64,
+        })
+    }
+
+    fn get_points(&self, collection: &str, ids: &[String]) -> Result<Vec<StoredPoint>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, vector, payload FROM points WHERE collection = ?1 AND id = ?2",
+            )
+            .map_err(internal)?;
+        let mut found = Vec::new();
+        for id in ids {
+            let point = stmt
+                .query_row(params![collection, id], point_row)
+                .optional()
+                .map_err(internal)?;
+            found.extend(point);
+        }
+        Ok(found)
+    }
+
+    fn delete_points(&self, collection: &str, ids: &[String]) -> Result<PointsWrite<i64>> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(internal)?;
+        let (seq, _) = counters(&tx, collection)?;
+        let mut deleted = Vec::new();
+        {
+            let mut remove = tx
+                .prepare_cached(
+                    "DELETE FROM points WHERE collection = ?1 AND id = ?2 RETURNING label",
+                )
+                .map_err(internal)?;
+            for id in ids {
+                let label: Option<i64> = remove
+                    .query_row(params![collection, id], |row| row.get(0))
+                    .optional()
+                    .map_err(internal)?;
+                deleted.extend(label);
+            }
+        }
+        let seq = if deleted.is_empty() {
+            seq - 1
+        } else {
+            tx.execute(
+                "UPDATE collections SET next_seq = ?2 WHERE name = ?1",
+                params![collection, seq + 1],
+            )
+            .map_err(internal)?;
+            seq
+        };
+        tx.commit().map_err(internal)?;
+        Ok(PointsWrite {
+            outcome: deleted,
+            seq: seq as u64,
+        })
+    }
+
+    fn scan_payloads(
+        &self,
+        collection: &str,
+        visit: &mut dyn FnMut(&str, &str) -> Result<()>,
+    ) -> Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, payload FROM points WHERE collection = ?1 ORDER BY id")
+            .map_err(internal)?;
+        let mut rows = stmt.query(params![collection]).map_err(internal)?;
+        while let Some(row) = rows.next().map_err(internal)? {
+            let id: String = row.get(0).map_err(internal)?;
+            let payload: String = row.get(1).map_err(internal)?;
+            visit(&id, &payload)?;
+        }
+        Ok(())
+    }
+
+    fn index_source(&self, collection: &str, after_label: i64) -> Result<IndexSource> {
+        let mut conn = self.conn();
+        // One read transaction: labels, vectors and seq from the same state.
+        let tx = conn.transaction().map_err(internal)?;
+        let (next_seq, _) = counters(&tx, collection)?;
+        let live = {
+            // The label index holds the ids too (they are the table's key),
+            // so this reads the index alone, not the vectors.
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT label, id FROM points INDEXED BY points_by_label
+                     WHERE collection = ?1",
+                )
+                .map_err(internal)?;
+            stmt.query_map(params![collection], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(internal)?
+                .collect::<rusqlite::Result<Vec<(i64, String)>>>()
+                .map_err(internal)?
+        };
+        let mut added = LabelledVectors::default();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT label, vector FROM points WHERE collection = ?1 AND label > ?2
+                     ORDER BY label",
+                )
+                .map_err(internal)?;
+            let mut rows = stmt
+                .query(params![collection, after_label])
+                .map_err(internal)?;
+            while let Some(row) = rows.next().map_err(internal)? {
+                let label: i64 = row.get(0).map_err(internal)?;
+                let bytes = row.get_ref(1).map_err(internal)?;
+                let bytes = bytes
+                    .as_blob()
+                    .map_err(|e| Error::Internal(format!("stored vector: {e}")))?;
+                added.labels.push(label);
+                added.data.extend(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+            }
+        }
+        tx.commit().map_err(internal)?;
+        Ok(IndexSource {
+            live,
+            added,
+            seq: (next_seq - 1) as u64,
+        })
+    }
+
+    fn collection_bytes(&self, collection: &str) -> Result<u64> {
+        // length() of a blob or text reads its size, not its content.
+        self.conn()
+            .query_row(
+                "SELECT COALESCE(SUM(length(id) + length(vector) + length(payload) + 16), 0)
+                 FROM points WHERE collection = ?1",
+                params![collection],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(internal)
+    }
+
+    fn points_by_labels(
+        &self,
+        collection: &str,
+        labels: &[i64],
+    ) -> Result<Vec<(i64, StoredPoint)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, vector, payload FROM points WHERE collection = ?1 AND label = ?2",
+            )
+            .map_err(internal)?;
+        let mut found = Vec::with_capacity(labels.len());
+        for &label in labels {
+            let point = stmt
+                .query_row(params![collection, label], point_row)
+                .optional()
+                .map_err(internal)?;
+            found.extend(point.map(|p| (label, p)));
+        }
+        Ok(found)
+    }
+
+    fn count_points(&self, collection: &str) -> Result<u64> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM points WHERE collection = ?1",
+                params![collection],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CollectionStore, StoredCollection};
+
+    fn collection_row(s: &SqliteStore, name: &str) {
+        s.create_collection(&StoredCollection {
+            name: name.into(),
+            definition: "{}".into(),
+            created_at: 0,
+            points: 0,
+        })
+        .unwrap();
+    }
+
+    fn point(id: &str, x: f32) -> StoredPoint {
+        StoredPoint {
+            id: id.into(),
+            vector: vec![x, -x, 0.5],
+            payload: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn every_version_gets_a_new_label_and_changes_are_sequenced() {
+        let s = SqliteStore::in_memory().unwrap();
+        collection_row(&s, "c");
+        let first = s
+            .upsert_points("c", &[point("a", 1.0), point("b", 2.0)])
+            .unwrap();
+        assert_eq!(first.seq, 1);
+        assert_eq!(
+            first.outcome.iter().map(|u| u.label).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let second = s.upsert_points("c", &[point("a", 3.0)]).unwrap();
+        assert_eq!(second.seq, 2);
+        assert_eq!(
+            second.outcome[0],
+            UpsertedPoint {
+                label: 3,
+                replaced: Some(1)
+            }
+        );
+        let got = s.get_points("c", &["a".into(), "zz".into()]).unwrap();
+        assert_eq!(
+            got,
+            vec![point("a", 3.0)],
+            "vectors round-trip, absent ids skipped"
+        );
+        let deleted = s.delete_points("c", &["b".into(), "zz".into()]).unwrap();
+        assert_eq!((deleted.outcome.clone(), deleted.seq), (vec![2], 3));
+        assert_eq!(s.count_points("c").unwrap(), 1);
+        // A deleted label is never handed out again.
+        let third = s.upsert_points("c", &[point("b", 4.0)]).unwrap();
+        assert_eq!(third.outcome[0].label, 4);
+        // An index source sees current labels only, vectors above a label.
+        let source = s.index_source("c", 3).unwrap();
+        let mut live = source.live.clone();
+        live.sort();
+        assert_eq!(live, [(3, "a".to_owned()), (4, "b".to_owned())]);
+        assert_eq!(source.added.labels, [4]);
+        assert_eq!(source.added.data, point("b", 4.0).vector);
+        assert_eq!(source.seq, 4);
+        assert!(s.collection_bytes("c").unwrap() > 0);
+        assert!(matches!(
+            s.upsert_points("nope", &[point("a", 1.0)]),
+            Err(Error::NotFound { .. })
+        ));
+        // Deleting the collection removes its points.
+        assert!(s.delete_collection("c").unwrap());
+        collection_row(&s, "c");
+        assert_eq!(s.count_points("c").unwrap(), 0);
+    }
+}

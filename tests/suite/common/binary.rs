@@ -1,0 +1,114 @@
+//! The real `agentd` binary on a free loopback port, for tests that need a
+//! separate process (signals, crashes) and for benchmarks that measure it
+//! from outside (`benches/memory.rs` includes this file). Self-contained
+//! for that reason.
+
+#![allow(dead_code)] // tests and benches each use part of it
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+
+/// A running agentd process; killed when dropped.
+pub struct Binary {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Binary {
+    /// Starts `agentd serve` on `data_dir` with only the memory service, and
+    /// connects to it.
+    pub async fn start(data_dir: &Path) -> (Binary, Channel) {
+        Binary::start_with(data_dir, &["--disable", "embedding,query,agents"]).await
+    }
+
+    /// Starts `agentd serve` on `data_dir` with extra command-line `args`.
+    pub async fn start_with(data_dir: &Path, args: &[&str]) -> (Binary, Channel) {
+        Binary::start_logging(data_dir, args, Stdio::null()).await
+    }
+
+    /// Starts `agentd serve` on `data_dir` with extra command-line `args`,
+    /// its log (stderr) going to `log`.
+    pub async fn start_logging(
+        data_dir: &Path,
+        args: &[&str],
+        log: impl Into<Stdio>,
+    ) -> (Binary, Channel) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let child = Command::new(env!("CARGO_BIN_EXE_agentd"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("AGENTD_CONFIG")
+            .current_dir(data_dir.parent().unwrap_or(data_dir))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agentd");
+        let binary = Binary { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match connect(addr).await {
+                Ok(channel) => return (binary, channel),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("agentd did not start: {e}"),
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the process, in bytes (Linux `VmRSS`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// SIGTERM, then waits for the graceful exit (which snapshots indexes).
+    pub fn stop(mut self) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM agentd");
+        let status = self.child.wait().expect("wait for agentd");
+        assert!(status.success(), "agentd exited with {status}");
+    }
+
+    /// SIGKILL: no shutdown path runs, as in a crash or an OOM kill.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL agentd");
+        self.child.wait().expect("reap agentd");
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+}

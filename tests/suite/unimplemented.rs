@@ -1,0 +1,56 @@
+//! RPCs whose engine is not built yet answer UNIMPLEMENTED naming the engine,
+//! with a NOT_IMPLEMENTED ErrorInfo, never a fake success.
+
+use crate::common::TestServer;
+use agentd::pb::v1::*;
+use tonic_types::StatusExt;
+
+fn assert_not_built(status: tonic::Status, engine: &str, method: &str) {
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains(engine), "{}", status.message());
+    assert!(status.message().contains(method), "{}", status.message());
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(info.reason, "NOT_IMPLEMENTED");
+    assert_eq!(info.domain, "agentd.dev");
+    assert_eq!(
+        info.metadata.get("engine").map(String::as_str),
+        Some(engine)
+    );
+}
+
+#[tokio::test]
+async fn every_service_names_its_missing_engine() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+
+    let err = agent_service_client::AgentServiceClient::new(channel.clone())
+        .list_specs(ListSpecsRequest::default())
+        .await
+        .unwrap_err();
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/ListSpecs");
+
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn streaming_rpcs_answer_unimplemented_too() {
+    let server = TestServer::start().await;
+    let channel = server.channel().await;
+    let err = agent_service_client::AgentServiceClient::new(channel.clone())
+        .watch_events(WatchEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/WatchEvents");
+
+    let messages = futures::stream::iter(vec![WorkRequest::default()]);
+    let err = agent_service_client::AgentServiceClient::new(channel)
+        .work(messages)
+        .await
+        .unwrap_err();
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/Work");
+    server.stop().await.unwrap();
+}
