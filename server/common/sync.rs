@@ -18,6 +18,16 @@ pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Locks `mutex` if that needs no waiting (recovering it if a panic
+/// poisoned it); None while another thread holds it.
+pub fn try_lock<T: ?Sized>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 /// Read-locks `lock`, recovering it if a panic poisoned it.
 pub fn read<T: ?Sized>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -47,5 +57,9 @@ mod tests {
         assert!(shared.is_poisoned());
         *lock(&shared) += 1;
         assert_eq!(*lock(&shared), 2);
+        let held = lock(&shared);
+        assert!(try_lock(&shared).is_none(), "held elsewhere");
+        drop(held);
+        assert_eq!(try_lock(&shared).map(|g| *g), Some(2));
     }
 }

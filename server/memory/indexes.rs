@@ -27,6 +27,7 @@ use super::collections::Collection;
 use super::index::VectorIndex;
 use super::search_job::LastSearch;
 use super::snapshot::SnapshotDir;
+use crate::common::sync::{lock, try_lock};
 use crate::error::Result;
 use crate::store::{IndexSource, LabelledVectors, PointStore};
 
@@ -116,7 +117,7 @@ impl Slot {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 }
 
@@ -149,7 +150,7 @@ impl Indexes {
     /// The slot of `collection`, created on first use. A slot left from a
     /// deleted collection of the same name is replaced.
     pub fn slot(&self, collection: &Collection) -> Arc<Slot> {
-        let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = lock(&self.inner.slots);
         let name = &collection.def.name;
         match slots.get(name) {
             Some(slot) if slot.created_at == collection.created_at => Arc::clone(slot),
@@ -187,12 +188,7 @@ impl Indexes {
 
     /// Drops the index and snapshots of a deleted collection.
     pub fn forget(&self, name: &str) {
-        let removed = self
-            .inner
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        let removed = lock(&self.inner.slots).remove(name);
         if let Some(slot) = &removed {
             slot.forgotten.store(true, Ordering::Release);
             // Wait for a write or snapshot in progress before removing files.
@@ -282,11 +278,7 @@ impl Indexes {
         slot: &Arc<Slot>,
         f: impl FnOnce(&mut VectorIndex, &dyn PointStore) -> Result<T>,
     ) -> Option<Result<T>> {
-        let mut state = match slot.state.try_lock() {
-            Ok(state) => state,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let mut state = try_lock(&slot.state)?;
         let index = state.index.as_mut()?;
         Some(f(index, &*self.inner.store))
     }
@@ -311,14 +303,7 @@ impl Indexes {
     /// Snapshots every loaded index that changed since its last snapshot.
     /// Blocking; errors are logged (the store still has everything).
     pub fn snapshot_changed(&self) {
-        let slots: Vec<Arc<Slot>> = self
-            .inner
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let slots: Vec<Arc<Slot>> = lock(&self.inner.slots).values().cloned().collect();
         for slot in slots {
             let Some(dir) = &slot.snapshots else {
                 continue;
@@ -336,10 +321,7 @@ impl Indexes {
                 }
             };
             let written = frozen.and_then(|frozen| {
-                let _writing = slot
-                    .writing_snapshot
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
+                let _writing = lock(&slot.writing_snapshot);
                 if slot.forgotten.load(Ordering::Acquire)
                     || slot.snapshot_seq.load(Ordering::Acquire) >= seq
                 {
@@ -555,10 +537,7 @@ fn snapshot(slot: &Slot, state: &State) {
     let (Some(dir), Some(index)) = (&slot.snapshots, &state.index) else {
         return;
     };
-    let _writing = slot
-        .writing_snapshot
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let _writing = lock(&slot.writing_snapshot);
     if slot.forgotten.load(Ordering::Acquire) {
         return;
     }

@@ -64,6 +64,15 @@ impl LastSearch {
     }
 }
 
+/// What [`IndexSearch::run`] found, and how long it waited.
+#[derive(Debug)]
+pub struct Searched {
+    /// The results, ready for the search cache.
+    pub found: CachedHits,
+    /// Time spent waiting for a blocking thread and the collection's lock.
+    pub queued: Duration,
+}
+
 /// A validated search, ready for the index.
 #[derive(Debug)]
 pub struct IndexSearch {
@@ -108,15 +117,13 @@ impl IndexSearch {
         }
     }
 
-    /// Runs the search where it is cheapest (see the module docs); returns
-    /// the results and how long the search waited for a blocking thread
-    /// and the collection's lock.
+    /// Runs the search where it is cheapest (see the module docs).
     pub async fn run(
         self,
         indexes: &Indexes,
         slot: Arc<Slot>,
         def: &CollectionDef,
-    ) -> Result<(CachedHits, Duration)> {
+    ) -> Result<Searched> {
         let effort = self.effort(def);
         let short = slot
             .last_search
@@ -126,7 +133,10 @@ impl IndexSearch {
             let started = Instant::now();
             if let Some(found) = indexes.try_read_now(&slot, |index, s| self.against(index, s)) {
                 slot.last_search.record(effort, started.elapsed());
-                return Ok((found?, Duration::ZERO));
+                return Ok(Searched {
+                    found: found?,
+                    queued: Duration::ZERO,
+                });
             }
         }
         let indexes = indexes.clone();
@@ -136,7 +146,10 @@ impl IndexSearch {
                 let started = Instant::now();
                 let found = self.against(index, s);
                 slot.last_search.record(effort, started.elapsed());
-                Ok((found?, started.duration_since(submitted)))
+                Ok(Searched {
+                    found: found?,
+                    queued: started.duration_since(submitted),
+                })
             })
         })
         .await

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use super::engine::Shared;
+use super::engine::{Shared, Switched};
 use super::events::{EventKind, ModelSpan, QueryError};
 use super::models::ModelEntry;
 use super::provider::{GenerationRequest, ProviderError, ProviderEvent, estimate_tokens};
@@ -495,7 +495,10 @@ impl Driver {
                 }
                 let from = self.model.clone();
                 self.switch_to(model, SwitchReason::Requested);
-                let _ = reply.send(Ok((from, seq)));
+                let _ = reply.send(Ok(Switched {
+                    from_model: from,
+                    seq,
+                }));
                 running.then_some(Outcome::Continue)
             }
             Control::Inject { message, reply } => {

@@ -318,10 +318,9 @@ impl QueryEngine {
     pub async fn switch_model(&self, id: &str, model: String) -> Result<Switched> {
         check_model("model", &model)?;
         let query = self.find(id).await?;
-        let (from_model, seq) = query
+        query
             .command(|reply| Control::SwitchModel { model, reply })
-            .await?;
-        Ok(Switched { from_model, seq })
+            .await
     }
 
     /// Adds a message (field `message`) and continues; answers the seq

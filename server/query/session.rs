@@ -13,6 +13,7 @@ use futures::Stream;
 use futures::stream;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::engine::Switched;
 use super::events::{Event, EventKind, QueryInfo};
 use super::types::{ChatMessage, QueryState};
 use crate::common::clock::now_ms;
@@ -34,12 +35,12 @@ pub enum Control {
         /// Answer.
         reply: Reply<String>,
     },
-    /// Change model; answers (previous model, seq).
+    /// Change model; answers the previous model and the seq.
     SwitchModel {
         /// New alias.
         model: String,
         /// Answer.
-        reply: Reply<(String, u64)>,
+        reply: Reply<Switched>,
     },
     /// Add a message and continue; answers the seq before it.
     Inject {

@@ -722,6 +722,13 @@ async fn finished_queries_are_listed_and_survive_a_restart() {
     .await
     .unwrap();
     assert_eq!(paused_only.queries.len(), 1);
+    // Like every List RPC, a page size above the maximum reads as the
+    // maximum (common/page.rs).
+    let all = list_queries(server.channel().await, 0, 5000, String::new())
+        .await
+        .unwrap();
+    assert_eq!(all.queries.len(), ids.len());
+    assert!(all.next_page_token.is_empty());
     let err = list_queries(server.channel().await, 0, 0, "garbage".into())
         .await
         .unwrap_err();

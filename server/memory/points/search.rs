@@ -102,15 +102,15 @@ impl Points {
                 vector: p.with_vector,
             },
         };
-        let (found, queue) = job.run(&self.indexes, slot, def).await?;
-        let hits = found.hits.clone();
-        self.cache.insert(key, found);
+        let searched = job.run(&self.indexes, slot, def).await?;
+        let hits = searched.found.hits.clone();
+        self.cache.insert(key, searched.found);
         Ok(SearchResult {
             hits,
             cached: false,
             timing: Timing {
-                queue,
-                compute: started.elapsed().saturating_sub(queue),
+                queue: searched.queued,
+                compute: started.elapsed().saturating_sub(searched.queued),
             },
         })
     }
