@@ -7,7 +7,7 @@ Run once when the texts change (needs scripts/bench-deps):
 
 The texts cover what agentd must get right: short and long inputs (over the
 256-token limit, so truncation must match), casing, punctuation, non-ASCII
-scripts, emoji and code. The Rust test tests/embedding_reference.rs embeds the
+scripts, emoji and code. The Rust test tests/suite/embedding.rs embeds the
 same texts through the gRPC API and requires cosine >= 0.9999 with these.
 """
 

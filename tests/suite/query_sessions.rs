@@ -1,5 +1,5 @@
 //! QueryControlService sessions against a fake provider that speaks the
-//! real OpenAI and Anthropic streaming formats (tests/common/fake_llm.rs):
+//! real OpenAI and Anthropic streaming formats (tests/suite/common/fake_llm.rs):
 //! the invariants of a session under pause, resume and switch at random
 //! points, Attach, fallback on mid-stream failures, rules, the result
 //! cache, bad input, disconnects and persistence.
