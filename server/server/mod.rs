@@ -11,6 +11,11 @@
 //! calls are refused), calls in flight run on for at most the configured grace
 //! period, then `serve` returns; `main` then exits, which cuts whatever is
 //! still running.
+//!
+//! - [`services`]: one builder per service (its engine and its gRPC
+//!   service with the shared settings), plus health and reflection.
+//! - [`health`]: service names and their health, following model loading.
+//! - [`signal`]: SIGINT / SIGTERM.
 
 mod health;
 mod services;
@@ -33,7 +38,7 @@ use health::set_services_health;
 pub use signal::shutdown_signal;
 
 use crate::api;
-use crate::config::{Config, Services};
+use crate::config::{Config, ServiceKind, Services};
 use crate::embed::TextEmbedder;
 use crate::memory::Indexes;
 use crate::store::SqliteStore;
@@ -110,13 +115,10 @@ impl Server {
         };
         set_services_health(&health, ready, ServingStatus::Serving).await;
         if services.agents {
-            let agents = Services {
-                embedding: false,
-                memory: false,
-                query: false,
-                agents: true,
-            };
-            set_services_health(&health, agents, ServingStatus::NotServing).await;
+            let agents = service_name(ServiceKind::Agents);
+            health
+                .set_service_status(agents, ServingStatus::NotServing)
+                .await;
         }
 
         Ok(Server {
