@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     tonic_prost_build::configure()
+        // Decode failures are the client's: INVALID_ARGUMENT (server/api/codec.rs).
+        .codec_path("crate::api::codec::Codec")
         .file_descriptor_set_path(out_dir.join("agentd_descriptor.bin"))
         .compile_protos(
             &PROTOS.iter().map(PathBuf::from).collect::<Vec<_>>(),

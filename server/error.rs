@@ -99,9 +99,29 @@ pub enum Error {
     #[error("{0}")]
     WrongState(String),
 
+    /// The request is not a message of the RPC's request type (it did not
+    /// decode): the client's fault, like an invalid field.
+    #[error("malformed request: {field}: {description}")]
+    Malformed {
+        /// The field the decoder stopped at, dotted; empty when unknown.
+        field: String,
+        /// What the decoder found wrong.
+        description: String,
+    },
+
     /// The server is at a configured limit; the caller should retry later.
     #[error("overloaded: {0}")]
     Overloaded(String),
+
+    /// The disk of the data directory is full: writes fail until space is
+    /// freed, reads still work.
+    #[error("storage is full: {0}")]
+    StorageFull(String),
+
+    /// The store could not read or write (an I/O error); retrying later may
+    /// work.
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
 
     /// A dependency (a model that is loading, say) is not ready yet.
     #[error("not ready: {0}")]

@@ -45,7 +45,13 @@ impl From<Error> for Status {
                 (Code::Aborted, ErrorReason::VersionConflict)
             }
             Error::WrongState(_) => (Code::FailedPrecondition, ErrorReason::WrongState),
+            Error::Malformed { field, description } => {
+                details.add_bad_request_violation(field, description);
+                (Code::InvalidArgument, ErrorReason::MalformedMessage)
+            }
             Error::Overloaded(_) => (Code::ResourceExhausted, ErrorReason::Overloaded),
+            Error::StorageFull(_) => (Code::ResourceExhausted, ErrorReason::StorageFull),
+            Error::StorageUnavailable(_) => (Code::Unavailable, ErrorReason::StorageUnavailable),
             Error::NotReady(_) => (Code::Unavailable, ErrorReason::NotReady),
             Error::Provider(_) => (Code::Unavailable, ErrorReason::ProviderError),
             Error::Timeout(_) => (Code::DeadlineExceeded, ErrorReason::Timeout),
@@ -147,6 +153,24 @@ mod tests {
                 Error::NotReady("loading".into()),
                 Code::Unavailable,
                 "NOT_READY",
+            ),
+            (
+                Error::StorageFull("disk full".into()),
+                Code::ResourceExhausted,
+                "STORAGE_FULL",
+            ),
+            (
+                Error::StorageUnavailable("disk I/O error".into()),
+                Code::Unavailable,
+                "STORAGE_UNAVAILABLE",
+            ),
+            (
+                Error::Malformed {
+                    field: "collection".into(),
+                    description: "invalid string value: data is not UTF-8 encoded".into(),
+                },
+                Code::InvalidArgument,
+                "MALFORMED_MESSAGE",
             ),
             (
                 Error::WrongState("running".into()),

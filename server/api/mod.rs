@@ -13,6 +13,7 @@
 //! from a failure, and never receives a fake success.
 
 pub(crate) mod agents;
+pub mod codec;
 pub(crate) mod convert;
 pub(crate) mod embedding;
 pub(crate) mod error;

@@ -121,6 +121,27 @@ pub struct KvMemory {
     store: Arc<dyn KvStore>,
 }
 
+/// Where a List page ends, bound to the namespace and prefix it lists: a
+/// token from another List is refused instead of silently skipping keys.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Cursor {
+    namespace: String,
+    prefix: String,
+    /// The last key of the page.
+    after: String,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// The cursor of a page token, if it is one.
+fn decode_cursor(token: &str) -> Option<Cursor> {
+    serde_json::from_str(&decode_token(token)?).ok()
+}
+
 fn check_namespace(namespace: &str, v: &mut Violations) {
     check_name("namespace", namespace, v);
 }
@@ -243,8 +264,8 @@ impl KvMemory {
         let after = if p.page_token.is_empty() {
             None
         } else {
-            match decode_token(&p.page_token) {
-                Some(key) if key.starts_with(&p.prefix) => Some(key),
+            match decode_cursor(&p.page_token) {
+                Some(c) if c.namespace == p.namespace && c.prefix == p.prefix => Some(c.after),
                 _ => {
                     v.add(
                         "page_token",
@@ -256,11 +277,12 @@ impl KvMemory {
         };
         v.finish()?;
         let limit = page_size(p.page_size);
+        let (namespace, prefix) = (p.namespace.clone(), p.prefix.clone());
         let entries = with_store(&self.store, move |s| {
             s.kv_list(
                 &KvListQuery {
-                    namespace: &p.namespace,
-                    prefix: &p.prefix,
+                    namespace: &namespace,
+                    prefix: &prefix,
                     after: after.as_deref(),
                     // One more than asked tells whether a next page exists.
                     limit: limit + 1,
@@ -270,7 +292,12 @@ impl KvMemory {
             )
         })
         .await?;
-        Ok(Page::from_rows(entries, limit, |e| e.key.clone()).map(Entry::from))
+        let cursor = |e: &KvEntry| Cursor {
+            namespace: p.namespace.clone(),
+            prefix: p.prefix.clone(),
+            after: e.key.clone(),
+        };
+        Ok(Page::from_rows(entries, limit, |e| cursor(e).to_string()).map(Entry::from))
     }
 
     /// Deletes expired entries every `interval` until the returned task is
@@ -364,5 +391,33 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("page_token"), "{err}");
+        // A token is bound to the namespace and prefix it was made for.
+        m.put(put("other", "k00")).await.unwrap();
+        let first = m
+            .list(ListParams {
+                namespace: "n".into(),
+                prefix: "k".into(),
+                page_size: 10,
+                page_token: String::new(),
+                include_values: false,
+            })
+            .await
+            .unwrap();
+        for (namespace, prefix) in [("other", "k"), ("n", "k1")] {
+            let err = m
+                .list(ListParams {
+                    namespace: namespace.into(),
+                    prefix: prefix.into(),
+                    page_size: 10,
+                    page_token: first.next_page_token.clone(),
+                    include_values: false,
+                })
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("page_token"),
+                "{namespace}/{prefix}: {err}"
+            );
+        }
     }
 }

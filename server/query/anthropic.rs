@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::http::{Decoded, Endpoint, SseDecoder, sse_call};
 use super::provider::{
-    GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
+    Admission, GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
 };
 use super::sse::SseEvent;
 use super::types::{FinishReason, TokenUsage};
@@ -81,7 +81,7 @@ impl AnthropicProvider {
 }
 
 impl ModelProvider for AnthropicProvider {
-    fn generate(&self, request: GenerationRequest) -> ProviderStream {
+    fn generate(&self, request: GenerationRequest, _admission: Admission) -> ProviderStream {
         let (body, trimmed) = Self::body(&request);
         let mut http = self
             .endpoint

@@ -25,9 +25,12 @@ use tokio::time::{Instant, sleep_until};
 use super::engine::{Shared, Switched};
 use super::events::{EventKind, ModelSpan, QueryError};
 use super::models::ModelEntry;
-use super::provider::{GenerationRequest, ProviderError, ProviderEvent, estimate_tokens};
+use super::provider::{
+    Admission, GenerationRequest, ProviderError, ProviderEvent, estimate_tokens,
+};
 use super::semantic::SemanticKey;
 use super::session::{Control, Query};
+use super::settings::ProviderKind;
 use super::types::{
     ChatMessage, FinishReason, QueryState, Role, Rule, RuleTrigger, StartQuery, SwitchReason,
     TokenUsage,
@@ -109,6 +112,9 @@ pub struct Driver {
     injected: bool,
     /// The prompt's embedding, for the semantic cache.
     semantic_key: Option<SemanticKey>,
+    /// A place taken in a model's queue (at Start, Resume or a switch) for
+    /// the next call to it: (alias, place).
+    admission: Option<(String, Admission)>,
 }
 
 impl Driver {
@@ -119,6 +125,7 @@ impl Driver {
         control: mpsc::Receiver<Control>,
         start: StartQuery,
         semantic_key: Option<SemanticKey>,
+        admitted: (String, Admission),
     ) -> Self {
         let mut chain = vec![start.model.clone()];
         if start.fallback_models.is_empty() {
@@ -150,6 +157,7 @@ impl Driver {
             max_tokens: u64::from(max_tokens),
             injected: false,
             semantic_key,
+            admission: Some(admitted),
             query,
             shared,
             control,
@@ -247,12 +255,24 @@ impl Driver {
             reported: None,
             counted: TokenUsage::default(),
         };
-        let mut stream = entry.provider.generate(request);
+        // The place taken for this model, or one taken now: a full queue
+        // is a failure this model will not retry (the fallback chain may
+        // move on).
+        let admission = match self.admission.take() {
+            Some((model, admission)) if model == self.model => admission,
+            _ => match entry.provider.admit() {
+                Ok(admission) => admission,
+                Err(e) => return Outcome::Failed(e),
+            },
+        };
+        let mut stream = entry.provider.generate(request, admission);
         let started = Instant::now();
-        let first_token_deadline = self.first_token_deadline(started);
+        // When the model started on this call: now, unless it queues it.
+        let mut running_since = Some(started);
         let mut finish = None;
         loop {
             let waiting_first = segment.deltas == 0;
+            let first_token_deadline = self.first_token_deadline(started, running_since);
             tokio::select! {
                 biased;
                 cmd = self.control.recv() => {
@@ -263,6 +283,12 @@ impl Driver {
                     }
                 }
                 item = stream.next() => match item {
+                    Some(Ok(ProviderEvent::Queued(position))) => {
+                        running_since = None;
+                        let model = self.model.clone();
+                        self.query.push(EventKind::Queued { model, position }, |_| {});
+                    }
+                    Some(Ok(ProviderEvent::Started)) => running_since = Some(Instant::now()),
                     Some(Ok(ProviderEvent::Delta(text))) => {
                         self.delta(text);
                         segment.deltas += 1;
@@ -317,19 +343,23 @@ impl Driver {
     }
 
     /// When a model that has sent nothing has waited too long: the
-    /// configured first-token timeout, or sooner when a first-token rule
-    /// would fire.
-    fn first_token_deadline(&self, started: Instant) -> Instant {
-        let mut wait = self.shared.settings.first_token_timeout;
+    /// configured first-token timeout after the model started on the call
+    /// (time in its queue does not count), or sooner when a first-token
+    /// rule would fire (rules count from the request: what the caller
+    /// waits). Far away while the call is queued and no rule applies.
+    fn first_token_deadline(&self, requested: Instant, running_since: Option<Instant>) -> Instant {
+        let far = requested + Duration::from_secs(365 * 24 * 3600);
+        let mut deadline =
+            running_since.map_or(far, |t| t + self.shared.settings.first_token_timeout);
         for (i, rule) in self.rules.iter().enumerate() {
             if let RuleTrigger::FirstTokenLatencyExceeds(d) = rule.trigger
                 && !self.fired[i]
                 && rule.switch_to_model != self.model
             {
-                wait = wait.min(d);
+                deadline = deadline.min(requested + d);
             }
         }
-        started + wait
+        deadline
     }
 
     /// Appends one delta.
@@ -470,11 +500,12 @@ impl Driver {
                     ))));
                     return None;
                 }
+                let target = model.clone().unwrap_or_else(|| self.model.clone());
+                if let Err(e) = self.take_place(&target) {
+                    let _ = reply.send(Err(e));
+                    return None;
+                }
                 if let Some(model) = model.filter(|m| *m != self.model) {
-                    if let Err(e) = self.shared.registry.get(&model) {
-                        let _ = reply.send(Err(e));
-                        return None;
-                    }
                     self.switch_to(model, SwitchReason::Requested);
                 }
                 self.resume();
@@ -489,7 +520,14 @@ impl Driver {
                     )));
                     return None;
                 }
-                if let Err(e) = self.shared.registry.get(&model) {
+                // Running: the new model is called at once, so it must have
+                // room; paused: Resume will ask.
+                let checked = if running {
+                    self.take_place(&model)
+                } else {
+                    self.shared.registry.get(&model).map(drop)
+                };
+                if let Err(e) = checked {
                     let _ = reply.send(Err(e));
                     return None;
                 }
@@ -502,6 +540,12 @@ impl Driver {
                 running.then_some(Outcome::Continue)
             }
             Control::Inject { message, reply } => {
+                // The answer goes on in a new call to the model: it needs a
+                // place in the model's queue.
+                if let Err(e) = self.take_place(&self.model.clone()) {
+                    let _ = reply.send(Err(e));
+                    return None;
+                }
                 let pushed = message.clone();
                 self.query.push(
                     EventKind::Injected {
@@ -543,6 +587,20 @@ impl Driver {
         }
     }
 
+    /// Takes a place in `model`'s queue for the next call (a command that
+    /// makes the query generate on it): NotFound for an unknown alias,
+    /// Overloaded when its queue is full, and then the command is refused
+    /// and nothing changes.
+    fn take_place(&mut self, model: &str) -> Result<(), Error> {
+        let entry = self.shared.registry.get(model)?;
+        let admission = entry
+            .provider
+            .admit()
+            .map_err(|e| Error::Overloaded(e.message))?;
+        self.admission = Some((model.to_owned(), admission));
+        Ok(())
+    }
+
     /// Records that a paused query runs again.
     fn resume(&mut self) {
         let (seq, model) = (self.seq, self.model.clone());
@@ -557,7 +615,14 @@ impl Driver {
         self.attempts += 1;
         let settings = &self.shared.settings;
         let id = self.query.id();
-        if error.retryable && self.attempts <= settings.max_retries {
+        // A retry on a model with a queue (the local one) would wait in
+        // line again behind everyone: fall back instead.
+        let queues = self
+            .shared
+            .registry
+            .get(&self.model)
+            .is_ok_and(|e| e.spec.provider == ProviderKind::Local);
+        if error.retryable && !queues && self.attempts <= settings.max_retries {
             let backoff = settings
                 .retry_backoff
                 .saturating_mul(1 << (self.attempts - 1).min(16))
@@ -565,7 +630,7 @@ impl Driver {
             tracing::warn!(query = %id, model = %self.model, attempt = self.attempts, error = %error, ?backoff, "provider failed; retrying");
             return backoff;
         }
-        if error.retryable {
+        if error.retryable && !queues {
             self.shared.registry.mark_failed(&self.model);
         }
         tracing::warn!(query = %id, model = %self.model, error = %error, "provider failed; falling back");

@@ -2,9 +2,10 @@
 //! questions about them, and keeps finished ones (in memory for
 //! `retention`, in the store for good).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::Stream;
 
@@ -43,8 +44,16 @@ pub struct Shared {
     semantic: SemanticCache,
     /// Running, paused and recently finished queries.
     live: Mutex<HashMap<String, Arc<Query>>>,
+    /// Finished queries still in `live`, oldest first, with when they
+    /// finished: dropped from memory after `retention`, or sooner beyond
+    /// `retention_max_queries`.
+    retired: Mutex<VecDeque<(std::time::Instant, String)>>,
     /// Running and paused queries.
     unfinished: AtomicUsize,
+    /// Signalled when the last unfinished query has been persisted.
+    all_finished: tokio::sync::Notify,
+    /// Set when the server shuts down: no query starts any more.
+    shutting_down: tokio::sync::watch::Sender<bool>,
     counts: Counts,
 }
 
@@ -111,6 +120,9 @@ pub struct QueryEngine {
     shared: Arc<Shared>,
 }
 
+/// The reason recorded on queries the server's shutdown terminated.
+pub const SHUTDOWN_REASON: &str = "shutdown";
+
 /// Longest delta of a cached answer's replay, in bytes.
 pub const REPLAY_CHUNK_BYTES: usize = 4096;
 
@@ -135,9 +147,54 @@ impl QueryEngine {
                 cache,
                 semantic,
                 live: Mutex::new(HashMap::new()),
+                retired: Mutex::new(VecDeque::new()),
                 unfinished: AtomicUsize::new(0),
+                all_finished: tokio::sync::Notify::new(),
+                shutting_down: tokio::sync::watch::channel(false).0,
                 counts: Counts::default(),
             }),
+        }
+    }
+
+    /// Ends every running and paused query (waiting in a model's queue
+    /// included) as terminated with reason "shutdown", and waits at most
+    /// `wait` until each is persisted as such. Starts are refused from now
+    /// on. Called once the server's grace period is over.
+    pub async fn shutdown(&self, wait: Duration) {
+        let shared = &self.shared;
+        shared.shutting_down.send_replace(true);
+        let unfinished: Vec<Arc<Query>> = lock(&shared.live)
+            .values()
+            .filter(|q| !q.state().is_finished())
+            .cloned()
+            .collect();
+        if unfinished.is_empty() {
+            return;
+        }
+        tracing::info!(
+            queries = unfinished.len(),
+            "terminating unfinished queries for shutdown"
+        );
+        let deadline = tokio::time::Instant::now() + wait;
+        let all_finished = shared.all_finished.notified();
+        tokio::pin!(all_finished);
+        all_finished.as_mut().enable();
+        let terminations = unfinished.iter().map(|q| async move {
+            // A query that ends meanwhile refuses the command: fine.
+            let _ = q
+                .command(|reply| Control::Terminate {
+                    reason: SHUTDOWN_REASON.to_owned(),
+                    reply,
+                })
+                .await;
+        });
+        let _ = tokio::time::timeout_at(deadline, futures::future::join_all(terminations)).await;
+        if shared.unfinished.load(Ordering::SeqCst) > 0 {
+            let _ = tokio::time::timeout_at(deadline, all_finished).await;
+        }
+        let left = shared.unfinished.load(Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!(queries = left, "queries not persisted before shutdown");
         }
     }
 
@@ -208,6 +265,9 @@ impl QueryEngine {
                 counts.semantic_misses.fetch_add(1, Ordering::Relaxed);
             }
         }
+        if *shared.shutting_down.borrow() {
+            return Err(Error::NotReady("the server is shutting down".into()));
+        }
         let reserved = shared.unfinished.fetch_add(1, Ordering::SeqCst);
         if reserved >= shared.settings.max_live_queries {
             shared.unfinished.fetch_sub(1, Ordering::SeqCst);
@@ -215,11 +275,28 @@ impl QueryEngine {
                 "{reserved} queries are running or paused, the configured max_live_queries"
             )));
         }
+        // A model with a bounded queue (the local one) takes the query's
+        // place now: a full queue refuses the query here, not later.
+        let admission = match shared.registry.get(&start.model)?.provider.admit() {
+            Ok(admission) => admission,
+            Err(e) => {
+                shared.unfinished.fetch_sub(1, Ordering::SeqCst);
+                return Err(Error::Overloaded(e.message));
+            }
+        };
         let (query, control) = Query::new(new_info(&start, QueryState::Running));
         let model = start.model.clone();
         query.push(EventKind::Started { model }, |_| {});
         lock(&shared.live).insert(query.id(), query.clone());
-        let driver = Driver::new(query.clone(), shared.clone(), control, start, semantic_key);
+        let admitted = (start.model.clone(), admission);
+        let driver = Driver::new(
+            query.clone(),
+            shared.clone(),
+            control,
+            start,
+            semantic_key,
+            admitted,
+        );
         tokio::spawn(driver.run());
         Ok(query)
     }
@@ -439,16 +516,44 @@ impl Shared {
         }
     }
 
-    /// Called by a driver when its query has ended: persists it and
-    /// forgets it after `retention`.
+    /// Called by a driver when its query has ended: persists it, counts it
+    /// as finished, and retires it from memory.
     pub async fn finished(&self, query: &Arc<Query>) {
-        self.unfinished.fetch_sub(1, Ordering::SeqCst);
-        self.keep_finished(query).await;
+        self.persist(query).await;
+        if self.unfinished.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.all_finished.notify_waiters();
+        }
+        self.retire(query);
     }
 
-    /// Persists a finished query, then drops the in-memory copy after
-    /// `retention` (readers then get it from the store).
+    /// Persists a finished query and retires it from memory.
     async fn keep_finished(&self, query: &Arc<Query>) {
+        self.persist(query).await;
+        self.retire(query);
+    }
+
+    /// Keeps a finished query in memory for `retention`, and at most
+    /// `retention_max_queries` of them: whichever limit comes first drops
+    /// the oldest (readers then get them from the store), so memory stays
+    /// bounded however fast queries finish.
+    fn retire(&self, query: &Arc<Query>) {
+        let now = std::time::Instant::now();
+        let (retention, max) = (self.settings.retention, self.settings.retention_max_queries);
+        let expired = {
+            let mut retired = lock(&self.retired);
+            retired.push_back((now, query.id()));
+            evict(&mut retired, now, retention, max)
+        };
+        if !expired.is_empty() {
+            let mut live = lock(&self.live);
+            for id in expired {
+                live.remove(&id);
+            }
+        }
+    }
+
+    /// Writes a finished query with its whole log to the store.
+    async fn persist(&self, query: &Arc<Query>) {
         let info = query.info();
         let stored = StoredQuery {
             id: info.id.clone(),
@@ -460,9 +565,26 @@ impl Shared {
         if let Err(e) = with_store(&self.store, move |s| s.save_query(&stored)).await {
             tracing::error!(query = %info.id, error = %e, "cannot persist a finished query");
         }
-        tokio::time::sleep(self.settings.retention).await;
-        lock(&self.live).remove(&info.id);
     }
+}
+
+/// Takes from the front of `retired` (oldest first) the ids finished more
+/// than `retention` before `now`, and beyond that as many as keep at most
+/// `max`.
+fn evict(
+    retired: &mut VecDeque<(std::time::Instant, String)>,
+    now: std::time::Instant,
+    retention: Duration,
+    max: usize,
+) -> Vec<String> {
+    let mut expired = Vec::new();
+    while let Some((at, _)) = retired.front() {
+        if retired.len() <= max && now.duration_since(*at) < retention {
+            break;
+        }
+        expired.extend(retired.pop_front().map(|(_, id)| id));
+    }
+    expired
 }
 
 /// The record of a query being started.
@@ -507,4 +629,28 @@ fn parse_token(token: &str) -> Result<Option<(i64, String)>> {
     let (time, id) = cursor.split_once('.').ok_or_else(bad)?;
     let time = time.parse().map_err(|_| bad())?;
     Ok(Some((time, id.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_queries_leave_memory_by_age_or_count() {
+        let start = std::time::Instant::now();
+        let mut retired: VecDeque<_> = (0..5)
+            .map(|i| (start + Duration::from_secs(i), format!("q{i}")))
+            .collect();
+        let hour = Duration::from_secs(3600);
+        // Over the count: the oldest go first.
+        assert_eq!(evict(&mut retired, start, hour, 3), ["q0", "q1"]);
+        // Over the age: q2 finished at +2 s, 10 s ago from +12 s.
+        let later = start + Duration::from_secs(12);
+        assert_eq!(
+            evict(&mut retired, later, Duration::from_secs(9), 10),
+            ["q2", "q3"]
+        );
+        assert_eq!(retired.len(), 1);
+        assert!(evict(&mut retired, later, hour, 10).is_empty());
+    }
 }

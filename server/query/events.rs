@@ -128,6 +128,13 @@ pub enum EventKind {
         /// The message.
         message: ChatMessage,
     },
+    /// The query waits in `model`'s queue, at `position` (1: next).
+    Queued {
+        /// Alias waited for.
+        model: String,
+        /// Place in the queue.
+        position: u64,
+    },
 }
 
 impl EventKind {
@@ -153,6 +160,8 @@ pub enum QueryErrorKind {
     Provider,
     /// A timeout elapsed.
     Timeout,
+    /// A model's queue or the server was full.
+    Overloaded,
     /// Anything else.
     Internal,
 }
@@ -188,6 +197,7 @@ impl From<&Error> for QueryError {
             Error::WrongState(m) => (QueryErrorKind::WrongState, vec![], m.clone()),
             Error::Provider(m) => (QueryErrorKind::Provider, vec![], m.clone()),
             Error::Timeout(m) => (QueryErrorKind::Timeout, vec![], m.clone()),
+            Error::Overloaded(m) => (QueryErrorKind::Overloaded, vec![], m.clone()),
             _ => (QueryErrorKind::Internal, vec![], err.to_string()),
         };
         QueryError {
@@ -222,6 +232,7 @@ impl QueryError {
             QueryErrorKind::WrongState => Error::WrongState(self.message.clone()),
             QueryErrorKind::Provider => Error::Provider(self.message.clone()),
             QueryErrorKind::Timeout => Error::Timeout(self.message.clone()),
+            QueryErrorKind::Overloaded => Error::Overloaded(self.message.clone()),
             QueryErrorKind::Internal => Error::Internal(self.message.clone()),
         }
     }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::http::{Decoded, Endpoint, SseDecoder, sse_call};
 use super::provider::{
-    GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
+    Admission, GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
 };
 use super::sse::SseEvent;
 use super::types::{FinishReason, TokenUsage};
@@ -71,7 +71,7 @@ impl OpenAiProvider {
 }
 
 impl ModelProvider for OpenAiProvider {
-    fn generate(&self, request: GenerationRequest) -> ProviderStream {
+    fn generate(&self, request: GenerationRequest, _admission: Admission) -> ProviderStream {
         let mut http = self
             .endpoint
             .post("/chat/completions", &Self::body(&request));

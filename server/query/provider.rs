@@ -9,6 +9,8 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::Stream;
 
@@ -33,6 +35,12 @@ pub struct GenerationRequest {
 /// What a provider stream yields.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProviderEvent {
+    /// The call waits for a model that runs one call at a time: its place
+    /// in the queue, 1 being next. Sent when it joins and when it moves.
+    Queued(u64),
+    /// The model started on the call after it waited in the queue: the
+    /// first-token timeout counts from here.
+    Started,
     /// Generated text (never empty).
     Delta(String),
     /// Token counts of this call, as the provider reports them.
@@ -74,12 +82,78 @@ impl ProviderError {
 /// call was cut short (reported as a retryable error by the engine).
 pub type ProviderStream = Pin<Box<dyn Stream<Item = Result<ProviderEvent, ProviderError>> + Send>>;
 
+/// Places in a bounded queue, shared by a provider and the admissions it
+/// gave out.
+#[derive(Debug)]
+pub struct Slots {
+    used: AtomicUsize,
+    capacity: usize,
+}
+
+impl Slots {
+    /// `capacity` places.
+    pub fn new(capacity: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            used: AtomicUsize::new(0),
+            capacity,
+        })
+    }
+
+    /// Places taken now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes a place, or None when all are taken.
+    pub fn take(self: &Arc<Self>) -> Option<Admission> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < self.capacity).then_some(used + 1)
+            })
+            .ok()?;
+        Some(Admission {
+            slot: Some(Arc::clone(self)),
+        })
+    }
+}
+
+/// A place for one call in a provider's queue, taken before the call (at
+/// Start, at Resume) so that a full queue refuses a query at once instead
+/// of failing it later; given back when dropped (for the local model: when
+/// the model starts on the call, or when the call is abandoned).
+#[derive(Debug, Default)]
+pub struct Admission {
+    slot: Option<Arc<Slots>>,
+}
+
+impl Admission {
+    /// No place needed: the provider has no queue of its own.
+    pub fn unbounded() -> Admission {
+        Admission::default()
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(slots) = self.slot.take() {
+            slots.used.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// A backend that generates text: the local GGUF model, an
 /// OpenAI-compatible server or the Anthropic Messages API.
 pub trait ModelProvider: Send + Sync + fmt::Debug + 'static {
-    /// Starts one call. Connection and HTTP errors come as the stream's
-    /// first item, so this never blocks.
-    fn generate(&self, request: GenerationRequest) -> ProviderStream;
+    /// Takes a place for one call in the provider's queue: an error (not
+    /// retryable) when the queue is full. Providers without a queue of
+    /// their own always admit.
+    fn admit(&self) -> Result<Admission, ProviderError> {
+        Ok(Admission::unbounded())
+    }
+
+    /// Starts one call, in the place `admission` holds. Connection and HTTP
+    /// errors come as the stream's first item, so this never blocks.
+    fn generate(&self, request: GenerationRequest, admission: Admission) -> ProviderStream;
 
     /// Why the provider cannot serve now (no key, model not loaded), if so.
     fn unavailable_reason(&self) -> Option<String> {
@@ -130,6 +204,21 @@ mod tests {
         let s = Secret::new("sk-very-secret".into());
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(s.expose(), "sk-very-secret");
+    }
+
+    #[test]
+    fn admissions_hold_their_place_until_dropped() {
+        let slots = Slots::new(2);
+        let a = slots.take().unwrap();
+        let b = slots.take().unwrap();
+        assert!(slots.take().is_none(), "full");
+        drop(a);
+        assert_eq!(slots.used(), 1);
+        let c = slots.take().unwrap();
+        drop((b, c));
+        assert_eq!(slots.used(), 0);
+        drop(Admission::unbounded());
+        assert_eq!(slots.used(), 0);
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub struct QueryConfig {
     /// How long finished queries stay in memory (they stay in the store).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Most finished queries kept in memory; beyond, the oldest are read
+    /// from the store instead.
+    pub retention_max_queries: usize,
     /// Running and paused queries at most; beyond, Start answers
     /// RESOURCE_EXHAUSTED.
     pub max_live_queries: usize,
@@ -172,6 +175,9 @@ pub struct QueryConfig {
     pub semantic_cache_entries: usize,
     /// Threads of the local model's decode loop; 0 means all cores.
     pub local_threads: usize,
+    /// Calls that may wait for a local model while it runs another; a
+    /// query that would be one more is refused at Start (OVERLOADED).
+    pub local_max_queued: usize,
 }
 
 impl Default for QueryConfig {
@@ -189,13 +195,23 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(10),
             retention: Duration::from_secs(900),
+            retention_max_queries: 10_000,
             max_live_queries: 10_000,
             cache_bytes: 64 << 20,
             semantic_cache_entries: 10_000,
             local_threads: 0,
+            local_max_queued: DEFAULT_LOCAL_MAX_QUEUED,
         }
     }
 }
+
+/// Default of `local_max_queued`: at about a second and a half per short
+/// answer on two cores, the last of 64 waits about a minute and a half,
+/// well within the default query timeout.
+pub const DEFAULT_LOCAL_MAX_QUEUED: usize = 64;
+
+/// Most calls `local_max_queued` may allow.
+const MAX_LOCAL_QUEUED: usize = 100_000;
 
 /// Built-in aliases when `[[query.models]]` is absent: the Anthropic
 /// models (available once `ANTHROPIC_API_KEY` is set), and `local` when
@@ -265,6 +281,12 @@ impl QueryConfig {
         }
         if self.max_live_queries == 0 {
             bail!("query max_live_queries must be at least 1");
+        }
+        if self.local_max_queued > MAX_LOCAL_QUEUED {
+            bail!(
+                "query local_max_queued must be at most {MAX_LOCAL_QUEUED}, got {}",
+                self.local_max_queued
+            );
         }
         let specs = self.model_specs();
         let mut names = std::collections::BTreeSet::new();

@@ -1,6 +1,10 @@
 //! grpc.health.v1 for the whole server and each agentd service by its full
 //! name: SERVING when it can answer, NOT_SERVING while its model loads,
-//! while its engine is not built yet, and from the start of shutdown.
+//! while its engine is not built yet, while the disk under the store is full
+//! (MemoryService, whose writes fail then), and from the start of shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tonic::server::NamedService;
@@ -8,6 +12,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api;
+use crate::common::blocking;
 use crate::config::{ServiceKind, Services};
 use crate::embed::ModelState;
 use crate::pb::v1::{
@@ -15,6 +20,7 @@ use crate::pb::v1::{
     memory_service_server::MemoryServiceServer,
     query_control_service_server::QueryControlServiceServer,
 };
+use crate::store::SqliteStore;
 
 /// Full gRPC name of each agentd service, as health and reflection report it.
 pub fn service_name(kind: ServiceKind) -> &'static str {
@@ -77,4 +83,50 @@ pub async fn report_model_health(
             }
         }
     });
+}
+
+/// How often a full disk is probed for freed space.
+const SPACE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps MemoryService NOT_SERVING while the store's disk is full (its
+/// writes answer STORAGE_FULL then; reads still work), SERVING again once
+/// space is freed: noticed by the next write that succeeds, or by a probe
+/// every few seconds while full, so a drained server finds its way back.
+/// Stops when shutdown starts.
+pub fn report_storage_health(
+    health: HealthReporter,
+    store: Arc<SqliteStore>,
+    draining: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let service = service_name(ServiceKind::Memory);
+    let mut full = store.full();
+    tokio::spawn(async move {
+        // MemoryService starts SERVING; only a change of the disk's state
+        // changes it (tonic-health repeats even an unchanged status to its
+        // watchers).
+        let mut reported = false;
+        loop {
+            let is_full = *full.borrow_and_update();
+            if is_full != reported && !*draining.borrow() {
+                let status = if is_full {
+                    ServingStatus::NotServing
+                } else {
+                    ServingStatus::Serving
+                };
+                health.set_service_status(service, status).await;
+                reported = is_full;
+            }
+            if is_full {
+                tokio::select! {
+                    changed = full.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(SPACE_PROBE_INTERVAL) => {
+                        let store = Arc::clone(&store);
+                        let _ = blocking::run("space probe", move || Ok(store.has_space())).await;
+                    }
+                }
+            } else if full.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }

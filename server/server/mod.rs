@@ -9,8 +9,10 @@
 //! service (so load balancers drain), the listening socket closes (new
 //! connections are refused) and every connection gets an HTTP/2 GOAWAY (new
 //! calls are refused), calls in flight run on for at most the configured grace
-//! period, then `serve` returns; `main` then exits, which cuts whatever is
-//! still running.
+//! period; then every query still running, paused or queued ends as
+//! terminated with reason "shutdown" and is persisted as such, changed index
+//! snapshots are written (each step bounded, about a second in all), `serve`
+//! returns, and `main` exits, which cuts whatever is still running.
 //!
 //! - [`services`]: one builder per service (its engine and its gRPC
 //!   service with the shared settings), plus health and reflection.
@@ -34,13 +36,20 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 pub use health::service_name;
-use health::set_services_health;
+use health::{report_storage_health, set_services_health};
 pub use signal::shutdown_signal;
 
 use crate::api;
 use crate::config::{Config, ServiceKind, Services};
 use crate::embed::TextEmbedder;
 use crate::memory::Indexes;
+use crate::query::QueryEngine;
+
+/// How long shutdown waits, after the grace period, for the queries it
+/// terminates to be persisted.
+const QUERY_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long shutdown waits for the last index snapshots.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 use crate::store::SqliteStore;
 
 /// Serves `config`'s services on `listener` until `shutdown` resolves, then
@@ -65,6 +74,8 @@ pub struct Server {
     background: Vec<tokio::task::JoinHandle<()>>,
     /// Snapshotted at shutdown.
     memory_indexes: Option<Indexes>,
+    /// Its unfinished queries are terminated at shutdown.
+    query: Option<QueryEngine>,
 }
 
 impl Server {
@@ -100,9 +111,9 @@ impl Server {
             background.extend(memory.background);
             memory_indexes = Some(memory.indexes);
         }
-        if services.query {
-            services::query(&config, &mut routes, &store, embedder.clone());
-        }
+        let query = services
+            .query
+            .then(|| services::query(&config, &mut routes, &store, embedder.clone()));
         if services.agents {
             services::agents(&config, &mut routes);
         }
@@ -120,6 +131,13 @@ impl Server {
                 .set_service_status(agents, ServingStatus::NotServing)
                 .await;
         }
+        if services.memory {
+            background.push(report_storage_health(
+                health.clone(),
+                Arc::clone(&store),
+                draining_rx.clone(),
+            ));
+        }
 
         Ok(Server {
             config,
@@ -128,6 +146,7 @@ impl Server {
             draining: draining_tx,
             background,
             memory_indexes,
+            query,
         })
     }
 
@@ -163,6 +182,7 @@ impl Server {
             draining,
             background,
             memory_indexes,
+            query,
         } = self;
         let addr = listener
             .local_addr()
@@ -206,10 +226,21 @@ impl Server {
                 tracing::warn!(grace = ?grace, "grace period over: cutting calls still in flight");
             }
         }
+        // What is left must end within about a second, whatever runs.
+        if let Some(query) = query {
+            query.shutdown(QUERY_SHUTDOWN_WAIT).await;
+        }
         background.iter().for_each(tokio::task::JoinHandle::abort);
         if let Some(indexes) = memory_indexes {
-            // Saves restarts a replay; the store already has every write.
-            let _ = tokio::task::spawn_blocking(move || indexes.snapshot_changed()).await;
+            // Saves restarts a replay; the store already has every write,
+            // so a snapshot cut short (written to temporary names, renamed
+            // when complete) costs nothing but that.
+            let snapshot = tokio::task::spawn_blocking(move || indexes.snapshot_changed());
+            if tokio::time::timeout(SNAPSHOT_WAIT, snapshot).await.is_err() {
+                tracing::warn!(
+                    "index snapshots cut short by shutdown; restart replays from the store"
+                );
+            }
         }
         tracing::info!("agentd stopped");
         Ok(())

@@ -149,16 +149,17 @@ pub fn memory(
 }
 
 /// Builds the model registry and the query engine on `store` and adds
-/// QueryControlService; `embedder` serves the semantic cache.
+/// QueryControlService; `embedder` serves the semantic cache. Returns the
+/// engine, for shutdown.
 pub fn query(
     config: &Config,
     routes: &mut RoutesBuilder,
     store: &Arc<SqliteStore>,
     embedder: Option<Arc<dyn TextEmbedder>>,
-) {
+) -> QueryEngine {
     let q = &config.query;
     let local = |spec: &ModelAliasSpec| {
-        LocalProvider::start(spec, q.local_threads) as Arc<dyn ModelProvider>
+        LocalProvider::start(spec, q.local_threads, q.local_max_queued) as Arc<dyn ModelProvider>
     };
     let registry = ModelRegistry::build(q.model_specs(), q.cooldown, q.connect_timeout, &local);
     tracing::info!(
@@ -167,9 +168,10 @@ pub fn query(
     );
     let engine = QueryEngine::new(q.clone(), registry, store.clone(), embedder);
     routes.add_service(configured!(
-        QueryControlServiceServer::new(api::query::QueryApi::new(engine)),
+        QueryControlServiceServer::new(api::query::QueryApi::new(engine.clone())),
         config
     ));
+    engine
 }
 
 /// Adds AgentService, whose RPCs answer UNIMPLEMENTED until its engine is

@@ -300,6 +300,12 @@ async fn bad_searches_are_refused() {
     assert!(err.message().contains("32 dimensions"), "{}", err.message());
     let err = c.search(search("nope", &points[0], 3)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+    for threshold in [f32::NAN, f32::INFINITY] {
+        let mut nan = search("docs", &points[0], 3);
+        nan.score_threshold = Some(threshold);
+        let err = c.search(nan).await.unwrap_err();
+        assert_eq!(violated_fields(&err), ["score_threshold"], "{threshold}");
+    }
 
     c.create_collection(CreateCollectionRequest {
         name: "sq8".into(),

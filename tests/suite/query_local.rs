@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::TestServer;
-use crate::common::sessions::{Session, check_invariants, list_models};
+use crate::common::sessions::{Session, check_invariants, list_models, query_info};
+use agentd::pb::v1::query_control_service_client::QueryControlServiceClient;
 use agentd::pb::v1::session_event::Kind;
 use agentd::pb::v1::session_request::Command;
 use agentd::pb::v1::*;
@@ -33,7 +34,7 @@ fn reference() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn local_alias(alias: &str) -> ModelAliasSpec {
+pub fn local_alias(alias: &str) -> ModelAliasSpec {
     ModelAliasSpec {
         alias: alias.into(),
         provider: agentd::query::ProviderKind::Local,
@@ -52,7 +53,7 @@ fn local_alias(alias: &str) -> ModelAliasSpec {
 async fn local_server() -> TestServer {
     let (mut config, dir) = crate::common::test_config();
     config.query.models = Some(vec![local_alias("local"), local_alias("local-b")]);
-    config.query.local_threads = 2;
+    config.query.local_threads = 1;
     TestServer::start_with(config, dir, |s| s).await
 }
 
@@ -214,4 +215,178 @@ async fn local_sessions_pause_switch_resume_and_terminate() {
     let local = models.iter().find(|m| m.alias == "local").unwrap();
     assert!(local.available, "{local:?}");
     assert_eq!(local.provider, ProviderKind::Local as i32);
+}
+
+/// How a local session ended: completed, or refused at Start.
+enum Outcome {
+    Completed { queued: bool },
+    Refused,
+}
+
+/// One session on `model` to its end.
+async fn run_one(channel: tonic::transport::Channel, model: &str, max_tokens: u32) -> Outcome {
+    let request = start(model, "Count to ten.", "", max_tokens);
+    match Session::open(channel, request).await {
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+            use tonic_types::StatusExt;
+            let info = status.get_error_details().error_info().cloned().unwrap();
+            assert_eq!(info.reason, "OVERLOADED", "{status:?}");
+            Outcome::Refused
+        }
+        Ok(mut s) => {
+            // Waiting behind others on a loaded machine can be long: read
+            // the whole stream with a generous bound instead of `finish`'s
+            // per-event one.
+            s.close();
+            let mut events = Vec::new();
+            let read_all = async {
+                while let Some(m) = s.events.message().await.expect("stream ok") {
+                    events.push(m.event.expect("event set"));
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(120), read_all)
+                .await
+                .is_err()
+            {
+                panic!("no end within 120 s; events so far: {events:?}");
+            }
+            check_invariants(&events);
+            match events.last().and_then(|e| e.kind.as_ref()) {
+                Some(Kind::Completed(_)) => Outcome::Completed {
+                    queued: events
+                        .iter()
+                        .any(|e| matches!(e.kind, Some(Kind::Queued(_)))),
+                },
+                other => panic!("an admitted session ended with {other:?}, not Completed"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_local_queue_refuses_at_start_and_admitted_queries_complete() {
+    let (mut config, dir) = crate::common::test_config();
+    config.query.models = Some(vec![local_alias("local")]);
+    // One decode thread keeps its pace when other tests load the cores.
+    config.query.local_threads = 1;
+    config.query.local_max_queued = 3;
+    // Shorter than the wait of the last query in the queue: only the time
+    // after the model starts on a query counts.
+    config.query.first_token_timeout = Duration::from_secs(2);
+    let server = TestServer::start_with(config, dir, |s| s).await;
+    // The model loads in the background: wait for one answer first.
+    assert!(matches!(
+        run_one(server.channel().await, "local", 2).await,
+        Outcome::Completed { .. }
+    ));
+    let mut sessions = Vec::new();
+    for _ in 0..12 {
+        let channel = server.channel().await;
+        sessions.push(tokio::spawn(run_one(channel, "local", 12)));
+    }
+    let (mut completed, mut refused, mut queued) = (0, 0, 0);
+    for s in sessions {
+        match s.await.unwrap() {
+            Outcome::Completed { queued: q } => {
+                completed += 1;
+                queued += usize::from(q);
+            }
+            Outcome::Refused => refused += 1,
+        }
+    }
+    assert_eq!(completed + refused, 12);
+    assert!(
+        completed >= 4,
+        "one running and three waiting are admitted: {completed}"
+    );
+    assert!(
+        refused >= 1,
+        "more than the queue holds are refused at Start"
+    );
+    assert!(
+        queued >= 2,
+        "waiting queries are told their place: {queued}"
+    );
+    // The queue is empty again: a new query is admitted.
+    assert!(matches!(
+        run_one(server.channel().await, "local", 2).await,
+        Outcome::Completed { .. }
+    ));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_and_abandoned_local_queries_give_the_model_back() {
+    let server = local_server().await;
+    // A long answer, terminated after a few tokens; then a second, whose
+    // client goes away with terminate_on_disconnect.
+    let mut long = Session::open(
+        server.channel().await,
+        start("local", "Tell me a long story.", "", 2000),
+    )
+    .await
+    .unwrap();
+    long.until(|k| matches!(k, Kind::Delta(d) if d.seq == 3))
+        .await;
+    let mut waiting_request = start("local", "Tell me another long story.", "", 2000);
+    waiting_request.terminate_on_disconnect = true;
+    let mut waiting = Session::open(server.channel().await, waiting_request)
+        .await
+        .unwrap();
+    waiting.until(|k| matches!(k, Kind::Queued(_))).await;
+    let abandoned = waiting.query_id();
+    drop(waiting);
+    // The server sees the disconnect on its own time; wait for it so that
+    // the abandoned query is out of the queue before the next one joins.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = query_info(
+            QueryControlServiceClient::new(server.channel().await),
+            &abandoned,
+            false,
+        )
+        .await;
+        if info.state == QueryState::Terminated as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned query ends within 10 s: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    long.send(Command::Terminate(TerminateCommand {
+        reason: "enough".into(),
+    }))
+    .await;
+    long.finish().await;
+    // Had either kept generating, a new query would wait behind up to
+    // 4,000 tokens (about a minute); it starts at once (at most behind the
+    // last token of the terminated one).
+    let began = std::time::Instant::now();
+    let mut next = Session::open(server.channel().await, start("local", "Hi.", "", 4))
+        .await
+        .unwrap();
+    let first = next.until(|k| matches!(k, Kind::Delta(_))).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "first token after {:?}",
+        began.elapsed()
+    );
+    let places: Vec<u64> = next
+        .seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::Queued(q)) => Some(q.position),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        places.iter().all(|p| *p == 1),
+        "nothing else waited: {places:?}"
+    );
+    let _ = first;
+    next.finish().await;
+    server.stop().await.unwrap();
 }

@@ -222,7 +222,10 @@ async fn start_server_with_models(fake: &FakeLlm) -> (TestServer, tempfile::Temp
     let key_file = keys.path().join("anthropic.key");
     std::fs::write(&key_file, "test-key-123\n").unwrap();
     let (mut config, dir) = crate::common::test_config();
-    config.query.models = Some(crate::common::sessions::aliases(fake, &key_file));
+    let mut models = crate::common::sessions::aliases(fake, &key_file);
+    models.push(crate::query_local::local_alias("local"));
+    config.query.models = Some(models);
+    config.query.local_threads = 1;
     config.query.retry_backoff = Duration::from_millis(5);
     config.query.max_retries = 1;
     config.query.cooldown = Duration::ZERO;
@@ -643,6 +646,26 @@ async fn query_calls(seen: &mut Seen<'_>, channel: tonic::transport::Channel) {
     similar.messages = vec![user("count!")];
     let mut near = Session::open(channel.clone(), similar).await.unwrap();
     record_events(seen, &near.finish().await);
+
+    // Two queries on the local model, which runs one at a time: the
+    // second waits in its queue.
+    let mut local = start("local");
+    local.params = Some(GenerationParams {
+        max_tokens: 24,
+        ..Default::default()
+    });
+    let mut first = Session::open(channel.clone(), local.clone()).await.unwrap();
+    first.until(|k| matches!(k, Kind::Delta(_))).await;
+    let mut second = Session::open(channel.clone(), local).await.unwrap();
+    let events = second.finish().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.kind, Some(Kind::Queued(_)))),
+        "{events:?}"
+    );
+    record_events(seen, &events);
+    first.finish().await;
 
     // A query no model can answer fails.
     let mut failing = Session::open(channel.clone(), start("oa-bad"))

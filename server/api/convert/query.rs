@@ -361,6 +361,7 @@ pub fn event(query_id: &str, e: Event) -> pb::SessionEvent {
             seq,
             message: Some(message.into()),
         }),
+        EventKind::Queued { model, position } => Kind::Queued(pb::QueuedEvent { model, position }),
     };
     pb::SessionEvent {
         query_id: query_id.to_owned(),

@@ -95,6 +95,14 @@ pub fn check_search(def: &CollectionDef, p: &SearchParams) -> Result<(), Error> 
     if let Some(filter) = &p.filter {
         filter.validate("filter", &mut v);
     }
+    if let Some(t) = p.score_threshold
+        && !t.is_finite()
+    {
+        v.add(
+            "score_threshold",
+            format!("must be a finite number, got {t}"),
+        );
+    }
     match &p.query {
         Some(Query::Vector(vector)) => check_vector(def, "vector", vector, &mut v),
         Some(Query::Text(text)) => {

@@ -22,21 +22,23 @@ const COLLECTION_COLUMNS: &str = "name, definition, created_at,
 
 impl CollectionStore for SqliteStore {
     fn create_collection(&self, c: &StoredCollection) -> Result<()> {
-        let inserted = self
-            .conn()
-            .execute(
-                "INSERT INTO collections (name, definition, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO NOTHING",
-                params![c.name, c.definition, c.created_at],
-            )
-            .map_err(internal)?;
-        if inserted == 0 {
-            return Err(Error::AlreadyExists {
-                kind: "collection",
-                name: c.name.clone(),
-            });
-        }
-        Ok(())
+        self.track(|| {
+            let inserted = self
+                .conn()
+                .execute(
+                    "INSERT INTO collections (name, definition, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO NOTHING",
+                    params![c.name, c.definition, c.created_at],
+                )
+                .map_err(internal)?;
+            if inserted == 0 {
+                return Err(Error::AlreadyExists {
+                    kind: "collection",
+                    name: c.name.clone(),
+                });
+            }
+            Ok(())
+        })
     }
 
     fn get_collection(&self, name: &str) -> Result<Option<StoredCollection>> {
@@ -66,10 +68,12 @@ impl CollectionStore for SqliteStore {
     }
 
     fn delete_collection(&self, name: &str) -> Result<bool> {
-        let n = self
-            .conn()
-            .execute("DELETE FROM collections WHERE name = ?1", params![name])
-            .map_err(internal)?;
-        Ok(n > 0)
+        self.track(|| {
+            let n = self
+                .conn()
+                .execute("DELETE FROM collections WHERE name = ?1", params![name])
+                .map_err(internal)?;
+            Ok(n > 0)
+        })
     }
 }

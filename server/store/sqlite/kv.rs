@@ -65,56 +65,58 @@ fn prefix_upper_bound(prefix: &str) -> Option<String> {
 
 impl KvStore for SqliteStore {
     fn kv_put(&self, write: KvWrite, if_version: Option<u64>, now: i64) -> Result<KvEntry> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(internal)?;
-        let live: Option<(i64, i64)> = tx
-            .query_row(
-                &format!("SELECT version, created_at FROM kv WHERE namespace = :ns AND key = :key AND {LIVE}"),
-                rusqlite::named_params! {":ns": write.namespace, ":key": write.key, ":now": now},
-                |row| Ok((row.get(0)?, row.get(1)?)),
+        self.track(|| {
+            let mut conn = self.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
+            let live: Option<(i64, i64)> = tx
+                .query_row(
+                    &format!("SELECT version, created_at FROM kv WHERE namespace = :ns AND key = :key AND {LIVE}"),
+                    rusqlite::named_params! {":ns": write.namespace, ":key": write.key, ":now": now},
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(internal)?;
+            let current = live.map_or(0, |(v, _)| v as u64);
+            check_version(if_version, current)?;
+            let created_at = live.map_or(now, |(_, c)| c);
+            let metadata = serde_json::to_string(&write.metadata)
+                .map_err(|e| Error::Internal(format!("encoding metadata: {e}")))?;
+            let version = current + 1;
+            tx.execute(
+                "INSERT INTO kv (namespace, key, value, content_type, metadata, version, created_at, updated_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (namespace, key) DO UPDATE SET
+                   value = excluded.value, content_type = excluded.content_type,
+                   metadata = excluded.metadata, version = excluded.version,
+                   created_at = excluded.created_at, updated_at = excluded.updated_at,
+                   expires_at = excluded.expires_at",
+                params![
+                    write.namespace,
+                    write.key,
+                    write.value,
+                    write.content_type,
+                    metadata,
+                    version as i64,
+                    created_at,
+                    now,
+                    write.expires_at
+                ],
             )
-            .optional()
             .map_err(internal)?;
-        let current = live.map_or(0, |(v, _)| v as u64);
-        check_version(if_version, current)?;
-        let created_at = live.map_or(now, |(_, c)| c);
-        let metadata = serde_json::to_string(&write.metadata)
-            .map_err(|e| Error::Internal(format!("encoding metadata: {e}")))?;
-        let version = current + 1;
-        tx.execute(
-            "INSERT INTO kv (namespace, key, value, content_type, metadata, version, created_at, updated_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (namespace, key) DO UPDATE SET
-               value = excluded.value, content_type = excluded.content_type,
-               metadata = excluded.metadata, version = excluded.version,
-               created_at = excluded.created_at, updated_at = excluded.updated_at,
-               expires_at = excluded.expires_at",
-            params![
-                write.namespace,
-                write.key,
-                write.value,
-                write.content_type,
-                metadata,
-                version as i64,
+            tx.commit().map_err(internal)?;
+            Ok(KvEntry {
+                namespace: write.namespace,
+                key: write.key,
+                value: write.value,
+                content_type: write.content_type,
+                metadata: write.metadata,
+                version,
                 created_at,
-                now,
-                write.expires_at
-            ],
-        )
-        .map_err(internal)?;
-        tx.commit().map_err(internal)?;
-        Ok(KvEntry {
-            namespace: write.namespace,
-            key: write.key,
-            value: write.value,
-            content_type: write.content_type,
-            metadata: write.metadata,
-            version,
-            created_at,
-            updated_at: now,
-            expires_at: write.expires_at,
+                updated_at: now,
+                expires_at: write.expires_at,
+            })
         })
     }
 
@@ -138,28 +140,32 @@ impl KvStore for SqliteStore {
         if_version: Option<u64>,
         now: i64,
     ) -> Result<bool> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(internal)?;
-        let current: u64 = tx
-            .query_row(
-                &format!("SELECT version FROM kv WHERE namespace = :ns AND key = :key AND {LIVE}"),
-                rusqlite::named_params! {":ns": namespace, ":key": key, ":now": now},
-                |row| row.get::<_, i64>(0),
+        self.track(|| {
+            let mut conn = self.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
+            let current: u64 = tx
+                .query_row(
+                    &format!(
+                        "SELECT version FROM kv WHERE namespace = :ns AND key = :key AND {LIVE}"
+                    ),
+                    rusqlite::named_params! {":ns": namespace, ":key": key, ":now": now},
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()
+                .map_err(internal)?
+                .map_or(0, |v| v as u64);
+            check_version(if_version, current)?;
+            // Expired rows go too: they were already invisible.
+            tx.execute(
+                "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
+                params![namespace, key],
             )
-            .optional()
-            .map_err(internal)?
-            .map_or(0, |v| v as u64);
-        check_version(if_version, current)?;
-        // Expired rows go too: they were already invisible.
-        tx.execute(
-            "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
-            params![namespace, key],
-        )
-        .map_err(internal)?;
-        tx.commit().map_err(internal)?;
-        Ok(current > 0)
+            .map_err(internal)?;
+            tx.commit().map_err(internal)?;
+            Ok(current > 0)
+        })
     }
 
     fn kv_list(&self, q: &KvListQuery<'_>, now: i64) -> Result<Vec<KvEntry>> {
@@ -203,14 +209,16 @@ impl KvStore for SqliteStore {
     }
 
     fn kv_purge_expired(&self, now: i64) -> Result<u64> {
-        let n = self
-            .conn()
-            .execute(
-                "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                params![now],
-            )
-            .map_err(internal)?;
-        Ok(n as u64)
+        self.track(|| {
+            let n = self
+                .conn()
+                .execute(
+                    "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                    params![now],
+                )
+                .map_err(internal)?;
+            Ok(n as u64)
+        })
     }
 }
 
@@ -337,5 +345,39 @@ mod tests {
         }
         let s = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(s.kv_get("n", "k", 2).unwrap().unwrap().value, b"kept");
+    }
+
+    #[test]
+    fn a_full_disk_is_storage_full_once_per_episode() {
+        let s = SqliteStore::in_memory().unwrap();
+        let full = s.full();
+        s.kv_put(write("n", "kept", "v"), None, 1).unwrap();
+        // SQLite answers SQLITE_FULL when the database reaches
+        // max_page_count, exactly as when the disk has no room left.
+        let pages: i64 = s
+            .conn()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        s.conn()
+            .pragma_update(None, "max_page_count", pages + 2)
+            .unwrap();
+        let big = "x".repeat(64 * 1024);
+        let mut refused = None;
+        for i in 0..20 {
+            if let Err(e) = s.kv_put(write("n", &format!("k{i}"), &big), None, 1) {
+                refused = Some(e);
+                break;
+            }
+        }
+        let refused = refused.expect("the store filled up");
+        assert!(matches!(refused, Error::StorageFull(_)), "{refused}");
+        assert!(*full.borrow(), "the episode started");
+        // Reads go on.
+        assert!(s.kv_get("n", "kept", 2).unwrap().is_some());
+        s.conn()
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        s.kv_put(write("n", "after", "v"), None, 3).unwrap();
+        assert!(!*full.borrow(), "a successful write ends the episode");
     }
 }

@@ -13,10 +13,12 @@ mod kv;
 mod points;
 mod queries;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::Connection;
+use rusqlite::ffi::ErrorCode;
+use tokio::sync::watch;
 
 use super::migrations;
 use crate::common::sync::lock;
@@ -29,11 +31,31 @@ pub const DB_FILE: &str = "agentd.db";
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The data directory, where [`SqliteStore::has_space`] probes.
+    dir: Option<PathBuf>,
+    /// Whether the last write found the disk full: set by the first write
+    /// refused for lack of space, cleared by the next write that succeeds.
+    full: watch::Sender<bool>,
 }
 
-/// A SQLite failure as the engines' error.
+/// A SQLite failure as the engines' error, by what the caller can do about
+/// it: a full disk is RESOURCE_EXHAUSTED (free space, then retry), an I/O
+/// failure or a locked file UNAVAILABLE (retry), anything else a bug.
 fn internal(e: rusqlite::Error) -> Error {
-    Error::Internal(format!("store: {e}"))
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => Error::StorageFull(format!("store: {e}")),
+        Some(
+            ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::OutOfMemory
+            | ErrorCode::FileLockingProtocolFailed,
+        ) => Error::StorageUnavailable(format!("store: {e}")),
+        _ => Error::Internal(format!("store: {e}")),
+    }
 }
 
 impl SqliteStore {
@@ -42,16 +64,16 @@ impl SqliteStore {
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path)
             .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display())))?;
-        Self::init(conn)
+        Self::init(conn, Some(data_dir.to_path_buf()))
     }
 
     /// An in-memory store, for unit tests.
     #[cfg(test)]
     pub fn in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory().map_err(internal)?)
+        Self::init(Connection::open_in_memory().map_err(internal)?, None)
     }
 
-    fn init(mut conn: Connection) -> Result<Self> {
+    fn init(mut conn: Connection, dir: Option<PathBuf>) -> Result<Self> {
         // Takes effect only when the file is created (before WAL mode is
         // set). Point rows live in a WITHOUT ROWID B-tree, whose cells stay
         // on their page only up to about a quarter of the page: with the
@@ -71,7 +93,59 @@ impl SqliteStore {
         migrations::apply(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            dir,
+            full: watch::channel(false).0,
         })
+    }
+
+    /// Whether the disk is full now, and its changes: true from the first
+    /// write refused for lack of space until a write succeeds again.
+    pub fn full(&self) -> watch::Receiver<bool> {
+        self.full.subscribe()
+    }
+
+    /// Runs the write `f` and follows the disk-full state: the first write
+    /// refused for lack of space starts an episode (logged once, however
+    /// many writes fail during it), the next write that succeeds ends it.
+    fn track<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let result = f();
+        match &result {
+            Err(Error::StorageFull(e)) => {
+                if !self.full.send_replace(true) {
+                    tracing::error!(
+                        error = %e,
+                        "storage is full: writes are refused (RESOURCE_EXHAUSTED) until space is freed; reads go on"
+                    );
+                }
+            }
+            Ok(_) => {
+                if self.full.send_replace(false) {
+                    tracing::info!("storage has space again: writes accepted");
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Whether the data directory's disk takes a small write now (64 KiB,
+    /// written, synced and removed): how a full episode notices that space
+    /// was freed when no write comes to tell it. Marks the episode over
+    /// when it does.
+    pub fn has_space(&self) -> bool {
+        let Some(dir) = &self.dir else {
+            return true;
+        };
+        let probe = dir.join(".space-probe");
+        let written = std::fs::File::create(&probe).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &[0u8; 64 * 1024])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&probe);
+        if written.is_ok() && self.full.send_replace(false) {
+            tracing::info!("storage has space again: writes accepted");
+        }
+        written.is_ok()
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

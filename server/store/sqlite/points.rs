@@ -52,53 +52,55 @@ impl PointStore for SqliteStore {
         collection: &str,
         points: &[StoredPoint],
     ) -> Result<PointsWrite<UpsertedPoint>> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(internal)?;
-        let (seq, mut label) = counters(&tx, collection)?;
-        let mut outcome = Vec::with_capacity(points.len());
-        {
-            let mut find = tx
-                .prepare_cached("SELECT label FROM points WHERE collection = ?1 AND id = ?2")
+        self.track(|| {
+            let mut conn = self.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(internal)?;
-            let mut write = tx
-                .prepare_cached(
-                    "INSERT INTO points (collection, id, label, seq, vector, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (collection, id) DO UPDATE SET
-                       label = excluded.label, seq = excluded.seq,
-                       vector = excluded.vector, payload = excluded.payload",
-                )
-                .map_err(internal)?;
-            for p in points {
-                let replaced: Option<i64> = find
-                    .query_row(params![collection, p.id], |row| row.get(0))
-                    .optional()
+            let (seq, mut label) = counters(&tx, collection)?;
+            let mut outcome = Vec::with_capacity(points.len());
+            {
+                let mut find = tx
+                    .prepare_cached("SELECT label FROM points WHERE collection = ?1 AND id = ?2")
                     .map_err(internal)?;
-                write
-                    .execute(params![
-                        collection,
-                        p.id,
-                        label,
-                        seq,
-                        vector_bytes(&p.vector),
-                        p.payload
-                    ])
+                let mut write = tx
+                    .prepare_cached(
+                        "INSERT INTO points (collection, id, label, seq, vector, payload)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (collection, id) DO UPDATE SET
+                           label = excluded.label, seq = excluded.seq,
+                           vector = excluded.vector, payload = excluded.payload",
+                    )
                     .map_err(internal)?;
-                outcome.push(UpsertedPoint { label, replaced });
-                label += 1;
+                for p in points {
+                    let replaced: Option<i64> = find
+                        .query_row(params![collection, p.id], |row| row.get(0))
+                        .optional()
+                        .map_err(internal)?;
+                    write
+                        .execute(params![
+                            collection,
+                            p.id,
+                            label,
+                            seq,
+                            vector_bytes(&p.vector),
+                            p.payload
+                        ])
+                        .map_err(internal)?;
+                    outcome.push(UpsertedPoint { label, replaced });
+                    label += 1;
+                }
             }
-        }
-        tx.execute(
-            "UPDATE collections SET next_seq = ?2, next_label = ?3 WHERE name = ?1",
-            params![collection, seq + 1, label],
-        )
-        .map_err(internal)?;
-        tx.commit().map_err(internal)?;
-        Ok(PointsWrite {
-            outcome,
-            seq: seq as u64,
+            tx.execute(
+                "UPDATE collections SET next_seq = ?2, next_label = ?3 WHERE name = ?1",
+                params![collection, seq + 1, label],
+            )
+            .map_err(internal)?;
+            tx.commit().map_err(internal)?;
+            Ok(PointsWrite {
+                outcome,
+                seq: seq as u64,
+            })
         })
     }
 
@@ -121,40 +123,42 @@ impl PointStore for SqliteStore {
     }
 
     fn delete_points(&self, collection: &str, ids: &[String]) -> Result<PointsWrite<i64>> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(internal)?;
-        let (seq, _) = counters(&tx, collection)?;
-        let mut deleted = Vec::new();
-        {
-            let mut remove = tx
-                .prepare_cached(
-                    "DELETE FROM points WHERE collection = ?1 AND id = ?2 RETURNING label",
+        self.track(|| {
+            let mut conn = self.conn();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(internal)?;
+            let (seq, _) = counters(&tx, collection)?;
+            let mut deleted = Vec::new();
+            {
+                let mut remove = tx
+                    .prepare_cached(
+                        "DELETE FROM points WHERE collection = ?1 AND id = ?2 RETURNING label",
+                    )
+                    .map_err(internal)?;
+                for id in ids {
+                    let label: Option<i64> = remove
+                        .query_row(params![collection, id], |row| row.get(0))
+                        .optional()
+                        .map_err(internal)?;
+                    deleted.extend(label);
+                }
+            }
+            let seq = if deleted.is_empty() {
+                seq - 1
+            } else {
+                tx.execute(
+                    "UPDATE collections SET next_seq = ?2 WHERE name = ?1",
+                    params![collection, seq + 1],
                 )
                 .map_err(internal)?;
-            for id in ids {
-                let label: Option<i64> = remove
-                    .query_row(params![collection, id], |row| row.get(0))
-                    .optional()
-                    .map_err(internal)?;
-                deleted.extend(label);
-            }
-        }
-        let seq = if deleted.is_empty() {
-            seq - 1
-        } else {
-            tx.execute(
-                "UPDATE collections SET next_seq = ?2 WHERE name = ?1",
-                params![collection, seq + 1],
-            )
-            .map_err(internal)?;
-            seq
-        };
-        tx.commit().map_err(internal)?;
-        Ok(PointsWrite {
-            outcome: deleted,
-            seq: seq as u64,
+                seq
+            };
+            tx.commit().map_err(internal)?;
+            Ok(PointsWrite {
+                outcome: deleted,
+                seq: seq as u64,
+            })
         })
     }
 

@@ -20,16 +20,18 @@ fn stored_query(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredQuery> {
 
 impl QueryStore for SqliteStore {
     fn save_query(&self, q: &StoredQuery) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO queries (id, created_at, state, info, events)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (id) DO UPDATE SET
-                   state = excluded.state, info = excluded.info, events = excluded.events",
-                params![q.id, q.created_at, q.state, q.info, q.events],
-            )
-            .map_err(internal)?;
-        Ok(())
+        self.track(|| {
+            self.conn()
+                .execute(
+                    "INSERT INTO queries (id, created_at, state, info, events)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (id) DO UPDATE SET
+                       state = excluded.state, info = excluded.info, events = excluded.events",
+                    params![q.id, q.created_at, q.state, q.info, q.events],
+                )
+                .map_err(internal)?;
+            Ok(())
+        })
     }
 
     fn get_query(&self, id: &str) -> Result<Option<StoredQuery>> {

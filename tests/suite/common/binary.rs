@@ -82,6 +82,40 @@ impl Binary {
             .expect("VmRSS in /proc/<pid>/status")
     }
 
+    /// Threads of the process now (Linux `Threads`).
+    pub fn threads(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("Threads in /proc/<pid>/status")
+    }
+
+    /// CPU time the process has used so far, user and system.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/<pid>/stat");
+        // Fields after the command name (which may hold spaces) in parens;
+        // utime and stime are the 14th and 15th of the whole line.
+        let after = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // USER_HZ is 100 on every Linux this runs on.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// SIGTERM, then the time until the process exited, and its status.
+    pub fn terminate_timed(mut self) -> (Duration, std::process::ExitStatus) {
+        let pid = self.pid().to_string();
+        let began = Instant::now();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGTERM agentd");
+        let status = self.child.wait().expect("wait for agentd");
+        (began.elapsed(), status)
+    }
+
     /// SIGTERM, then waits for the graceful exit (which snapshots indexes).
     pub fn stop(mut self) {
         let pid = self.pid().to_string();
