@@ -90,6 +90,7 @@ fn start(model: &str, prompt: &str, max_tokens: u32, cache: CacheMode) -> StartC
         messages: vec![Message {
             role: Role::User as i32,
             content: prompt.into(),
+            ..Default::default()
         }],
         params: Some(GenerationParams {
             max_tokens,

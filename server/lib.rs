@@ -20,6 +20,9 @@
 //!   its parts private and exposes its own types from its root; engines
 //!   reach each other only through those (the embedding engine's
 //!   `TextEmbedder`, say), never through another's modules.
+//! - `tools`: the built-in tools a query's model can call (memory search,
+//!   key-value memory, embeddings), joining the query engine's tool trait
+//!   to the other engines.
 //! - `store`: durable storage behind narrow traits, the source of truth.
 //! - `common`: small neutral pieces every engine shares (clock, vector
 //!   maths, the lock policy, blocking-pool calls, paging, timing).
@@ -43,6 +46,7 @@ pub mod query;
 pub mod server;
 pub(crate) mod store;
 pub mod telemetry;
+pub(crate) mod tools;
 
 /// Generated protobuf messages, service servers and clients.
 pub mod pb {

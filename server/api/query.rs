@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ResponseStream;
-use super::convert::query::{SessionStart, event, info, state_filter};
+use super::convert::query::{SessionStart, event, info, state_filter, tool_outcome};
 use super::rpc::Rpc;
 use crate::error::Error;
 use crate::pb::v1 as pb;
@@ -70,6 +70,28 @@ async fn apply(engine: &QueryEngine, id: &str, command: Option<Command>) -> Resu
             .await
             .map(drop)
             .map_err(|e| e.within("terminate")),
+        Some(Command::ToolResult(pb::ToolResultCommand { call_id, outcome })) => {
+            let submit = async {
+                let outcome = tool_result_outcome(outcome)?;
+                engine
+                    .submit_tool_result(id, call_id, outcome)
+                    .await
+                    .map(drop)
+            };
+            submit.await.map_err(|e| e.within("tool_result"))
+        }
+    }
+}
+
+/// The outcome oneof of a ToolResultCommand.
+fn tool_result_outcome(
+    outcome: Option<pb::tool_result_command::Outcome>,
+) -> Result<crate::query::ToolOutcome, Error> {
+    use pb::tool_result_command::Outcome;
+    match outcome {
+        Some(Outcome::Result(r)) => tool_outcome(Some(r), None),
+        Some(Outcome::Error(e)) => tool_outcome(None, Some(e)),
+        None => tool_outcome(None, None),
     }
 }
 
@@ -238,6 +260,34 @@ impl QueryControlService for QueryApi {
             async {
                 let seq = self.engine.terminate(&query_id, reason).await?;
                 Ok(pb::TerminateResponse { seq })
+            }
+            .await,
+        )
+    }
+
+    async fn submit_tool_result(
+        &self,
+        request: Request<pb::SubmitToolResultRequest>,
+    ) -> Result<Response<pb::SubmitToolResultResponse>, Status> {
+        use pb::submit_tool_result_request::Outcome;
+        let pb::SubmitToolResultRequest {
+            query_id,
+            call_id,
+            outcome,
+        } = request.into_inner();
+        let rpc = Rpc::about("query", &query_id);
+        rpc.unary(
+            async {
+                let outcome = match outcome {
+                    Some(Outcome::Result(r)) => tool_outcome(Some(r), None),
+                    Some(Outcome::Error(e)) => tool_outcome(None, Some(e)),
+                    None => tool_outcome(None, None),
+                }?;
+                let pending = self
+                    .engine
+                    .submit_tool_result(&query_id, call_id, outcome)
+                    .await?;
+                Ok(pb::SubmitToolResultResponse { pending })
             }
             .await,
         )

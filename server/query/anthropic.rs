@@ -7,6 +7,16 @@
 //! prefill that ends in whitespace, so trailing whitespace is cut from it
 //! and cut again from the start of the continuation (the transcript already
 //! holds it), which keeps the joined text free of doubled spaces.
+//!
+//! Tools: described with `input_schema`; the model's calls stream as
+//! `tool_use` content blocks whose input arrives as `input_json_delta`
+//! fragments, handed on whole at the block's end. Earlier calls go back as
+//! `tool_use` blocks of the assistant message, their results as
+//! `tool_result` blocks of the next user message (consecutive results, and
+//! a user message after them, are merged into one: the API wants the roles
+//! to alternate).
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
@@ -15,7 +25,8 @@ use super::provider::{
     Admission, GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
 };
 use super::sse::SseEvent;
-use super::types::{FinishReason, TokenUsage};
+use super::tools::{ToolCall, ToolChoice};
+use super::types::{ChatMessage, FinishReason, Role, TokenUsage};
 
 /// The API version header every request carries.
 pub const API_VERSION: &str = "2023-06-01";
@@ -41,11 +52,7 @@ impl AnthropicProvider {
     /// The request body, and whether the continuation lost trailing
     /// whitespace that the answer's start must not repeat.
     pub fn body(request: &GenerationRequest) -> (Value, bool) {
-        let mut messages: Vec<Value> = request
-            .messages
-            .iter()
-            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
-            .collect();
+        let mut messages = messages(&request.messages);
         let prefill = request.continuation.trim_end();
         let trimmed = prefill.len() != request.continuation.len();
         if !prefill.is_empty() {
@@ -76,7 +83,87 @@ impl AnthropicProvider {
         if !p.stop.is_empty() {
             body["stop_sequences"] = json!(p.stop);
         }
+        if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({
+                        "name": t.name,
+                        "description": t.description,
+                        "input_schema": t.parameters,
+                    })
+                })
+                .collect();
+            body["tool_choice"] = match &request.tool_choice {
+                ToolChoice::Auto => json!({"type": "auto"}),
+                ToolChoice::None => json!({"type": "none"}),
+                ToolChoice::Required => json!({"type": "any"}),
+                ToolChoice::Named(name) => json!({"type": "tool", "name": name}),
+            };
+        }
         (body, trimmed)
+    }
+}
+
+/// The conversation in the Messages format: plain messages keep plain
+/// text content; tool calls and results become content blocks, and
+/// consecutive messages of one role are merged.
+fn messages(conversation: &[ChatMessage]) -> Vec<Value> {
+    let mut out: Vec<(&'static str, Value)> = Vec::new();
+    for m in conversation {
+        let (role, content) = match m.role {
+            Role::Tool => (
+                "user",
+                json!([{
+                    "type": "tool_result",
+                    "tool_use_id": m.tool_call_id,
+                    "content": m.content,
+                    "is_error": m.is_error,
+                }]),
+            ),
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                let mut blocks = Vec::new();
+                if !m.content.is_empty() {
+                    blocks.push(json!({"type": "text", "text": m.content}));
+                }
+                for c in &m.tool_calls {
+                    // The API wants an object; arguments that were not one
+                    // were answered with an error, which says so.
+                    let input = c.object().cloned().map_or(json!({}), Value::Object);
+                    blocks.push(
+                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}),
+                    );
+                }
+                ("assistant", Value::Array(blocks))
+            }
+            Role::Assistant => ("assistant", json!(m.content)),
+            Role::User => ("user", json!(m.content)),
+            Role::System => ("system", json!(m.content)),
+        };
+        match out.last_mut() {
+            Some((last, previous))
+                if *last == role && (content.is_array() || previous.is_array()) =>
+            {
+                let mut blocks = into_blocks(std::mem::take(previous));
+                blocks.extend(into_blocks(content));
+                *previous = Value::Array(blocks);
+            }
+            _ => out.push((role, content)),
+        }
+    }
+    out.into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect()
+}
+
+/// Content as a list of blocks.
+fn into_blocks(content: Value) -> Vec<Value> {
+    match content {
+        Value::Array(blocks) => blocks,
+        Value::String(text) if text.is_empty() => Vec::new(),
+        Value::String(text) => vec![json!({"type": "text", "text": text})],
+        other => vec![other],
     }
 }
 
@@ -95,6 +182,7 @@ impl ModelProvider for AnthropicProvider {
             EventDecoder {
                 input_tokens: 0,
                 skip_leading_whitespace: trimmed,
+                calls: BTreeMap::new(),
             },
         )
     }
@@ -110,6 +198,9 @@ struct EventDecoder {
     input_tokens: u64,
     /// Until the first non-blank text (see the module docs).
     skip_leading_whitespace: bool,
+    /// `tool_use` blocks being streamed, by block index: id, name, input
+    /// JSON so far.
+    calls: BTreeMap<u64, (String, String, String)>,
 }
 
 /// Errors the API documents as transient.
@@ -137,7 +228,42 @@ impl SseDecoder for EventDecoder {
                     .and_then(Value::as_u64)
                     .unwrap_or(0);
             }
-            // Other delta types (thinking, tool input) carry no answer text.
+            "content_block_start"
+                if data.pointer("/content_block/type").and_then(Value::as_str)
+                    == Some("tool_use") =>
+            {
+                let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let text = |p: &str| {
+                    data.pointer(p)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                let id = text("/content_block/id");
+                let name = text("/content_block/name");
+                self.calls.insert(index, (id, name, String::new()));
+            }
+            "content_block_delta"
+                if data.pointer("/delta/type").and_then(Value::as_str)
+                    == Some("input_json_delta") =>
+            {
+                let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                if let (Some(call), Some(part)) = (
+                    self.calls.get_mut(&index),
+                    data.pointer("/delta/partial_json").and_then(Value::as_str),
+                ) {
+                    call.2.push_str(part);
+                }
+            }
+            "content_block_stop" => {
+                let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                if let Some((id, name, input)) = self.calls.remove(&index) {
+                    events.push(ProviderEvent::ToolCall(ToolCall::from_raw(
+                        id, name, &input,
+                    )));
+                }
+            }
+            // Other delta types (thinking) carry no answer text.
             "content_block_delta"
                 if data.pointer("/delta/type").and_then(Value::as_str) == Some("text_delta") =>
             {
@@ -184,8 +310,8 @@ impl SseDecoder for EventDecoder {
                     message: format!("{kind}: {message}"),
                 });
             }
-            // ping, content_block_start, content_block_stop, and event types
-            // added later: nothing to do.
+            // ping, text block starts, and event types added later: nothing
+            // to do.
             _ => {}
         }
         Ok(Decoded::Events(events))
@@ -201,6 +327,7 @@ mod tests {
         EventDecoder {
             input_tokens: 0,
             skip_leading_whitespace: skip,
+            calls: BTreeMap::new(),
         }
     }
 
@@ -272,6 +399,8 @@ mod tests {
             messages: vec![ChatMessage::new(Role::User, "count")],
             continuation: "one two ".into(),
             params: GenerationParams::default(),
+            tools: Default::default(),
+            tool_choice: ToolChoice::Auto,
         };
         let (body, trimmed) = AnthropicProvider::body(&request);
         assert!(trimmed);
@@ -296,5 +425,88 @@ mod tests {
             panic!()
         };
         assert_eq!(e, vec![ProviderEvent::Delta(" four".into())]);
+    }
+
+    #[test]
+    fn tool_use_blocks_are_assembled_from_input_json_deltas() {
+        let mut d = decoder(false);
+        let mut events = Vec::new();
+        for data in [
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\": "}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Rome\"}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_2", "name": "time", "input": {}}}),
+            json!({"type": "content_block_stop", "index": 2}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 30}}),
+        ] {
+            let Decoded::Events(e) = feed(&mut d, &data.to_string()).unwrap() else {
+                panic!()
+            };
+            events.extend(e);
+        }
+        assert_eq!(
+            events,
+            vec![
+                ProviderEvent::Delta("Checking.".into()),
+                ProviderEvent::ToolCall(ToolCall {
+                    id: "toolu_1".into(),
+                    name: "weather".into(),
+                    arguments: json!({"city": "Rome"}),
+                }),
+                ProviderEvent::ToolCall(ToolCall {
+                    id: "toolu_2".into(),
+                    name: "time".into(),
+                    arguments: json!({}),
+                }),
+                ProviderEvent::Finished(FinishReason::Stop),
+                ProviderEvent::Usage(TokenUsage {
+                    input: 0,
+                    output: 30
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn tool_history_becomes_blocks_with_alternating_roles() {
+        let mut assistant = ChatMessage::new(Role::Assistant, "Checking.");
+        for id in ["call_a", "call_b"] {
+            assistant.tool_calls.push(ToolCall {
+                id: id.into(),
+                name: "weather".into(),
+                arguments: if id == "call_a" {
+                    json!({"city": "Paris"})
+                } else {
+                    json!("{not json")
+                },
+            });
+        }
+        let result = |id: &str, text: &str| {
+            let mut m = ChatMessage::new(Role::Tool, text);
+            m.tool_call_id = id.into();
+            m
+        };
+        let m = messages(&[
+            ChatMessage::new(Role::User, "weather?"),
+            assistant,
+            result("call_a", "rain"),
+            result("call_b", "bad arguments"),
+            ChatMessage::new(Role::User, "and tomorrow?"),
+        ]);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!(m[0]["content"], "weather?");
+        assert_eq!(m[1]["content"][0]["type"], "text");
+        assert_eq!(m[1]["content"][1]["input"]["city"], "Paris");
+        assert_eq!(m[1]["content"][2]["input"], json!({}));
+        let user = m[2]["content"].as_array().unwrap();
+        assert_eq!(user.len(), 3);
+        assert_eq!(user[0]["type"], "tool_result");
+        assert_eq!(user[0]["tool_use_id"], "call_a");
+        assert_eq!(user[1]["tool_use_id"], "call_b");
+        assert_eq!(user[2]["text"], "and tomorrow?");
     }
 }

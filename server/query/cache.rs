@@ -3,7 +3,8 @@
 //!
 //! Bounded in bytes (keys and answers both count). An answer is stored only
 //! when the query completed without an Inject (whose answer belongs to a
-//! different conversation); a replay streams the answer as deltas marked as
+//! different conversation) and without tool calls (whose results it
+//! depends on); the key holds the whole history and the tools offered; a replay streams the answer as deltas marked as
 //! cached, joined into chunks of up to 4 KiB (one or a few messages instead
 //! of one per token), so a hit costs about one round trip.
 
@@ -49,13 +50,19 @@ impl AnswerCache {
 
     /// The key of a request: everything that shapes the answer.
     pub fn key(start: &StartQuery) -> String {
-        serde_json::json!({
+        let mut key = serde_json::json!({
             "model": start.model,
             "system": start.system_prompt,
             "messages": start.messages,
             "params": start.params,
-        })
-        .to_string()
+        });
+        // Tools shape the answer too (plain queries keep their old keys).
+        if !start.tools.is_empty() {
+            key["tools"] = serde_json::json!(start.tools);
+            key["tool_choice"] = serde_json::json!(start.tool_choice);
+            key["max_turns"] = serde_json::json!(start.max_turns);
+        }
+        key.to_string()
     }
 
     /// The answer to `key`, if cached.

@@ -16,11 +16,15 @@ use super::models::{ModelListing, ModelRegistry};
 use super::semantic::{SemanticCache, SemanticKey};
 use super::session::{Control, Query};
 use super::settings::QueryConfig;
+use super::tools::{ServerTools, ToolLocation, ToolOutcome};
 use super::types::{
     CacheKind, CacheMode, ChatMessage, FinishReason, QueryState, Rule, StartQuery, SwitchReason,
     TokenUsage,
 };
-use super::validate::{StartContext, check_injected, check_model, check_reason, check_start};
+use super::validate::{
+    StartContext, check_injected, check_model, check_reason, check_start, check_tool_result,
+    parameters_or_none,
+};
 use crate::common::blocking::with_store;
 use crate::common::clock::now_ms;
 use crate::common::page::{self, Page};
@@ -39,6 +43,8 @@ pub struct Shared {
     pub settings: QueryConfig,
     /// Rules applied to every query.
     pub rules: Vec<Rule>,
+    /// The tools agentd runs itself.
+    pub server_tools: ServerTools,
     store: Arc<dyn QueryStore>,
     cache: AnswerCache,
     semantic: SemanticCache,
@@ -74,6 +80,8 @@ pub struct QueryStats {
     pub running: u64,
     /// Paused now.
     pub paused: u64,
+    /// Waiting for tool results now.
+    pub awaiting_tools: u64,
     /// Started, cache hits included.
     pub started: u64,
     /// Exact-cache hits.
@@ -128,12 +136,14 @@ pub const REPLAY_CHUNK_BYTES: usize = 4096;
 
 impl QueryEngine {
     /// An engine over `registry`, persisting finished queries to `store`;
-    /// `embedder` (the Embedding engine) serves the semantic cache.
+    /// `embedder` (the Embedding engine) serves the semantic cache, and
+    /// queries may call `server_tools`.
     pub fn new(
         settings: QueryConfig,
         registry: ModelRegistry,
         store: Arc<dyn QueryStore>,
         embedder: Option<Arc<dyn TextEmbedder>>,
+        server_tools: ServerTools,
     ) -> Self {
         let rules = settings.rules();
         let cache = AnswerCache::new(settings.cache_bytes);
@@ -143,6 +153,7 @@ impl QueryEngine {
                 registry,
                 settings,
                 rules,
+                server_tools,
                 store,
                 cache,
                 semantic,
@@ -206,11 +217,12 @@ impl QueryEngine {
     /// Counts since start-up.
     pub fn stats(&self) -> QueryStats {
         let shared = &self.shared;
-        let (mut running, mut paused) = (0, 0);
+        let (mut running, mut paused, mut awaiting_tools) = (0, 0, 0);
         for query in lock(&shared.live).values() {
             match query.state() {
                 QueryState::Running => running += 1,
                 QueryState::Paused => paused += 1,
+                QueryState::AwaitingTools => awaiting_tools += 1,
                 _ => {}
             }
         }
@@ -218,6 +230,7 @@ impl QueryEngine {
         QueryStats {
             running,
             paused,
+            awaiting_tools,
             started: c.started.load(Ordering::Relaxed),
             exact_hits: c.exact_hits.load(Ordering::Relaxed),
             exact_misses: c.exact_misses.load(Ordering::Relaxed),
@@ -227,7 +240,7 @@ impl QueryEngine {
     }
 
     /// Starts a query: replays a cached answer, or spawns its driver.
-    pub async fn start(&self, start: StartQuery) -> Result<Arc<Query>> {
+    pub async fn start(&self, mut start: StartQuery) -> Result<Arc<Query>> {
         let shared = &self.shared;
         check_start(
             &start,
@@ -235,8 +248,20 @@ impl QueryEngine {
                 registry: &shared.registry,
                 settings: &shared.settings,
                 semantic_unavailable: shared.semantic.unavailable_reason(),
+                server_tools: &shared.server_tools,
             },
         )?;
+        // Built-in tools are described by agentd; a tool without a schema
+        // takes no arguments.
+        for tool in &mut start.tools {
+            match shared.server_tools.describe(&tool.name) {
+                Some(builtin) if tool.location == ToolLocation::Server => {
+                    tool.description = builtin.description;
+                    tool.parameters = builtin.parameters;
+                }
+                _ => tool.parameters = parameters_or_none(&tool.parameters),
+            }
+        }
         let counts = &shared.counts;
         counts.started.fetch_add(1, Ordering::Relaxed);
         let reading = !start.cache.refresh;
@@ -248,7 +273,9 @@ impl QueryEngine {
             counts.exact_misses.fetch_add(1, Ordering::Relaxed);
         }
         let mut semantic_key = None;
-        if start.cache.mode == CacheMode::Semantic {
+        // A similar prompt is no answer to a conversation with tools: only
+        // the exact cache (the whole history and the tools) may serve it.
+        if start.cache.mode == CacheMode::Semantic && !start.needs_tools() {
             // A prompt that cannot be embedded just goes uncached.
             match shared.semantic.key(&start).await {
                 Ok(key) => semantic_key = key,
@@ -407,6 +434,25 @@ impl QueryEngine {
         let query = self.find(id).await?;
         query
             .command(|reply| Control::Inject { message, reply })
+            .await
+    }
+
+    /// Gives the result of client tool call `call_id` (fields `call_id`,
+    /// `result` / `error`); answers the calls of its turn still waiting.
+    pub async fn submit_tool_result(
+        &self,
+        id: &str,
+        call_id: String,
+        outcome: ToolOutcome,
+    ) -> Result<u32> {
+        check_tool_result(&call_id, &outcome)?;
+        let query = self.find(id).await?;
+        query
+            .command(|reply| Control::ToolResult {
+                call_id,
+                outcome,
+                reply,
+            })
             .await
     }
 
@@ -610,6 +656,8 @@ fn new_info(start: &StartQuery, state: QueryState) -> QueryInfo {
         first_token_at_ms: None,
         finished_at_ms: None,
         labels: start.labels.clone(),
+        turns: 0,
+        tool_calls: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::tools::{ToolCall, ToolCallRecord, ToolLocation, ToolOutcome};
 use super::types::{CacheKind, ChatMessage, FinishReason, QueryState, SwitchReason, TokenUsage};
 use crate::error::{Error, FieldViolation};
 
@@ -135,6 +136,27 @@ pub enum EventKind {
         /// Place in the queue.
         position: u64,
     },
+    /// The model called a tool (the calls of a turn come together, when
+    /// the turn ends).
+    ToolCall {
+        /// The call.
+        call: ToolCall,
+        /// Where the tool runs.
+        location: ToolLocation,
+        /// Last delta before the call.
+        seq: u64,
+        /// The model turn, from 1.
+        turn: u32,
+    },
+    /// A tool call has its result.
+    ToolResult {
+        /// The call.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// What it gave.
+        outcome: ToolOutcome,
+    },
 }
 
 impl EventKind {
@@ -224,6 +246,7 @@ impl QueryError {
                     kind: match kind.as_str() {
                         "query" => "query",
                         "model" => "model",
+                        "tool call" => "tool call",
                         _ => "resource",
                     },
                     name,
@@ -282,4 +305,10 @@ pub struct QueryInfo {
     pub finished_at_ms: Option<i64>,
     /// Labels given at start.
     pub labels: BTreeMap<String, String>,
+    /// Model turns so far.
+    #[serde(default)]
+    pub turns: u32,
+    /// Every tool call, in order, with its result once it has one.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCallRecord>,
 }

@@ -19,6 +19,8 @@
 //! - [`cache`], [`semantic`]: the exact and the semantic result caches.
 //! - [`validate`]: every limit and rule a request must meet.
 //! - [`local`]: the `local` provider, Gemma 3 on candle.
+//! - [`tools`]: tool calling: tools, calls, results, argument schemas, the
+//!   built-in tools' interface.
 //! - [`settings`]: `[query]` of agentd.toml.
 
 pub(crate) mod anthropic;
@@ -35,6 +37,7 @@ pub(crate) mod semantic;
 pub(crate) mod session;
 pub(crate) mod settings;
 pub(crate) mod sse;
+pub(crate) mod tools;
 pub(crate) mod types;
 pub(crate) mod validate;
 
@@ -47,6 +50,10 @@ pub use local::{Gemma3, Tokenizer};
 pub(crate) use models::{ModelListing, ModelRegistry};
 pub(crate) use provider::ModelProvider;
 pub use settings::{ModelAliasSpec, ProviderKind, QueryConfig, RuleSpec};
+pub use tools::{
+    ServerTool, ServerTools, ToolCall, ToolCallRecord, ToolChoice, ToolDescription, ToolLocation,
+    ToolOutcome, ToolSpec, schema_of,
+};
 pub(crate) use types::{
     CacheKind, CacheMode, CachePolicy, ChatMessage, DEFAULT_SIMILARITY, FinishReason,
     GenerationParams, QueryState, Role, Rule, RuleTrigger, StartQuery, SwitchReason, TokenUsage,

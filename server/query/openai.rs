@@ -5,6 +5,14 @@
 //! Continuation: the answer so far is sent as a final assistant message,
 //! with `continue_final_message` for the servers that honour it (vLLM);
 //! the streamed text is what follows it.
+//!
+//! Tools: described as `tools` of type `function`; the model's calls stream
+//! as `tool_calls` deltas (several calls at once, each call's arguments in
+//! fragments, keyed by `index`), assembled here and handed on whole when
+//! the choice finishes. Earlier calls go back as the assistant message's
+//! `tool_calls`, their results as `role: tool` messages.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
@@ -13,7 +21,8 @@ use super::provider::{
     Admission, GenerationRequest, ModelProvider, ProviderError, ProviderEvent, ProviderStream,
 };
 use super::sse::SseEvent;
-use super::types::{FinishReason, TokenUsage};
+use super::tools::{ToolCall, ToolChoice};
+use super::types::{ChatMessage, FinishReason, Role, TokenUsage};
 
 /// An OpenAI-compatible endpoint.
 #[derive(Debug, Clone)]
@@ -35,9 +44,7 @@ impl OpenAiProvider {
         if !request.system.is_empty() {
             messages.push(json!({"role": "system", "content": request.system}));
         }
-        for m in &request.messages {
-            messages.push(json!({"role": m.role.as_str(), "content": m.content}));
-        }
+        messages.extend(request.messages.iter().map(message));
         let continuing = !request.continuation.is_empty();
         if continuing {
             messages.push(json!({"role": "assistant", "content": request.continuation}));
@@ -66,7 +73,60 @@ impl OpenAiProvider {
         if let Some(s) = p.seed {
             body["seed"] = json!(s);
         }
+        if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|t| {
+                    json!({"type": "function", "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    }})
+                })
+                .collect();
+            body["tool_choice"] = match &request.tool_choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Named(name) => json!({"type": "function", "function": {"name": name}}),
+            };
+        }
         body
+    }
+}
+
+/// One message in the chat-completions format.
+fn message(m: &ChatMessage) -> Value {
+    match m.role {
+        Role::Tool => {
+            // The format has no error flag: an error says so in its text.
+            let content = if m.is_error {
+                format!("error: {}", m.content)
+            } else {
+                m.content.clone()
+            };
+            json!({"role": "tool", "tool_call_id": m.tool_call_id, "content": content})
+        }
+        Role::Assistant if !m.tool_calls.is_empty() => {
+            let calls: Vec<Value> = m
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    json!({"id": c.id, "type": "function", "function": {
+                        "name": c.name,
+                        "arguments": c.arguments_text(),
+                    }})
+                })
+                .collect();
+            let content = if m.content.is_empty() {
+                Value::Null
+            } else {
+                json!(m.content)
+            };
+            json!({"role": "assistant", "content": content, "tool_calls": calls})
+        }
+        _ => json!({"role": m.role.as_str(), "content": m.content}),
     }
 }
 
@@ -78,7 +138,7 @@ impl ModelProvider for OpenAiProvider {
         if let Some(key) = &self.endpoint.key {
             http = http.bearer_auth(key.expose());
         }
-        sse_call(http, ChunkDecoder)
+        sse_call(http, ChunkDecoder::default())
     }
 
     fn unavailable_reason(&self) -> Option<String> {
@@ -87,12 +147,50 @@ impl ModelProvider for OpenAiProvider {
 }
 
 /// Decodes `chat.completion.chunk` events.
-struct ChunkDecoder;
+#[derive(Debug, Default)]
+struct ChunkDecoder {
+    /// Tool calls being streamed, by their `index`: id, name, arguments so
+    /// far.
+    calls: BTreeMap<u64, (String, String, String)>,
+}
+
+impl ChunkDecoder {
+    /// Adds one `tool_calls` delta entry.
+    fn tool_call_delta(&mut self, d: &Value) {
+        let index = d.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let entry = self.calls.entry(index).or_default();
+        if let Some(id) = d.get("id").and_then(Value::as_str) {
+            entry.0.push_str(id);
+        }
+        if let Some(f) = d.get("function") {
+            if let Some(name) = f.get("name").and_then(Value::as_str) {
+                entry.1.push_str(name);
+            }
+            if let Some(args) = f.get("arguments").and_then(Value::as_str) {
+                entry.2.push_str(args);
+            }
+        }
+    }
+
+    /// The calls streamed so far, whole, in index order.
+    fn take_calls(&mut self) -> impl Iterator<Item = ProviderEvent> + use<> {
+        std::mem::take(&mut self.calls)
+            .into_values()
+            .map(|(id, name, args)| ProviderEvent::ToolCall(ToolCall::from_raw(id, name, &args)))
+    }
+}
 
 impl SseDecoder for ChunkDecoder {
     fn decode(&mut self, event: SseEvent) -> Result<Decoded, ProviderError> {
         let data = event.data.trim();
         if data == "[DONE]" {
+            // Calls of a stream that never said why it finished: they are
+            // whole, since the server says it is done.
+            let mut calls: Vec<ProviderEvent> = self.take_calls().collect();
+            if !calls.is_empty() {
+                calls.push(ProviderEvent::Finished(FinishReason::Stop));
+                return Ok(Decoded::Events(calls));
+            }
             return Ok(Decoded::Done);
         }
         let chunk: Value = serde_json::from_str(data).map_err(|e| {
@@ -119,7 +217,17 @@ impl SseDecoder for ChunkDecoder {
             {
                 events.push(ProviderEvent::Delta(text.to_owned()));
             }
+            if let Some(calls) = choice
+                .get("delta")
+                .and_then(|d| d.get("tool_calls"))
+                .and_then(Value::as_array)
+            {
+                for d in calls {
+                    self.tool_call_delta(d);
+                }
+            }
             if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                events.extend(self.take_calls());
                 events.push(ProviderEvent::Finished(match reason {
                     "length" => FinishReason::Length,
                     _ => FinishReason::Stop,
@@ -143,7 +251,7 @@ mod tests {
     use crate::query::types::{ChatMessage, GenerationParams, Role};
 
     fn decode(data: &str) -> Result<Decoded, ProviderError> {
-        ChunkDecoder.decode(SseEvent {
+        ChunkDecoder::default().decode(SseEvent {
             event: String::new(),
             data: data.to_owned(),
         })
@@ -194,6 +302,8 @@ mod tests {
                 stop: vec!["\n".into()],
                 ..Default::default()
             },
+            tools: Default::default(),
+            tool_choice: ToolChoice::Auto,
         };
         let body = OpenAiProvider::body(&request);
         let messages = body["messages"].as_array().unwrap();
@@ -204,5 +314,92 @@ mod tests {
         assert_eq!(body["continue_final_message"], true);
         assert_eq!(body["max_tokens"], 5);
         assert_eq!(body["stop"][0], "\n");
+    }
+
+    #[test]
+    fn parallel_tool_calls_are_assembled_from_fragments() {
+        let mut d = ChunkDecoder::default();
+        let mut feed = |data: serde_json::Value| match d
+            .decode(SseEvent {
+                event: String::new(),
+                data: data.to_string(),
+            })
+            .unwrap()
+        {
+            Decoded::Events(e) => e,
+            Decoded::Done => panic!("done"),
+        };
+        let chunk = |calls: serde_json::Value, finish: Value| json!({"choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": finish}]});
+        assert!(feed(chunk(json!([{"index": 0, "id": "call_a", "type": "function", "function": {"name": "weather", "arguments": ""}}]), Value::Null)).is_empty());
+        assert!(
+            feed(chunk(
+                json!([{"index": 0, "function": {"arguments": "{\"ci"}}]),
+                Value::Null
+            ))
+            .is_empty()
+        );
+        assert!(feed(chunk(json!([{"index": 1, "id": "call_b", "function": {"name": "time", "arguments": "{}"}}]), Value::Null)).is_empty());
+        assert!(
+            feed(chunk(
+                json!([{"index": 0, "function": {"arguments": "ty\": \"Paris\"}"}}]),
+                Value::Null
+            ))
+            .is_empty()
+        );
+        let events = feed(chunk(json!([]), json!("tool_calls")));
+        assert_eq!(
+            events,
+            vec![
+                ProviderEvent::ToolCall(ToolCall {
+                    id: "call_a".into(),
+                    name: "weather".into(),
+                    arguments: json!({"city": "Paris"}),
+                }),
+                ProviderEvent::ToolCall(ToolCall {
+                    id: "call_b".into(),
+                    name: "time".into(),
+                    arguments: json!({}),
+                }),
+                ProviderEvent::Finished(FinishReason::Stop),
+            ]
+        );
+    }
+
+    #[test]
+    fn tool_history_goes_back_as_tool_calls_and_tool_messages() {
+        let mut assistant = ChatMessage::new(Role::Assistant, "");
+        assistant.tool_calls.push(ToolCall {
+            id: "call_a".into(),
+            name: "weather".into(),
+            arguments: json!({"city": "Paris"}),
+        });
+        let mut result = ChatMessage::new(Role::Tool, "rain");
+        result.tool_call_id = "call_a".into();
+        result.is_error = true;
+        let request = GenerationRequest {
+            model_id: "m".into(),
+            system: String::new(),
+            messages: vec![ChatMessage::new(Role::User, "weather?"), assistant, result],
+            continuation: String::new(),
+            params: GenerationParams::default(),
+            tools: std::sync::Arc::new(vec![crate::query::tools::ToolDescription {
+                name: "weather".into(),
+                description: "d".into(),
+                parameters: json!({"type": "object"}),
+            }]),
+            tool_choice: ToolChoice::Named("weather".into()),
+        };
+        let body = OpenAiProvider::body(&request);
+        let m = body["messages"].as_array().unwrap();
+        assert_eq!(m[1]["content"], Value::Null);
+        assert_eq!(
+            m[1]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Paris\"}"
+        );
+        assert_eq!(m[2]["role"], "tool");
+        assert_eq!(m[2]["tool_call_id"], "call_a");
+        assert_eq!(m[2]["content"], "error: rain");
+        assert_eq!(body["tools"][0]["function"]["name"], "weather");
+        assert_eq!(body["tool_choice"]["function"]["name"], "weather");
     }
 }

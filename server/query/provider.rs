@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::Stream;
 
+use super::tools::{ToolCall, ToolChoice, ToolDescription};
 use super::types::{ChatMessage, FinishReason, GenerationParams, TokenUsage};
 
 /// One call to a model.
@@ -30,6 +31,10 @@ pub struct GenerationRequest {
     pub continuation: String,
     /// Sampling; `max_tokens` is what is left of the query's budget.
     pub params: GenerationParams,
+    /// Tools the model may call (empty: none).
+    pub tools: Arc<Vec<ToolDescription>>,
+    /// How it may use them in this call.
+    pub tool_choice: ToolChoice,
 }
 
 /// What a provider stream yields.
@@ -43,6 +48,9 @@ pub enum ProviderEvent {
     Started,
     /// Generated text (never empty).
     Delta(String),
+    /// A complete tool call (its arguments assembled from the stream's
+    /// fragments). The calls of a turn come before its `Finished`.
+    ToolCall(ToolCall),
     /// Token counts of this call, as the provider reports them.
     Usage(TokenUsage),
     /// The model finished; usage may still follow.

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::engine::Switched;
 use super::events::{Event, EventKind, QueryInfo};
+use super::tools::ToolOutcome;
 use super::types::{ChatMessage, QueryState};
 use crate::common::clock::now_ms;
 use crate::common::sync::lock;
@@ -55,6 +56,16 @@ pub enum Control {
         reason: String,
         /// Answer.
         reply: Reply<u64>,
+    },
+    /// The result of a client tool call; answers the calls of the turn
+    /// still waiting.
+    ToolResult {
+        /// The call.
+        call_id: String,
+        /// What the tool gave.
+        outcome: ToolOutcome,
+        /// Answer.
+        reply: Reply<u32>,
     },
 }
 

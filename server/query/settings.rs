@@ -80,6 +80,18 @@ pub struct ModelAliasSpec {
     /// Aliases tried in order when this one fails.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Whether queries with tools may run on it; unset means yes for the
+    /// HTTP providers (whose APIs have tool calling) and no for `local`
+    /// (the base model has no tool format), which cannot be set to yes.
+    #[serde(default)]
+    pub supports_tools: Option<bool>,
+}
+
+impl ModelAliasSpec {
+    /// Whether the model can call tools.
+    pub fn supports_tools(&self) -> bool {
+        self.provider != ProviderKind::Local && self.supports_tools.unwrap_or(true)
+    }
 }
 
 /// One `[[query.rules]]` entry: exactly one trigger.
@@ -178,6 +190,13 @@ pub struct QueryConfig {
     /// Calls that may wait for a local model while it runs another; a
     /// query that would be one more is refused at Start (OVERLOADED).
     pub local_max_queued: usize,
+    /// How long a tool call waits for its result when its definition
+    /// gives no timeout; then it is answered with an error.
+    #[serde(with = "humantime_serde")]
+    pub tool_timeout: Duration,
+    /// Largest result of a built-in tool, as JSON; a larger one is
+    /// answered with an error asking the model for less.
+    pub tool_result_max_bytes: usize,
 }
 
 impl Default for QueryConfig {
@@ -201,6 +220,8 @@ impl Default for QueryConfig {
             semantic_cache_entries: 10_000,
             local_threads: 0,
             local_max_queued: DEFAULT_LOCAL_MAX_QUEUED,
+            tool_timeout: Duration::from_secs(300),
+            tool_result_max_bytes: 64 << 10,
         }
     }
 }
@@ -230,6 +251,7 @@ pub fn default_models(local_model: Option<PathBuf>) -> Vec<ModelAliasSpec> {
             input_cost_per_token_usd: input / 1e6,
             output_cost_per_token_usd: output / 1e6,
             fallbacks: fallbacks.iter().map(|s| (*s).to_owned()).collect(),
+            supports_tools: None,
         };
     let mut models = vec![
         anthropic("opus", "claude-opus-4-1", 15.0, 75.0, &["sonnet"]),
@@ -249,6 +271,7 @@ pub fn default_models(local_model: Option<PathBuf>) -> Vec<ModelAliasSpec> {
             input_cost_per_token_usd: 0.0,
             output_cost_per_token_usd: 0.0,
             fallbacks: Vec::new(),
+            supports_tools: None,
         });
     }
     models
@@ -282,6 +305,19 @@ impl QueryConfig {
         if self.max_live_queries == 0 {
             bail!("query max_live_queries must be at least 1");
         }
+        if self.tool_timeout.is_zero() || self.tool_timeout > super::validate::MAX_TIMEOUT {
+            bail!(
+                "query tool_timeout must be positive and at most {} s",
+                super::validate::MAX_TIMEOUT.as_secs()
+            );
+        }
+        if !(1024..=super::validate::MAX_CONTENT_BYTES).contains(&self.tool_result_max_bytes) {
+            bail!(
+                "query tool_result_max_bytes must be 1024 to {}, got {}",
+                super::validate::MAX_CONTENT_BYTES,
+                self.tool_result_max_bytes
+            );
+        }
         if self.local_max_queued > MAX_LOCAL_QUEUED {
             bail!(
                 "query local_max_queued must be at most {MAX_LOCAL_QUEUED}, got {}",
@@ -299,6 +335,12 @@ impl QueryConfig {
             }
             if !names.insert(spec.alias.as_str()) {
                 bail!("query model alias {:?} is defined twice", spec.alias);
+            }
+            if spec.provider == ProviderKind::Local && spec.supports_tools == Some(true) {
+                bail!(
+                    "query model {:?}: provider local cannot call tools (supports_tools = true)",
+                    spec.alias
+                );
             }
             if spec.provider == ProviderKind::Local && spec.path.is_none() {
                 bail!(
@@ -402,6 +444,11 @@ mod tests {
                 "defined twice",
             ),
             ("default_max_tokens = 0\n".into(), "default_max_tokens"),
+            (
+                "[[models]]\nalias = \"a\"\nprovider = \"local\"\nmodel_id = \"m\"\npath = \"m.gguf\"\nsupports_tools = true\n".into(),
+                "cannot call tools",
+            ),
+            ("tool_result_max_bytes = 10\n".into(), "tool_result_max_bytes"),
         ];
         for (text, expected) in cases {
             let err = parse(&text).unwrap_err().to_string();

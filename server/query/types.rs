@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::tools::{ToolCall, ToolChoice, ToolSpec};
+
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -18,6 +20,8 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// The result of a tool call.
+    Tool,
 }
 
 impl Role {
@@ -27,17 +31,29 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
 
-/// One chat message.
+/// One chat message. The tool fields are empty for plain messages, and
+/// then not serialized (so the exact cache's keys of plain conversations
+/// are what they were before tools existed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Author.
     pub role: Role,
-    /// Text.
+    /// Text; for a tool message, the result.
     pub content: String,
+    /// Assistant messages: the tool calls made after `content`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Tool messages: the call answered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool_call_id: String,
+    /// Tool messages: the content is an error.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl ChatMessage {
@@ -46,7 +62,16 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: String::new(),
+            is_error: false,
         }
+    }
+
+    /// True for a message that is part of a tool exchange (a call or a
+    /// result).
+    pub fn has_tool_use(&self) -> bool {
+        self.role == Role::Tool || !self.tool_calls.is_empty()
     }
 }
 
@@ -147,6 +172,20 @@ pub struct StartQuery {
     pub timeout: Option<Duration>,
     /// Labels for listing.
     pub labels: BTreeMap<String, String>,
+    /// Tools the model may call.
+    pub tools: Vec<ToolSpec>,
+    /// How it may use them.
+    pub tool_choice: ToolChoice,
+    /// Most model turns; 0 is the default.
+    pub max_turns: u32,
+}
+
+impl StartQuery {
+    /// True when the query offers tools or its conversation holds tool
+    /// calls: only models that support tools can serve it.
+    pub fn needs_tools(&self) -> bool {
+        !self.tools.is_empty() || self.messages.iter().any(ChatMessage::has_tool_use)
+    }
 }
 
 /// Lifecycle state of a query.
@@ -162,6 +201,8 @@ pub enum QueryState {
     Terminated,
     /// No model could continue.
     Failed,
+    /// Waiting for the results of the model's tool calls.
+    AwaitingTools,
 }
 
 impl QueryState {
@@ -181,6 +222,7 @@ impl QueryState {
             QueryState::Completed => "completed",
             QueryState::Terminated => "terminated",
             QueryState::Failed => "failed",
+            QueryState::AwaitingTools => "awaiting_tools",
         }
     }
 }
@@ -196,6 +238,8 @@ pub enum FinishReason {
     StopSequence,
     /// The context window is full.
     ContextWindow,
+    /// `max_turns` model turns, and the last still called tools.
+    MaxTurns,
 }
 
 /// Why a query changed model.

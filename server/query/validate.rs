@@ -8,8 +8,14 @@
 
 use std::time::Duration;
 
+use std::collections::HashSet;
+
+use serde_json::Value;
+
 use super::models::ModelRegistry;
 use super::settings::QueryConfig;
+use super::tools::schema::schema_problem;
+use super::tools::{ServerTools, ToolChoice, ToolLocation, ToolOutcome, ToolSpec};
 use super::types::{CacheMode, ChatMessage, Role, Rule, RuleTrigger, StartQuery};
 use crate::error::{Error, Result, Violations};
 
@@ -33,6 +39,18 @@ pub const MAX_FALLBACKS: usize = 8;
 pub const MAX_RULES: usize = 16;
 /// Longest query timeout or first-token latency a rule may wait for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Most tools one query offers, and most calls in one assistant message.
+pub const MAX_TOOLS: usize = 128;
+/// Longest tool name, in bytes.
+pub const MAX_TOOL_NAME_BYTES: usize = 64;
+/// Longest tool description, in bytes.
+pub const MAX_TOOL_DESCRIPTION_BYTES: usize = 4096;
+/// Largest tool parameter schema, as JSON.
+pub const MAX_TOOL_SCHEMA_BYTES: usize = 64 << 10;
+/// Model turns of a query when Start gives none.
+pub const DEFAULT_MAX_TURNS: u32 = 8;
+/// Most model turns a query may ask for.
+pub const MAX_TURNS: u32 = 100;
 
 /// What a Start is checked against besides its own fields.
 #[derive(Debug, Clone, Copy)]
@@ -43,16 +61,20 @@ pub struct StartContext<'a> {
     pub settings: &'a QueryConfig,
     /// Why the semantic cache cannot serve, if it cannot.
     pub semantic_unavailable: Option<&'a str>,
+    /// The built-in tools a query may name.
+    pub server_tools: &'a ServerTools,
 }
 
 /// Checks every field of a Start. All invalid fields are reported at once;
 /// when every field is valid but the model alias is unknown, the answer is
-/// NotFound naming it.
+/// NotFound naming it; a model that cannot serve the tools, or a worker
+/// tool (no Agent engine yet), is FailedPrecondition.
 pub fn check_start(start: &StartQuery, context: StartContext<'_>) -> Result<()> {
     let StartContext {
         registry,
         settings,
         semantic_unavailable,
+        server_tools,
     } = context;
     let mut v = Violations::new();
     if start.model.is_empty() {
@@ -75,7 +97,9 @@ pub fn check_start(start: &StartQuery, context: StartContext<'_>) -> Result<()> 
     for (i, m) in start.messages.iter().enumerate() {
         check_content(&format!("messages[{i}].content"), &m.content, &mut v);
     }
+    check_tool_history(&start.messages, &mut v);
     check_content("system_prompt", &start.system_prompt, &mut v);
+    check_tools(start, server_tools, &mut v);
 
     let p = &start.params;
     if let Some(t) = p.temperature
@@ -190,13 +214,244 @@ pub fn check_start(start: &StartQuery, context: StartContext<'_>) -> Result<()> 
         }
     }
     v.finish()?;
-    if !registry.contains(&start.model) {
-        return Err(Error::NotFound {
-            kind: "model",
-            name: start.model.clone(),
-        });
+    let entry = registry.get(&start.model).map_err(|_| Error::NotFound {
+        kind: "model",
+        name: start.model.clone(),
+    })?;
+    if start.needs_tools() && !entry.spec.supports_tools() {
+        return Err(Error::WrongState(format!(
+            "model {:?} cannot call tools: start a query with tools (or tool history) on a \
+             model whose alias has supports_tools (see ListQueryModels)",
+            start.model
+        )));
+    }
+    if let Some((i, t)) = start
+        .tools
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.location == ToolLocation::Worker)
+    {
+        return Err(Error::WrongState(format!(
+            "tools[{i}] ({:?}) runs on a worker (TOOL_LOCATION_WORKER), which needs the Agent \
+             engine; it is not available yet",
+            t.name
+        )));
     }
     Ok(())
+}
+
+/// The tools of a Start: names, descriptions, schemas, the choice and the
+/// turn limit.
+fn check_tools(start: &StartQuery, server_tools: &ServerTools, v: &mut Violations) {
+    if start.tools.len() > MAX_TOOLS {
+        v.add(
+            "tools",
+            format!(
+                "must hold at most {MAX_TOOLS} tools, got {}",
+                start.tools.len()
+            ),
+        );
+    }
+    let mut names = HashSet::new();
+    for (i, t) in start.tools.iter().enumerate() {
+        let path = format!("tools[{i}]");
+        check_tool_name(&format!("{path}.name"), &t.name, v);
+        if !names.insert(t.name.as_str()) {
+            v.add(
+                format!("{path}.name"),
+                format!("{:?} is defined twice", t.name),
+            );
+        }
+        if t.location == ToolLocation::Server {
+            if server_tools.describe(&t.name).is_none() {
+                v.add(
+                    format!("{path}.name"),
+                    format!(
+                        "agentd has no built-in tool named {:?}; it has: {}",
+                        t.name,
+                        server_tools.names().join(", ")
+                    ),
+                );
+            }
+            if !t.description.is_empty() || !t.parameters.is_null() {
+                v.add(
+                    path.clone(),
+                    "a server tool's description and parameters are agentd's: leave them empty",
+                );
+            }
+        } else {
+            check_tool_definition(&path, t, v);
+        }
+        if t.location == ToolLocation::Worker && t.worker_capability.is_empty() {
+            v.add(
+                format!("{path}.worker_capability"),
+                "must name the capability of the workers that run the tool",
+            );
+        }
+        if let Some(timeout) = t.timeout {
+            check_duration(&format!("{path}.timeout"), timeout, v);
+        }
+    }
+    match &start.tool_choice {
+        ToolChoice::Required if start.tools.is_empty() => {
+            v.add("tool_choice.mode", "REQUIRED needs at least one tool");
+        }
+        ToolChoice::Named(name) if !start.tools.iter().any(|t| t.name == *name) => {
+            v.add(
+                "tool_choice.name",
+                format!("names no tool of this query: {name:?}"),
+            );
+        }
+        _ => {}
+    }
+    if start.max_turns > MAX_TURNS {
+        v.add(
+            "max_turns",
+            format!("must be at most {MAX_TURNS}, got {}", start.max_turns),
+        );
+    }
+}
+
+/// A client or worker tool's description and schema.
+fn check_tool_definition(path: &str, t: &ToolSpec, v: &mut Violations) {
+    if t.description.len() > MAX_TOOL_DESCRIPTION_BYTES {
+        v.add(
+            format!("{path}.description"),
+            format!(
+                "must be at most {MAX_TOOL_DESCRIPTION_BYTES} bytes, got {}",
+                t.description.len()
+            ),
+        );
+    }
+    if t.parameters.is_null() {
+        return;
+    }
+    let size = t.parameters.to_string().len();
+    if size > MAX_TOOL_SCHEMA_BYTES {
+        v.add(
+            format!("{path}.parameters"),
+            format!("must be at most {MAX_TOOL_SCHEMA_BYTES} bytes as JSON, got {size}"),
+        );
+    } else if let Some(problem) = schema_problem(&t.parameters) {
+        v.add(format!("{path}.parameters"), problem);
+    }
+}
+
+fn check_tool_name(field: &str, name: &str, v: &mut Violations) {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOOL_NAME_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        v.add(
+            field,
+            format!("must be 1 to {MAX_TOOL_NAME_BYTES} of [A-Za-z0-9_-], got {name:?}"),
+        );
+    }
+}
+
+/// Tool history in the messages of a Start: calls only on assistant
+/// messages, each with a unique id and a tool name, each answered by a
+/// tool message before the next user or assistant message; every tool
+/// message answers such a call.
+fn check_tool_history(messages: &[ChatMessage], v: &mut Violations) {
+    let mut seen = HashSet::new();
+    // Calls of the last assistant message still without an answer.
+    let mut open: Vec<&str> = Vec::new();
+    let mut open_at = 0;
+    for (i, m) in messages.iter().enumerate() {
+        let path = format!("messages[{i}]");
+        if m.role != Role::Tool && !open.is_empty() {
+            v.add(
+                format!("messages[{open_at}].tool_calls"),
+                format!("calls {open:?} have no tool message (ROLE_TOOL) before messages[{i}]"),
+            );
+            open.clear();
+        }
+        if m.role != Role::Assistant && !m.tool_calls.is_empty() {
+            v.add(
+                format!("{path}.tool_calls"),
+                "only assistant messages carry tool calls",
+            );
+        }
+        if m.role != Role::Tool && (!m.tool_call_id.is_empty() || m.is_error) {
+            v.add(
+                format!("{path}.tool_call_id"),
+                "only tool messages (ROLE_TOOL) answer a call",
+            );
+        }
+        match m.role {
+            Role::Assistant => {
+                if m.tool_calls.len() > MAX_TOOLS {
+                    v.add(
+                        format!("{path}.tool_calls"),
+                        format!("must hold at most {MAX_TOOLS} calls"),
+                    );
+                }
+                for (j, c) in m.tool_calls.iter().enumerate() {
+                    let call = format!("{path}.tool_calls[{j}]");
+                    if c.id.is_empty() || c.id.len() > MAX_NAME_BYTES * 4 {
+                        v.add(format!("{call}.id"), "must be 1 to 256 bytes");
+                    } else if !seen.insert(c.id.as_str()) {
+                        v.add(format!("{call}.id"), format!("{:?} is used twice", c.id));
+                    }
+                    check_tool_name(&format!("{call}.name"), &c.name, v);
+                    if c.arguments.to_string().len() > MAX_CONTENT_BYTES {
+                        v.add(
+                            format!("{call}.arguments"),
+                            format!("must be at most {MAX_CONTENT_BYTES} bytes as JSON"),
+                        );
+                    }
+                }
+                open = m.tool_calls.iter().map(|c| c.id.as_str()).collect();
+                open_at = i;
+            }
+            Role::Tool => {
+                if let Some(k) = open.iter().position(|id| *id == m.tool_call_id) {
+                    open.remove(k);
+                } else {
+                    v.add(
+                        format!("{path}.tool_call_id"),
+                        format!(
+                            "must name an unanswered call of the assistant message before it, \
+                             got {:?}",
+                            m.tool_call_id
+                        ),
+                    );
+                }
+            }
+            Role::User | Role::System => {}
+        }
+    }
+    if !open.is_empty() {
+        v.add(
+            format!("messages[{open_at}].tool_calls"),
+            format!("calls {open:?} have no tool message (ROLE_TOOL)"),
+        );
+    }
+}
+
+/// A tool result from a client: at most [`MAX_CONTENT_BYTES`]. Paths are
+/// relative to the request (`result` or `error`).
+pub fn check_tool_result(call_id: &str, outcome: &ToolOutcome) -> Result<()> {
+    let mut v = Violations::new();
+    if call_id.is_empty() {
+        v.add("call_id", "must name a tool call (ToolCallEvent.call_id)");
+    }
+    let field = if outcome.is_error { "error" } else { "result" };
+    check_content(field, &outcome.content, &mut v);
+    v.finish()
+}
+
+/// The parameters a tool offers the model: its own schema, or for a tool
+/// that takes no arguments an empty object schema.
+pub fn parameters_or_none(parameters: &Value) -> Value {
+    if parameters.is_null() {
+        super::tools::schema::no_arguments()
+    } else {
+        parameters.clone()
+    }
 }
 
 /// A message added to a running query: from the user or the system, at

@@ -106,14 +106,22 @@ impl Server {
         let store = Arc::new(SqliteStore::open(&config.data_dir)?);
         let mut background = Vec::new();
         let mut memory_indexes = None;
+        let mut memory_engines = None;
         if services.memory {
             let memory = services::memory(&config, &mut routes, &store, embedder.clone());
             background.extend(memory.background);
             memory_indexes = Some(memory.indexes);
+            memory_engines = Some((memory.kv, memory.points));
         }
-        let query = services
-            .query
-            .then(|| services::query(&config, &mut routes, &store, embedder.clone()));
+        let query = services.query.then(|| {
+            services::query(
+                &config,
+                &mut routes,
+                &store,
+                embedder.clone(),
+                memory_engines,
+            )
+        });
         if services.agents {
             services::agents(&config, &mut routes);
         }

@@ -23,6 +23,7 @@ use crate::pb::v1::{
 };
 use crate::query::{LocalProvider, ModelAliasSpec, ModelProvider, ModelRegistry, QueryEngine};
 use crate::store::SqliteStore;
+use crate::tools;
 
 /// How often expired key-value entries are deleted from disk (they are
 /// invisible from the moment they expire).
@@ -109,6 +110,10 @@ pub struct Memory {
     pub background: Vec<JoinHandle<()>>,
     /// The collection indexes, snapshotted at shutdown.
     pub indexes: Indexes,
+    /// Key-value memory, for the built-in tools.
+    pub kv: KvMemory,
+    /// Vector collections' points, for the built-in tools.
+    pub points: Points,
 }
 
 /// Builds the memory engine on `store` and adds MemoryService; starts its
@@ -139,23 +144,31 @@ pub fn memory(
     let warming = points.clone();
     background.push(tokio::spawn(async move { warming.warm_up().await }));
     routes.add_service(configured!(
-        MemoryServiceServer::new(api::memory::MemoryApi::new(kv, collections, points)),
+        MemoryServiceServer::new(api::memory::MemoryApi::new(
+            kv.clone(),
+            collections,
+            points.clone()
+        )),
         config
     ));
     Memory {
         background,
         indexes,
+        kv,
+        points,
     }
 }
 
 /// Builds the model registry and the query engine on `store` and adds
-/// QueryControlService; `embedder` serves the semantic cache. Returns the
+/// QueryControlService; `embedder` serves the semantic cache, and queries
+/// may call the built-in tools over `embedder` and `memory`. Returns the
 /// engine, for shutdown.
 pub fn query(
     config: &Config,
     routes: &mut RoutesBuilder,
     store: &Arc<SqliteStore>,
     embedder: Option<Arc<dyn TextEmbedder>>,
+    memory: Option<(KvMemory, Points)>,
 ) -> QueryEngine {
     let q = &config.query;
     let local = |spec: &ModelAliasSpec| {
@@ -166,7 +179,9 @@ pub fn query(
         models = ?registry.list().iter().map(|m| m.spec.alias.as_str()).collect::<Vec<_>>(),
         "query engine starting"
     );
-    let engine = QueryEngine::new(q.clone(), registry, store.clone(), embedder);
+    let (kv, points) = memory.unzip();
+    let server_tools = tools::builtin(kv, points, embedder.clone(), q.tool_result_max_bytes);
+    let engine = QueryEngine::new(q.clone(), registry, store.clone(), embedder, server_tools);
     routes.add_service(configured!(
         QueryControlServiceServer::new(api::query::QueryApi::new(engine.clone())),
         config

@@ -6,8 +6,8 @@
 //! - an engine (`embed`, `memory`, `query`, `agents`) or the `store` is
 //!   reached from outside only through what its root (`mod.rs`) exports,
 //!   never through one of its modules (`crate::memory::points::…`);
-//! - the engines, the store and `common` never reach up into `api`,
-//!   `server` or `config`.
+//! - the engines, the store, `common` and the built-in `tools` never reach
+//!   up into `api`, `server` or `config`.
 //!
 //! `common` is the shared toolbox: its modules are its interface.
 
@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 /// Modules whose insides are private to them.
 const SEALED: [&str; 5] = ["embed", "memory", "query", "agents", "store"];
 /// Modules that must not depend on the layers above them.
-const LOWER: [&str; 6] = ["embed", "memory", "query", "agents", "store", "common"];
+const LOWER: [&str; 7] = [
+    "embed", "memory", "query", "agents", "store", "common", "tools",
+];
 /// What only the gRPC layer may use.
 const GRPC: [&str; 6] = [
     "tonic::",

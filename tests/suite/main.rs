@@ -21,6 +21,7 @@ mod memory_search;
 mod native_deps;
 mod query_local;
 mod query_sessions;
+mod query_tools;
 mod reflection;
 mod reliability;
 mod response_fields;

@@ -47,6 +47,7 @@ pub fn local_alias(alias: &str) -> ModelAliasSpec {
         input_cost_per_token_usd: 0.0,
         output_cost_per_token_usd: 0.0,
         fallbacks: vec![],
+        supports_tools: None,
     }
 }
 
@@ -84,6 +85,7 @@ fn start(model: &str, user: &str, system: &str, max_tokens: u32) -> StartCommand
         messages: vec![Message {
             role: Role::User as i32,
             content: user.into(),
+            ..Default::default()
         }],
         system_prompt: system.into(),
         params: Some(GenerationParams {
@@ -388,5 +390,26 @@ async fn terminated_and_abandoned_local_queries_give_the_model_back() {
     );
     let _ = first;
     next.finish().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_model_refuses_tools_naming_itself() {
+    let server = local_server().await;
+    let models = list_models(server.channel().await).await;
+    assert!(models.iter().all(|m| !m.supports_tools), "{models:?}");
+    let with_tools = StartCommand {
+        tools: vec![ToolDefinition {
+            name: "time".into(),
+            ..Default::default()
+        }],
+        ..start("local", "What time is it?", "", 8)
+    };
+    let err = Session::open(server.channel().await, with_tools)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("\"local\""), "{err:?}");
     server.stop().await.unwrap();
 }

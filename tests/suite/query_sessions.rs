@@ -559,6 +559,7 @@ async fn bad_starts_are_refused_with_the_field() {
     unknown_role.messages.push(Message {
         role: 0,
         content: "x".into(),
+        ..Default::default()
     });
     let err = Session::open(server.channel().await, unknown_role)
         .await

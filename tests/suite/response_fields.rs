@@ -37,6 +37,13 @@ const NEVER_SET_HERE: &[(&str, &str)] = &[
         "agentd.v1.EmbeddingModel.matryoshka_dimensions",
         "no served model (MiniLM, hash) was trained for shorter vectors",
     ),
+    (
+        "agentd.v1.Message.tool_calls",
+        "answers carry a Message only in InjectedEvent, and Inject takes user or system \
+         messages: the tool fields are for requests (a Start with tool history)",
+    ),
+    ("agentd.v1.Message.tool_call_id", "as Message.tool_calls"),
+    ("agentd.v1.Message.is_error", "as Message.tool_calls"),
 ];
 
 /// The services whose answers are checked: the ones with an engine.
@@ -676,6 +683,69 @@ async fn query_calls(seen: &mut Seen<'_>, channel: tonic::transport::Channel) {
     record_events(seen, &events);
     let failed_id = events[0].query_id.clone();
 
+    // A tool loop: two client calls and one with arguments that are not
+    // JSON (answered by agentd with an error); one result by the unary
+    // call, one on the stream.
+    let weather = ToolDefinition {
+        name: "weather".into(),
+        description: "The weather in a city.".into(),
+        parameters: Some(prost_types::Struct {
+            fields: [(
+                "type".to_string(),
+                prost_types::Value {
+                    kind: Some(prost_types::value::Kind::StringValue("object".into())),
+                },
+            )]
+            .into(),
+        }),
+        ..Default::default()
+    };
+    let mut tools = start("oa");
+    tools.messages = vec![user(
+        "say Let me look.\ncall weather {\"city\": \"Paris\"}\ncall weather {\"city\": \"Rome\"}\ncall weather {\"city\": ",
+    )];
+    tools.tools = vec![weather];
+    let mut looped = Session::open(channel.clone(), tools).await.unwrap();
+    looped.until(|k| matches!(k, Kind::ToolResult(_))).await;
+    let calls: Vec<ToolCallEvent> = looped
+        .seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Some(Kind::ToolCall(c)) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let stats = q
+        .get_query_stats(GetQueryStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stats.awaiting_tools >= 1, "{stats:?}");
+    seen.record("agentd.v1.GetQueryStatsResponse", &stats);
+    let submitted = q
+        .submit_tool_result(SubmitToolResultRequest {
+            query_id: looped.query_id(),
+            call_id: calls[0].call_id.clone(),
+            outcome: Some(submit_tool_result_request::Outcome::Result("sun".into())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    seen.record("agentd.v1.SubmitToolResultResponse", &submitted);
+    looped
+        .send(Command::ToolResult(ToolResultCommand {
+            call_id: calls[1].call_id.clone(),
+            outcome: Some(tool_result_command::Outcome::Error("no data".into())),
+        }))
+        .await;
+    let events = looped.finish().await;
+    assert!(matches!(
+        events.last().unwrap().kind,
+        Some(Kind::Completed(_))
+    ));
+    record_events(seen, &events);
+    let tools_id = events[0].query_id.clone();
+
     // Unary controls on a slow query, one paused and one running for the
     // stats, then terminated.
     let mut slow = Session::open(channel.clone(), start("oa-slow"))
@@ -752,7 +822,7 @@ async fn query_calls(seen: &mut Seen<'_>, channel: tonic::transport::Channel) {
     while let Some(m) = attach.message().await.unwrap() {
         seen.record("agentd.v1.AttachResponse", &m);
     }
-    for id in [ruled_id, failed_id, slow_id] {
+    for id in [ruled_id, failed_id, slow_id, tools_id] {
         let info = q
             .get_query(GetQueryRequest {
                 query_id: id,

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{duration_from, timestamp};
+use serde_json::{Map, Value};
+
+use super::{duration_from, json_object, proto_struct, timestamp};
 use crate::api::error::stream_error;
 use crate::error::{Error, Result, Violations};
 use crate::pb::v1 as pb;
@@ -14,7 +16,8 @@ use crate::query::{
     CacheKind, CacheMode, CachePolicy, ChatMessage, DEFAULT_SIMILARITY, Event, EventKind,
     FinishReason, GenerationParams, ModelAliasSpec, ModelListing, ModelSpan, ProviderKind,
     QueryError, QueryInfo, QueryState, QueryStats, Role, Rule, RuleTrigger, StartQuery,
-    SwitchReason, TokenUsage,
+    SwitchReason, TokenUsage, ToolCall, ToolCallRecord, ToolChoice, ToolLocation, ToolOutcome,
+    ToolSpec,
 };
 
 /// A Start command: the engine's request, and what the Session stream
@@ -42,6 +45,9 @@ impl TryFrom<pb::StartCommand> for SessionStart {
             terminate_on_disconnect,
             timeout,
             labels,
+            tools,
+            tool_choice,
+            max_turns,
         } = s;
         // Every structural problem at once, as the engine reports limits.
         let mut v = Violations::new();
@@ -73,6 +79,20 @@ impl TryFrom<pb::StartCommand> for SessionStart {
                 None
             }
         };
+        let mut specs = Vec::with_capacity(tools.len());
+        for (i, t) in tools.into_iter().enumerate() {
+            match ToolSpec::try_from(t) {
+                Ok(t) => specs.push(t),
+                Err(e) => v.absorb(e.within(&format!("tools[{i}]")))?,
+            }
+        }
+        let tool_choice = match tool_choice.map(ToolChoice::try_from).transpose() {
+            Ok(c) => c.unwrap_or_default(),
+            Err(e) => {
+                v.absorb(e.within("tool_choice"))?;
+                ToolChoice::Auto
+            }
+        };
         v.finish()?;
         Ok(SessionStart {
             query: StartQuery {
@@ -85,6 +105,9 @@ impl TryFrom<pb::StartCommand> for SessionStart {
                 fallback_models,
                 timeout,
                 labels: labels.into_iter().collect::<BTreeMap<_, _>>(),
+                tools: specs,
+                tool_choice,
+                max_turns,
             },
             terminate_on_disconnect,
         })
@@ -95,34 +118,269 @@ impl TryFrom<pb::Message> for ChatMessage {
     type Error = Error;
 
     fn try_from(m: pb::Message) -> Result<Self> {
-        let pb::Message { role, content } = m;
+        let pb::Message {
+            role,
+            content,
+            tool_calls,
+            tool_call_id,
+            is_error,
+        } = m;
+        let mut v = Violations::new();
         let role = match pb::Role::try_from(role) {
             Ok(pb::Role::System) => Role::System,
             Ok(pb::Role::User) => Role::User,
             Ok(pb::Role::Assistant) => Role::Assistant,
+            Ok(pb::Role::Tool) => Role::Tool,
             Ok(pb::Role::Unspecified) | Err(_) => {
-                return Err(Error::invalid(
+                v.add(
                     "role",
-                    "must be one of ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT",
-                ));
+                    "must be one of ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT, ROLE_TOOL",
+                );
+                Role::User
             }
         };
-        Ok(ChatMessage { role, content })
+        let mut calls = Vec::with_capacity(tool_calls.len());
+        for (i, c) in tool_calls.into_iter().enumerate() {
+            match ToolCall::try_from(c) {
+                Ok(c) => calls.push(c),
+                Err(e) => v.absorb(e.within(&format!("tool_calls[{i}]")))?,
+            }
+        }
+        v.finish()?;
+        Ok(ChatMessage {
+            role,
+            content,
+            tool_calls: calls,
+            tool_call_id,
+            is_error,
+        })
     }
 }
 
 impl From<ChatMessage> for pb::Message {
     fn from(m: ChatMessage) -> Self {
-        let ChatMessage { role, content } = m;
+        let ChatMessage {
+            role,
+            content,
+            tool_calls,
+            tool_call_id,
+            is_error,
+        } = m;
         let role = match role {
             Role::System => pb::Role::System,
             Role::User => pb::Role::User,
             Role::Assistant => pb::Role::Assistant,
+            Role::Tool => pb::Role::Tool,
         };
         pb::Message {
             role: role.into(),
             content,
+            tool_calls: tool_calls.into_iter().map(Into::into).collect(),
+            tool_call_id,
+            is_error,
         }
+    }
+}
+
+/// JSON from a protobuf Struct with whole numbers as integers: Struct
+/// carries every number as a double, and a schema's `"maxLength": 10` or a
+/// call's `{"n": 3}` must stay integers.
+fn json_from_struct(s: prost_types::Struct, field: &str) -> Result<Map<String, Value>> {
+    fn integral(v: Value) -> Value {
+        match v {
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+                _ => Value::Number(n),
+            },
+            Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+            Value::Object(map) => {
+                Value::Object(map.into_iter().map(|(k, v)| (k, integral(v))).collect())
+            }
+            other => other,
+        }
+    }
+    Ok(json_object(s, field)?
+        .into_iter()
+        .map(|(k, v)| (k, integral(v)))
+        .collect())
+}
+
+impl TryFrom<pb::ToolCall> for ToolCall {
+    type Error = Error;
+
+    fn try_from(c: pb::ToolCall) -> Result<Self> {
+        let pb::ToolCall {
+            id,
+            name,
+            arguments,
+            invalid_arguments,
+        } = c;
+        let arguments = if invalid_arguments.is_empty() {
+            Value::Object(
+                arguments
+                    .map(|a| json_from_struct(a, "arguments"))
+                    .transpose()?
+                    .unwrap_or_default(),
+            )
+        } else if arguments.is_some() {
+            return Err(Error::invalid(
+                "invalid_arguments",
+                "set either arguments or invalid_arguments, not both",
+            ));
+        } else {
+            Value::String(invalid_arguments)
+        };
+        Ok(ToolCall {
+            id,
+            name,
+            arguments,
+        })
+    }
+}
+
+impl From<ToolCall> for pb::ToolCall {
+    fn from(c: ToolCall) -> Self {
+        let ToolCall {
+            id,
+            name,
+            arguments,
+        } = c;
+        let (arguments, invalid_arguments) = match arguments {
+            Value::Object(map) => (Some(proto_struct(map)), String::new()),
+            Value::String(raw) => (None, raw),
+            other => (None, other.to_string()),
+        };
+        pb::ToolCall {
+            id,
+            name,
+            arguments,
+            invalid_arguments,
+        }
+    }
+}
+
+impl TryFrom<pb::ToolDefinition> for ToolSpec {
+    type Error = Error;
+
+    fn try_from(t: pb::ToolDefinition) -> Result<Self> {
+        let pb::ToolDefinition {
+            name,
+            description,
+            parameters,
+            location,
+            worker_capability,
+            timeout,
+        } = t;
+        let mut v = Violations::new();
+        let location = match pb::ToolLocation::try_from(location) {
+            Ok(pb::ToolLocation::Unspecified | pb::ToolLocation::Client) => ToolLocation::Client,
+            Ok(pb::ToolLocation::Server) => ToolLocation::Server,
+            Ok(pb::ToolLocation::Worker) => ToolLocation::Worker,
+            Err(_) => {
+                v.add("location", format!("unknown tool location {location}"));
+                ToolLocation::Client
+            }
+        };
+        let parameters = match parameters.map(|p| json_from_struct(p, "parameters")) {
+            None => Value::Null,
+            Some(Ok(map)) => Value::Object(map),
+            Some(Err(e)) => {
+                v.absorb(e)?;
+                Value::Null
+            }
+        };
+        let timeout = match timeout.map(|d| duration_from(d, "timeout")).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                v.absorb(e)?;
+                None
+            }
+        };
+        v.finish()?;
+        Ok(ToolSpec {
+            name,
+            description,
+            parameters,
+            location,
+            worker_capability,
+            timeout,
+        })
+    }
+}
+
+impl TryFrom<pb::ToolChoice> for ToolChoice {
+    type Error = Error;
+
+    fn try_from(c: pb::ToolChoice) -> Result<Self> {
+        let pb::ToolChoice { mode, name } = c;
+        let choice = match pb::ToolChoiceMode::try_from(mode) {
+            Ok(pb::ToolChoiceMode::Unspecified | pb::ToolChoiceMode::Auto) => ToolChoice::Auto,
+            Ok(pb::ToolChoiceMode::None) => ToolChoice::None,
+            Ok(pb::ToolChoiceMode::Required) => ToolChoice::Required,
+            Ok(pb::ToolChoiceMode::Named) => {
+                if name.is_empty() {
+                    return Err(Error::invalid(
+                        "name",
+                        "TOOL_CHOICE_MODE_NAMED needs a tool name",
+                    ));
+                }
+                return Ok(ToolChoice::Named(name));
+            }
+            Err(_) => {
+                return Err(Error::invalid(
+                    "mode",
+                    format!("unknown tool choice mode {mode}"),
+                ));
+            }
+        };
+        if !name.is_empty() {
+            return Err(Error::invalid("name", "is only for TOOL_CHOICE_MODE_NAMED"));
+        }
+        Ok(choice)
+    }
+}
+
+impl From<ToolLocation> for pb::ToolLocation {
+    fn from(l: ToolLocation) -> Self {
+        match l {
+            ToolLocation::Client => pb::ToolLocation::Client,
+            ToolLocation::Server => pb::ToolLocation::Server,
+            ToolLocation::Worker => pb::ToolLocation::Worker,
+        }
+    }
+}
+
+impl From<ToolCallRecord> for pb::ToolCallInfo {
+    fn from(r: ToolCallRecord) -> Self {
+        let ToolCallRecord {
+            call,
+            location,
+            turn,
+            outcome,
+        } = r;
+        let done = outcome.is_some();
+        let ToolOutcome { content, is_error } = outcome.unwrap_or(ToolOutcome {
+            content: String::new(),
+            is_error: false,
+        });
+        pb::ToolCallInfo {
+            call: Some(call.into()),
+            location: pb::ToolLocation::from(location).into(),
+            turn,
+            done,
+            result: content,
+            is_error,
+        }
+    }
+}
+
+/// The outcome of a ToolResultCommand or SubmitToolResult: one of
+/// `result` or `error` must be set.
+pub fn tool_outcome(result: Option<String>, error: Option<String>) -> Result<ToolOutcome> {
+    match (result, error) {
+        (Some(content), None) => Ok(ToolOutcome::ok(content)),
+        (None, Some(content)) => Ok(ToolOutcome::error(content)),
+        _ => Err(Error::invalid("outcome", "must set result or error")),
     }
 }
 
@@ -214,6 +472,7 @@ impl From<FinishReason> for pb::FinishReason {
             FinishReason::Length => pb::FinishReason::Length,
             FinishReason::StopSequence => pb::FinishReason::StopSequence,
             FinishReason::ContextWindow => pb::FinishReason::ContextWindow,
+            FinishReason::MaxTurns => pb::FinishReason::MaxTurns,
         }
     }
 }
@@ -245,6 +504,7 @@ impl From<QueryState> for pb::QueryState {
             QueryState::Completed => pb::QueryState::Completed,
             QueryState::Terminated => pb::QueryState::Terminated,
             QueryState::Failed => pb::QueryState::Failed,
+            QueryState::AwaitingTools => pb::QueryState::AwaitingTools,
         }
     }
 }
@@ -258,6 +518,7 @@ pub fn state_filter(s: i32) -> Result<Option<QueryState>> {
         Ok(pb::QueryState::Completed) => Some(QueryState::Completed),
         Ok(pb::QueryState::Terminated) => Some(QueryState::Terminated),
         Ok(pb::QueryState::Failed) => Some(QueryState::Failed),
+        Ok(pb::QueryState::AwaitingTools) => Some(QueryState::AwaitingTools),
         Err(_) => return Err(Error::invalid("state", format!("unknown query state {s}"))),
     })
 }
@@ -362,6 +623,38 @@ pub fn event(query_id: &str, e: Event) -> pb::SessionEvent {
             message: Some(message.into()),
         }),
         EventKind::Queued { model, position } => Kind::Queued(pb::QueuedEvent { model, position }),
+        EventKind::ToolCall {
+            call,
+            location,
+            seq,
+            turn,
+        } => {
+            let pb::ToolCall {
+                id,
+                name,
+                arguments,
+                invalid_arguments,
+            } = call.into();
+            Kind::ToolCall(pb::ToolCallEvent {
+                call_id: id,
+                name,
+                arguments,
+                invalid_arguments,
+                seq,
+                location: pb::ToolLocation::from(location).into(),
+                turn,
+            })
+        }
+        EventKind::ToolResult {
+            call_id,
+            name,
+            outcome: ToolOutcome { content, is_error },
+        } => Kind::ToolResult(pb::ToolResultEvent {
+            call_id,
+            name,
+            content,
+            is_error,
+        }),
     };
     pb::SessionEvent {
         query_id: query_id.to_owned(),
@@ -406,6 +699,8 @@ pub fn info(i: QueryInfo, text: Option<String>) -> pb::QueryInfo {
         first_token_at_ms,
         finished_at_ms,
         labels,
+        turns,
+        tool_calls,
     } = i;
     pb::QueryInfo {
         query_id: id,
@@ -422,6 +717,8 @@ pub fn info(i: QueryInfo, text: Option<String>) -> pb::QueryInfo {
         first_token_at: first_token_at_ms.map(timestamp),
         finished_at: finished_at_ms.map(timestamp),
         labels: labels.into_iter().collect(),
+        turns,
+        tool_calls: tool_calls.into_iter().map(Into::into).collect(),
     }
 }
 
@@ -431,6 +728,7 @@ impl From<ModelListing> for pb::ModelAlias {
             spec,
             unavailable_reason,
         } = m;
+        let supports_tools = spec.supports_tools();
         let ModelAliasSpec {
             alias,
             provider,
@@ -444,6 +742,7 @@ impl From<ModelListing> for pb::ModelAlias {
             input_cost_per_token_usd,
             output_cost_per_token_usd,
             fallbacks,
+            supports_tools: _,
         } = spec;
         let provider = match provider {
             ProviderKind::Local => pb::ProviderKind::Local,
@@ -460,6 +759,7 @@ impl From<ModelListing> for pb::ModelAlias {
             fallbacks,
             available: unavailable_reason.is_none(),
             unavailable_reason: unavailable_reason.unwrap_or_default(),
+            supports_tools,
         }
     }
 }
@@ -470,6 +770,7 @@ impl From<QueryStats> for pb::GetQueryStatsResponse {
         let QueryStats {
             running,
             paused,
+            awaiting_tools,
             started,
             exact_hits,
             exact_misses,
@@ -485,6 +786,7 @@ impl From<QueryStats> for pb::GetQueryStatsResponse {
             semantic_cache_hits: semantic_hits,
             semantic_cache_misses: semantic_misses,
             cache_hit_rate,
+            awaiting_tools,
         }
     }
 }

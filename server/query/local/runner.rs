@@ -79,7 +79,9 @@ impl Runner {
                     system.push_str(&m.content);
                     continue;
                 }
-                Role::User => "user",
+                // Queries with tools never reach the local model (it does
+                // not support them); were one to, a result reads as user text.
+                Role::User | Role::Tool => "user",
                 Role::Assistant => "model",
             };
             let mut content = String::new();

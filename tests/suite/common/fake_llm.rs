@@ -16,6 +16,17 @@
 //! - `overload@N`: after N words, a mid-stream error event;
 //! - `drop@N`: after N words, close the connection;
 //! - `status@C`: answer HTTP status C with an error body.
+//!
+//! Tool calls: when the request offers tools and its first user message
+//! holds a script, the fake plays it. A script is blocks separated by lines
+//! `---`; block k (k = the assistant turns with tool calls already in the
+//! request's history) is the model's turn k + 1: an optional `say <text>`
+//! line, streamed as text, then `call <name> <arguments>` lines, streamed
+//! as tool calls in the provider's real format (OpenAI `tool_calls`
+//! deltas, Anthropic `tool_use` blocks with `input_json_delta`), arguments
+//! in fragments of 7 bytes, sent as written (so invalid JSON can be
+//! scripted). Once the blocks are used up, the fake answers with the known
+//! text. Call ids are `call_<turn>_<i>` (OpenAI) and `toolu_<turn>_<i>`.
 
 #![allow(dead_code)]
 
@@ -180,7 +191,11 @@ impl FakeLlm {
             .and_then(|m| m["content"].as_str())
             .unwrap_or("")
             .to_owned();
-        let text: &str = &ANSWER;
+        let turn = script_turn(&body, &messages);
+        let text: &str = match &turn {
+            Some(turn) => &turn.say,
+            None => &ANSWER,
+        };
         let rest = text.strip_prefix(prefix.as_str()).unwrap_or(text);
         let mut words: Vec<String> = Vec::new();
         let mut current = String::new();
@@ -252,6 +267,73 @@ impl FakeLlm {
             socket.write_all(event.as_bytes()).await?;
         }
         let output = words.len();
+        if let Some(turn) = turn.filter(|_| !length_cut) {
+            let k = turn.number;
+            for (i, (name, arguments)) in turn.calls.iter().enumerate() {
+                let fragments: Vec<String> = arguments
+                    .as_bytes()
+                    .chunks(7)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect();
+                if anthropic {
+                    let index = i + 1;
+                    let id = format!("toolu_{k}_{i}");
+                    socket
+                        .write_all(send(Some("content_block_start"), json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})).as_bytes())
+                        .await?;
+                    for f in fragments {
+                        tokio::time::sleep(delay).await;
+                        socket
+                            .write_all(send(Some("content_block_delta"), json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": f}})).as_bytes())
+                            .await?;
+                    }
+                    socket
+                        .write_all(
+                            send(
+                                Some("content_block_stop"),
+                                json!({"type": "content_block_stop", "index": index}),
+                            )
+                            .as_bytes(),
+                        )
+                        .await?;
+                } else {
+                    let id = format!("call_{k}_{i}");
+                    let chunk = |delta: Value| {
+                        send(
+                            None,
+                            json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": null}]}),
+                        )
+                    };
+                    socket
+                        .write_all(chunk(json!({"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": ""}})).as_bytes())
+                        .await?;
+                    for f in fragments {
+                        tokio::time::sleep(delay).await;
+                        socket
+                            .write_all(
+                                chunk(json!({"index": i, "function": {"arguments": f}})).as_bytes(),
+                            )
+                            .await?;
+                    }
+                }
+            }
+            let end = if anthropic {
+                send(
+                    Some("message_delta"),
+                    json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": output + turn.calls.len()}}),
+                ) + &send(Some("message_stop"), json!({"type": "message_stop"}))
+            } else {
+                send(
+                    None,
+                    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+                ) + &send(
+                    None,
+                    json!({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": output + turn.calls.len(), "total_tokens": 10 + output}}),
+                ) + "data: [DONE]\n\n"
+            };
+            socket.write_all(end.as_bytes()).await?;
+            return socket.shutdown().await;
+        }
         if anthropic {
             let reason = if length_cut { "max_tokens" } else { "end_turn" };
             let end = send(
@@ -275,4 +357,60 @@ impl FakeLlm {
         }
         socket.shutdown().await
     }
+}
+
+/// One scripted model turn with tool calls.
+#[derive(Debug, Clone)]
+struct ScriptTurn {
+    /// The turn's number, from 1.
+    number: usize,
+    /// Text before the calls.
+    say: String,
+    /// (tool name, arguments as written).
+    calls: Vec<(String, String)>,
+}
+
+/// The scripted turn this request asks for, if the request offers tools,
+/// its first user message holds a script and the script has a block left.
+fn script_turn(body: &Value, messages: &[Value]) -> Option<ScriptTurn> {
+    if body["tools"].as_array().is_none_or(|t| t.is_empty()) {
+        return None;
+    }
+    let first_user = messages.iter().find(|m| m["role"] == "user")?;
+    let script = match &first_user["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => return None,
+    };
+    // Turns already taken: assistant messages with tool calls (OpenAI) or
+    // tool_use blocks (Anthropic).
+    let done = messages
+        .iter()
+        .filter(|m| {
+            m["role"] == "assistant"
+                && (m["tool_calls"].as_array().is_some_and(|c| !c.is_empty())
+                    || m["content"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().any(|b| b["type"] == "tool_use")))
+        })
+        .count();
+    let block = script.split("\n---\n").nth(done)?;
+    let mut turn = ScriptTurn {
+        number: done + 1,
+        say: String::new(),
+        calls: Vec::new(),
+    };
+    for line in block.lines() {
+        if let Some(text) = line.strip_prefix("say ") {
+            turn.say = format!("{text} ");
+        } else if let Some(call) = line.strip_prefix("call ") {
+            let (name, arguments) = call.split_once(' ').unwrap_or((call, ""));
+            turn.calls.push((name.to_owned(), arguments.to_owned()));
+        }
+    }
+    (!turn.calls.is_empty()).then_some(turn)
 }

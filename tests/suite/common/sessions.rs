@@ -40,6 +40,7 @@ pub fn alias(
         input_cost_per_token_usd: 1e-6,
         output_cost_per_token_usd: 2e-6,
         fallbacks: fallbacks.iter().map(|s| (*s).to_owned()).collect(),
+        supports_tools: None,
     }
 }
 
@@ -93,6 +94,7 @@ pub fn user(text: &str) -> Message {
     Message {
         role: Role::User as i32,
         content: text.into(),
+        ..Default::default()
     }
 }
 
@@ -214,6 +216,8 @@ pub fn check_invariants(events: &[SessionEvent]) -> String {
     let mut model = String::new();
     let mut text = String::new();
     let mut ended = false;
+    let mut calls = std::collections::HashSet::new();
+    let mut answered = std::collections::HashSet::new();
     for (i, e) in events.iter().enumerate() {
         assert!(!ended, "event after the final one: {e:?}");
         assert_eq!(e.event_index, i as u64 + 1, "event indexes have no gaps");
@@ -261,6 +265,26 @@ pub fn check_invariants(events: &[SessionEvent]) -> String {
                 ended = true;
             }
             Kind::Failed(_) => ended = true,
+            Kind::ToolCall(c) => {
+                assert_eq!(c.seq, next_seq - 1, "a tool call follows the last delta");
+                assert!(
+                    calls.insert(c.call_id.clone()),
+                    "tool call {} recorded twice",
+                    c.call_id
+                );
+            }
+            Kind::ToolResult(r) => {
+                assert!(
+                    calls.contains(&r.call_id),
+                    "result for unknown call {}",
+                    r.call_id
+                );
+                assert!(
+                    answered.insert(r.call_id.clone()),
+                    "tool call {} answered twice",
+                    r.call_id
+                );
+            }
             _ => {}
         }
     }
