@@ -19,20 +19,21 @@
 mod binary;
 #[path = "../tests/suite/common/fake_llm.rs"]
 mod fake_llm;
+#[path = "common/sessions.rs"]
+mod sessions;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agentd::pb::v1::query_control_service_client::QueryControlServiceClient;
 use agentd::pb::v1::session_event::Kind;
 use agentd::pb::v1::session_request::Command;
 use agentd::pb::v1::*;
 use binary::Binary;
 use fake_llm::{ANSWER, FakeLlm};
 use serde_json::json;
-use tokio::sync::mpsc;
+use sessions::open;
 use tonic::transport::Channel;
 
 /// Prompts of the local-model runs; bench_query_peer.py uses the same.
@@ -45,44 +46,6 @@ const PROMPTS: [&str; 5] = [
 ];
 /// Tokens generated per local run.
 const LOCAL_TOKENS: u32 = 128;
-
-struct Open {
-    commands: mpsc::Sender<SessionRequest>,
-    events: tonic::Streaming<SessionResponse>,
-}
-
-async fn open(channel: &Channel, start: StartCommand) -> Open {
-    let (tx, mut rx) = mpsc::channel(8);
-    tx.send(SessionRequest {
-        command: Some(Command::Start(start)),
-    })
-    .await
-    .unwrap();
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let events = QueryControlServiceClient::new(channel.clone())
-        .session(stream)
-        .await
-        .expect("session")
-        .into_inner();
-    Open {
-        commands: tx,
-        events,
-    }
-}
-
-impl Open {
-    /// Closes the command side, as a client does once it has nothing more
-    /// to send: the server ends the stream at once instead of after its
-    /// one-second grace.
-    fn close(&mut self) {
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.commands, closed));
-    }
-}
-
-async fn next(open: &mut Open) -> Option<Kind> {
-    open.events.message().await.expect("stream ok")?.event?.kind
-}
 
 fn start(model: &str, prompt: &str, max_tokens: u32, cache: CacheMode) -> StartCommand {
     StartCommand {
@@ -123,7 +86,7 @@ async fn local_speed(channel: &Channel, runs: usize, tokens: u32) -> (f64, f64) 
         let mut first = None;
         let mut deltas = 0u64;
         let mut output = 0;
-        while let Some(kind) = next(&mut s).await {
+        while let Some(kind) = s.next().await {
             match kind {
                 Kind::Delta(_) => {
                     first.get_or_insert_with(Instant::now);
@@ -155,7 +118,7 @@ async fn pause_latency(channel: &Channel, model: &str, runs: usize) -> Vec<f64> 
         let prompt = format!("{} ({i})", PROMPTS[i % PROMPTS.len()]);
         let mut s = open(channel, start(model, &prompt, 256, CacheMode::Off)).await;
         let mut sent = None;
-        while let Some(kind) = next(&mut s).await {
+        while let Some(kind) = s.next().await {
             match kind {
                 Kind::Delta(d) if d.seq == 8 && sent.is_none() => {
                     sent = Some(Instant::now());
@@ -188,7 +151,7 @@ async fn pause_latency(channel: &Channel, model: &str, runs: usize) -> Vec<f64> 
 async fn cache_hits(channel: &Channel, runs: usize) -> Vec<f64> {
     let question = "What is in the cache?";
     let mut first = open(channel, start("fake", question, 0, CacheMode::Exact)).await;
-    while let Some(kind) = next(&mut first).await {
+    while let Some(kind) = first.next().await {
         if matches!(kind, Kind::Completed(_)) {
             first.close();
         }
@@ -198,7 +161,7 @@ async fn cache_hits(channel: &Channel, runs: usize) -> Vec<f64> {
         let sent = Instant::now();
         let mut s = open(channel, start("fake", question, 0, CacheMode::Exact)).await;
         let mut hit = false;
-        while let Some(kind) = next(&mut s).await {
+        while let Some(kind) = s.next().await {
             match kind {
                 Kind::CacheHit(_) => hit = true,
                 Kind::Completed(_) => {
@@ -240,7 +203,7 @@ async fn concurrent(channel: &Channel, server: &Binary, sessions: usize) -> serd
                 let prompt = format!("session {i}");
                 let mut s = open(&channel, start("fake", &prompt, 0, CacheMode::Off)).await;
                 let mut text = None;
-                while let Some(kind) = next(&mut s).await {
+                while let Some(kind) = s.next().await {
                     match kind {
                         Kind::Completed(c) => {
                             text = Some(c.text);

@@ -110,6 +110,14 @@ fn start_with_user(model: &str, text: &str) -> StartCommand {
     }
 }
 
+/// Reads to the next tool call.
+async fn next_call(s: &mut Session) -> ToolCallEvent {
+    match s.until(|k| matches!(k, Kind::ToolCall(_))).await.kind {
+        Some(Kind::ToolCall(c)) => c,
+        _ => unreachable!(),
+    }
+}
+
 fn result(call_id: &str, text: &str) -> Command {
     Command::ToolResult(ToolResultCommand {
         call_id: call_id.into(),
@@ -167,10 +175,7 @@ async fn a_two_turn_tool_loop_on_each_provider() {
         )
         .await
         .unwrap();
-        let call = match s.until(|k| matches!(k, Kind::ToolCall(_))).await.kind {
-            Some(Kind::ToolCall(c)) => c,
-            _ => unreachable!(),
-        };
+        let call = next_call(&mut s).await;
         assert_eq!(call.name, "weather");
         assert_eq!(call.turn, 1);
         assert_eq!(call.location, ToolLocation::Client as i32);
@@ -409,10 +414,7 @@ async fn max_turns_ends_a_runaway_loop() {
     )
     .await
     .unwrap();
-    let first = s.until(|k| matches!(k, Kind::ToolCall(_))).await;
-    let Some(Kind::ToolCall(first)) = first.kind else {
-        unreachable!()
-    };
+    let first = next_call(&mut s).await;
     s.send(result(&first.call_id, "noon")).await;
     let events = s.finish().await;
     let done = completed(&events);
@@ -443,10 +445,7 @@ async fn pause_while_awaiting_tools_and_while_the_next_turn_streams() {
     )
     .await
     .unwrap();
-    let call = s.until(|k| matches!(k, Kind::ToolCall(_))).await;
-    let Some(Kind::ToolCall(call)) = call.kind else {
-        unreachable!()
-    };
+    let call = next_call(&mut s).await;
     s.send(Command::Pause(PauseCommand {})).await;
     s.until(|k| matches!(k, Kind::Paused(_))).await;
     // A result while paused is taken; the next turn waits for Resume.
@@ -496,10 +495,7 @@ async fn switching_between_turns_translates_the_history() {
     )
     .await
     .unwrap();
-    let call = s.until(|k| matches!(k, Kind::ToolCall(_))).await;
-    let Some(Kind::ToolCall(call)) = call.kind else {
-        unreachable!()
-    };
+    let call = next_call(&mut s).await;
     s.send(Command::SwitchModel(SwitchModelCommand {
         model: "an".into(),
     }))
@@ -589,10 +585,7 @@ async fn attach_replays_the_loop_and_a_restart_keeps_the_history() {
     )
     .await
     .unwrap();
-    let call = s.until(|k| matches!(k, Kind::ToolCall(_))).await;
-    let Some(Kind::ToolCall(call)) = call.kind else {
-        unreachable!()
-    };
+    let call = next_call(&mut s).await;
     s.send(result(&call.call_id, "snow")).await;
     let live = s.finish().await;
     let id = s.query_id();
@@ -873,15 +866,86 @@ async fn the_cache_serves_only_identical_tool_conversations_without_calls() {
         let mut s = Session::open(server.channel().await, looped.clone())
             .await
             .unwrap();
-        let call = s.until(|k| matches!(k, Kind::ToolCall(_))).await;
-        let Some(Kind::ToolCall(call)) = call.kind else {
-            unreachable!()
-        };
+        let call = next_call(&mut s).await;
         s.send(result(&call.call_id, "noon")).await;
         let events = s.finish().await;
         assert!(!cached(&events));
     }
-    // A semantic lookup is skipped for tool conversations (exact only).
+    // A similar prompt is no answer to a tool conversation: the semantic
+    // cache is not even looked at.
+    let semantic = StartCommand {
+        cache: Some(CachePolicy {
+            mode: CacheMode::Semantic as i32,
+            similarity_threshold: 0.1,
+            ..Default::default()
+        }),
+        ..start_tools("oa", "hello there", vec![time()])
+    };
+    let before = client(server.channel().await)
+        .get_query_stats(GetQueryStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let events = Session::open(server.channel().await, semantic)
+        .await
+        .unwrap()
+        .finish()
+        .await;
+    assert!(!cached(&events));
+    let after = client(server.channel().await)
+        .get_query_stats(GetQueryStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (after.semantic_cache_hits, after.semantic_cache_misses),
+        (before.semantic_cache_hits, before.semantic_cache_misses)
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_with_tool_history_can_be_started() {
+    let fake = FakeLlm::start(Duration::ZERO).await;
+    let (server, _keys) = start_server(&fake).await;
+    let mut assistant = Message {
+        role: Role::Assistant as i32,
+        content: "Checking.".into(),
+        ..Default::default()
+    };
+    assistant.tool_calls.push(agentd::pb::v1::ToolCall {
+        id: "prior_1".into(),
+        name: "weather".into(),
+        arguments: Some(to_struct(json!({"city": "Oslo"}))),
+        ..Default::default()
+    });
+    let answer = Message {
+        role: Role::Tool as i32,
+        tool_call_id: "prior_1".into(),
+        content: "snow".into(),
+        ..Default::default()
+    };
+    for model in ["oa", "an"] {
+        let history = StartCommand {
+            messages: vec![user("Weather in Oslo?"), assistant.clone(), answer.clone()],
+            tools: vec![weather()],
+            ..start(model)
+        };
+        let events = Session::open(server.channel().await, history)
+            .await
+            .unwrap()
+            .finish()
+            .await;
+        assert_eq!(check_invariants(&events), *ANSWER, "{model}");
+    }
+    let oa = requests_to(&fake, OPENAI).pop().unwrap().body;
+    let m = oa["messages"].as_array().unwrap();
+    assert_eq!(m[1]["tool_calls"][0]["id"], "prior_1");
+    assert_eq!(m[2]["tool_call_id"], "prior_1");
+    let an = requests_to(&fake, ANTHROPIC).pop().unwrap().body;
+    let m = an["messages"].as_array().unwrap();
+    assert_eq!(m[1]["content"][1]["input"], json!({"city": "Oslo"}));
+    assert_eq!(m[2]["content"][0]["content"], "snow");
     server.stop().await.unwrap();
 }
 
@@ -910,5 +974,74 @@ async fn a_call_without_a_result_in_time_is_answered_with_an_error() {
         results[0].content.contains("no result within"),
         "{results:?}"
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_within_the_next_turn_and_terminate_while_awaiting() {
+    let fake = FakeLlm::start(Duration::ZERO).await;
+    let (server, _keys) = start_server(&fake).await;
+    // Switch while the turn after the tools streams: the new provider gets
+    // the tool history in its format and the answer so far as prefill.
+    let mut s = Session::open(
+        server.channel().await,
+        StartCommand {
+            params: Some(GenerationParams {
+                max_tokens: 30,
+                ..Default::default()
+            }),
+            ..start_tools("oa-slow", "call time {}", vec![time()])
+        },
+    )
+    .await
+    .unwrap();
+    let call = next_call(&mut s).await;
+    s.send(result(&call.call_id, "noon")).await;
+    s.until(|k| matches!(k, Kind::Delta(d) if d.seq == 3)).await;
+    s.send(Command::SwitchModel(SwitchModelCommand {
+        model: "an-slow".into(),
+    }))
+    .await;
+    let events = s.finish().await;
+    let text = check_invariants(&events);
+    let words: String = ANSWER.split_inclusive(' ').take(29).collect();
+    assert_eq!(text, words);
+    let an = requests_to(&fake, ANTHROPIC).pop().unwrap().body;
+    let m = an["messages"].as_array().unwrap();
+    assert_eq!(m[1]["content"][0]["type"], "tool_use");
+    assert_eq!(m[2]["content"][0]["tool_use_id"], call.call_id);
+    assert_eq!(m[3]["role"], "assistant", "the answer so far as prefill");
+    assert!(m[3]["content"].as_str().unwrap().starts_with("w1 w2 w3"));
+
+    // Terminate while awaiting: the query ends, the call stays unanswered,
+    // and a late result is refused.
+    let mut s = Session::open(
+        server.channel().await,
+        start_tools("oa", "call time {}", vec![time()]),
+    )
+    .await
+    .unwrap();
+    let call = next_call(&mut s).await;
+    s.send(Command::Terminate(TerminateCommand {
+        reason: "user left".into(),
+    }))
+    .await;
+    let events = s.finish().await;
+    assert!(matches!(
+        events.last().unwrap().kind,
+        Some(Kind::Terminated(_))
+    ));
+    let late = client(server.channel().await)
+        .submit_tool_result(SubmitToolResultRequest {
+            query_id: s.query_id(),
+            call_id: call.call_id.clone(),
+            outcome: Some(submit_tool_result_request::Outcome::Result("noon".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    let info = query_info(client(server.channel().await), s.query_id(), false).await;
+    assert_eq!(info.state, QueryState::Terminated as i32);
+    assert!(!info.tool_calls[0].done);
     server.stop().await.unwrap();
 }

@@ -10,10 +10,13 @@ agentd server and expose one stub per service:
 - ``health_stub``: ``grpc.health.v1.Health``
 
 Request and response messages are the generated ones, importable from
-``agentd.v1`` (e.g. ``from agentd.v1 import memory_pb2``).
+``agentd.v1`` (e.g. ``from agentd.v1 import memory_pb2``). ``tool`` and
+``arguments`` build tool definitions from dicts and read a call's arguments
+as one.
 """
 
 from ._client import AsyncClient, Client, SERVICES
 from ._errors import ErrorDetails, error_details
+from ._tools import arguments, tool
 
-__all__ = ["Client", "AsyncClient", "SERVICES", "ErrorDetails", "error_details"]
+__all__ = ["Client", "AsyncClient", "SERVICES", "ErrorDetails", "error_details", "tool", "arguments"]

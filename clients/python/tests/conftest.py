@@ -17,6 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fake_openai import FakeOpenAI
+
 
 def agentd_binary() -> Path:
     explicit = os.environ.get("AGENTD_BIN")
@@ -43,14 +45,19 @@ def local_model() -> Path:
     return path
 
 
-def write_config(directory: Path) -> None:
+def write_config(directory: Path, openai_url: str) -> None:
     """agentd.toml in the server's working directory: two aliases of the
-    local model, so sessions can switch model with no network."""
+    local model, so sessions can switch model with no network, and `tools`,
+    an OpenAI-compatible alias served by the fake at `openai_url`."""
     gguf = local_model()
     aliases = "".join(
         f'[[query.models]]\nalias = "{alias}"\nprovider = "local"\nmodel_id = "gemma-3-270m"\n'
         f'path = "{gguf}"\ncontext_window = 2048\n\n'
         for alias in ("local", "local-b")
+    )
+    aliases += (
+        f'[[query.models]]\nalias = "tools"\nprovider = "openai"\nmodel_id = "fake-tools"\n'
+        f'base_url = "{openai_url}"\n\n'
     )
     (directory / "agentd.toml").write_text("[query]\nlocal_threads = 2\n\n" + aliases)
 
@@ -64,7 +71,8 @@ def free_port() -> int:
 class RunningServer:
     def __init__(self, tmp: Path) -> None:
         binary = agentd_binary()
-        write_config(tmp)
+        self.fake_openai = FakeOpenAI()
+        write_config(tmp, self.fake_openai.url)
         if not binary.exists():
             raise RuntimeError(f"agentd binary not found at {binary}; run cargo build --release or set AGENTD_BIN")
         # The port is free when chosen; another process could take it before
@@ -122,3 +130,4 @@ def server(tmp_path_factory):
     running = RunningServer(tmp_path_factory.mktemp("agentd"))
     yield running
     running.stop()
+    running.fake_openai.stop()

@@ -2,13 +2,8 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { Code, ConnectError, createAgentdClient } from "../src/index.js";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import {
-  CacheMode,
-  QueryState,
-  Role,
-  type SessionRequestSchema,
-} from "../src/gen/agentd/v1/query_pb.js";
+import { CacheMode, QueryState, Role } from "../src/gen/agentd/v1/query_pb.js";
+import { type Command, commandQueue } from "./commands.js";
 import { type RunningServer, startServer } from "./server.js";
 
 let server: RunningServer;
@@ -18,40 +13,6 @@ before(async () => {
 after(async () => {
   await server.stop();
 });
-
-type Command = MessageInitShape<typeof SessionRequestSchema>;
-
-/** Commands written while the session is being read: an async iterable the
- * test pushes into. */
-function commandQueue() {
-  const pending: Command[] = [];
-  let wake: (() => void) | undefined;
-  let closed = false;
-  return {
-    push(command: Command) {
-      pending.push(command);
-      wake?.();
-    },
-    close() {
-      closed = true;
-      wake?.();
-    },
-    async *[Symbol.asyncIterator](): AsyncGenerator<Command> {
-      for (;;) {
-        const next = pending.shift();
-        if (next) {
-          yield next;
-        } else if (closed) {
-          return;
-        } else {
-          await new Promise<void>((r) => {
-            wake = r;
-          });
-        }
-      }
-    },
-  };
-}
 
 function start(model: string, maxTokens = 40): Command {
   return {

@@ -10,6 +10,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { type AgentdClient, createAgentdClient } from "../src/index.js";
+import { type FakeOpenAI, startFakeOpenAI } from "./fake_openai.js";
 
 export function agentdBinary(): string {
   if (process.env.AGENTD_BIN) return process.env.AGENTD_BIN;
@@ -41,8 +42,9 @@ export function localModel(): string {
 }
 
 /** agentd.toml in the server's working directory: two aliases of the local
- * model, so sessions can switch model with no network. */
-function writeConfig(dir: string): void {
+ * model, so sessions can switch model with no network, and `tools`, an
+ * OpenAI-compatible alias served by the fake at `openaiUrl`. */
+function writeConfig(dir: string, openaiUrl: string): void {
   const aliases = ["local", "local-b"]
     .map(
       (alias) =>
@@ -50,7 +52,10 @@ function writeConfig(dir: string): void {
         `path = "${localModel()}"\ncontext_window = 2048\n\n`,
     )
     .join("");
-  writeFileSync(join(dir, "agentd.toml"), `[query]\nlocal_threads = 2\n\n${aliases}`);
+  const tools =
+    `[[query.models]]\nalias = "tools"\nprovider = "openai"\nmodel_id = "fake-tools"\n` +
+    `base_url = "${openaiUrl}"\n\n`;
+  writeFileSync(join(dir, "agentd.toml"), `[query]\nlocal_threads = 2\n\n${aliases}${tools}`);
 }
 
 function freePort(): Promise<number> {
@@ -68,6 +73,8 @@ function freePort(): Promise<number> {
 export interface RunningServer {
   target: string;
   process: ChildProcess;
+  /** The fake OpenAI-compatible provider behind the `tools` alias. */
+  fakeOpenAI: FakeOpenAI;
   stop(): Promise<void>;
 }
 
@@ -93,7 +100,8 @@ export async function startServer(): Promise<RunningServer> {
     throw new Error(`agentd binary not found at ${binary}; run cargo build --release or set AGENTD_BIN`);
   }
   const dir = mkdtempSync(join(tmpdir(), "agentd-ts-"));
-  writeConfig(dir);
+  const fakeOpenAI = await startFakeOpenAI();
+  writeConfig(dir, fakeOpenAI.url);
   // The port is free when chosen; retry if another process takes it first.
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
@@ -121,9 +129,18 @@ export async function startServer(): Promise<RunningServer> {
         child.kill("SIGTERM");
       });
     if (await waitServing(createAgentdClient({ target }), child, 30_000)) {
-      return { target, process: child, stop };
+      return {
+        target,
+        process: child,
+        fakeOpenAI,
+        stop: async () => {
+          await stop();
+          await fakeOpenAI.stop();
+        },
+      };
     }
     await stop();
   }
+  await fakeOpenAI.stop();
   throw new Error(`agentd did not become healthy; logs under ${dir}`);
 }

@@ -57,6 +57,8 @@ pub struct Received {
     pub headers: Vec<(String, String)>,
     /// The JSON body.
     pub body: Value,
+    /// When its body had arrived.
+    pub at: std::time::Instant,
 }
 
 /// A running fake.
@@ -146,6 +148,7 @@ impl FakeLlm {
             model: model.clone(),
             headers,
             body: body.clone(),
+            at: std::time::Instant::now(),
         });
         let anthropic = path.ends_with("/v1/messages");
 
