@@ -248,7 +248,9 @@ async fn a_two_turn_tool_loop_on_each_provider() {
 async fn parallel_calls_take_results_from_any_client_once_each() {
     let fake = FakeLlm::start(Duration::ZERO).await;
     let (server, _keys) = start_server(&fake).await;
-    let script = "call weather {\"city\": \"Oslo\"}\ncall time {}";
+    // The provider gives both calls the same id: agentd gives the second
+    // its own.
+    let script = "call@same weather {\"city\": \"Oslo\"}\ncall@same time {}";
     let mut s = Session::open(
         server.channel().await,
         start_tools("oa", script, vec![weather(), time()]),
@@ -259,6 +261,7 @@ async fn parallel_calls_take_results_from_any_client_once_each() {
         .await;
     let calls = tool_calls(&s.seen);
     assert_eq!(calls.len(), 2, "both calls of the turn");
+    assert_ne!(calls[0].call_id, calls[1].call_id);
     let id = s.query_id();
     let mut unary = client(server.channel().await);
     let submit = |call_id: &str, outcome| SubmitToolResultRequest {

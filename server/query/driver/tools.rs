@@ -14,7 +14,9 @@ use super::{Driver, Outcome};
 use crate::error::Error;
 use crate::query::events::EventKind;
 use crate::query::tools::turn::Refused;
-use crate::query::tools::{ToolCall, ToolCallRecord, ToolLocation, ToolOutcome, ToolTurn};
+use crate::query::tools::{
+    ToolCall, ToolCallRecord, ToolChoice, ToolLocation, ToolOutcome, ToolTurn,
+};
 use crate::query::types::{FinishReason, QueryState};
 
 /// Turns in a row whose every call was invalid before the query fails:
@@ -31,11 +33,11 @@ impl Driver {
         let seq = self.seq;
         // Later turns may call tools or not: a REQUIRED or NAMED choice
         // applies to the first, so that the loop can end.
-        self.tool_choice = crate::query::tools::ToolChoice::Auto;
+        self.tool_choice = ToolChoice::Auto;
         let last_turn = turn >= self.max_turns;
-        let mut placed = Vec::with_capacity(calls.len());
+        let mut placed: Vec<(ToolCall, ToolLocation)> = Vec::with_capacity(calls.len());
         for mut call in calls {
-            call.id = self.unique_call_id(&call.id);
+            call.id = self.unique_call_id(&call.id, &placed);
             let location = self.tools.location(&call.name);
             placed.push((call, location));
         }
@@ -106,9 +108,13 @@ impl Driver {
     }
 
     /// An id for a call: the provider's, unless it is empty or already
-    /// used in this query (some servers number calls per turn).
-    fn unique_call_id(&self, id: &str) -> String {
-        let taken = |id: &str| self.query.info().tool_calls.iter().any(|r| r.call.id == id);
+    /// used in this query or this turn (some servers number calls per turn,
+    /// or give none).
+    fn unique_call_id(&self, id: &str, this_turn: &[(ToolCall, ToolLocation)]) -> String {
+        let taken = |id: &str| {
+            this_turn.iter().any(|(c, _)| c.id == id)
+                || self.query.info().tool_calls.iter().any(|r| r.call.id == id)
+        };
         if !id.is_empty() && !taken(id) {
             return id.to_owned();
         }

@@ -26,7 +26,8 @@
 //! deltas, Anthropic `tool_use` blocks with `input_json_delta`), arguments
 //! in fragments of 7 bytes, sent as written (so invalid JSON can be
 //! scripted). Once the blocks are used up, the fake answers with the known
-//! text. Call ids are `call_<turn>_<i>` (OpenAI) and `toolu_<turn>_<i>`.
+//! text. Call ids are `call_<turn>_<i>` (OpenAI) and `toolu_<turn>_<i>`,
+//! or the id a line `call@<id> <name> <arguments>` gives (`call@ ...`: none).
 
 #![allow(dead_code)]
 
@@ -272,7 +273,7 @@ impl FakeLlm {
         let output = words.len();
         if let Some(turn) = turn.filter(|_| !length_cut) {
             let k = turn.number;
-            for (i, (name, arguments)) in turn.calls.iter().enumerate() {
+            for (i, (name, arguments, scripted_id)) in turn.calls.iter().enumerate() {
                 let fragments: Vec<String> = arguments
                     .as_bytes()
                     .chunks(7)
@@ -280,7 +281,7 @@ impl FakeLlm {
                     .collect();
                 if anthropic {
                     let index = i + 1;
-                    let id = format!("toolu_{k}_{i}");
+                    let id = scripted_id.clone().unwrap_or(format!("toolu_{k}_{i}"));
                     socket
                         .write_all(send(Some("content_block_start"), json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})).as_bytes())
                         .await?;
@@ -300,7 +301,7 @@ impl FakeLlm {
                         )
                         .await?;
                 } else {
-                    let id = format!("call_{k}_{i}");
+                    let id = scripted_id.clone().unwrap_or(format!("call_{k}_{i}"));
                     let chunk = |delta: Value| {
                         send(
                             None,
@@ -369,8 +370,8 @@ struct ScriptTurn {
     number: usize,
     /// Text before the calls.
     say: String,
-    /// (tool name, arguments as written).
-    calls: Vec<(String, String)>,
+    /// (tool name, arguments as written, id if scripted).
+    calls: Vec<(String, String, Option<String>)>,
 }
 
 /// The scripted turn this request asks for, if the request offers tools,
@@ -412,7 +413,13 @@ fn script_turn(body: &Value, messages: &[Value]) -> Option<ScriptTurn> {
             turn.say = format!("{text} ");
         } else if let Some(call) = line.strip_prefix("call ") {
             let (name, arguments) = call.split_once(' ').unwrap_or((call, ""));
-            turn.calls.push((name.to_owned(), arguments.to_owned()));
+            turn.calls
+                .push((name.to_owned(), arguments.to_owned(), None));
+        } else if let Some(call) = line.strip_prefix("call@") {
+            let (id, call) = call.split_once(' ').unwrap_or((call, ""));
+            let (name, arguments) = call.split_once(' ').unwrap_or((call, ""));
+            turn.calls
+                .push((name.to_owned(), arguments.to_owned(), Some(id.to_owned())));
         }
     }
     (!turn.calls.is_empty()).then_some(turn)
