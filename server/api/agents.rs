@@ -1,92 +1,223 @@
-//! `agentd.v1.AgentService`.
+//! `agentd.v1.AgentService`: convert, call the agents engine, convert back
+//! (conversions in [`super::convert::agents`]).
 //!
-//! The agents engine (`server/agents`) is not built yet, so every RPC answers
-//! UNIMPLEMENTED naming it.
+//! Specs, agents and the activity log are served; swarms, tasks and
+//! external workers are not built yet and answer UNIMPLEMENTED naming the
+//! engine.
 
+use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert::agents::{agent_filter, spec_from};
+use super::rpc::Rpc;
 use super::{ResponseStream, not_built};
+use crate::agents::{ActivityFilter, AgentEngine, SpawnParams};
 use crate::error::Engine;
+use crate::pb::v1 as pb;
 use crate::pb::v1::agent_service_server::{AgentService, AgentServiceServer};
 use crate::pb::v1::{
     CancelTaskRequest, CancelTaskResponse, CreateSwarmRequest, CreateSwarmResponse,
-    DeleteSpecRequest, DeleteSpecResponse, DissolveSwarmRequest, DissolveSwarmResponse,
-    GetAgentRequest, GetAgentResponse, GetSpecRequest, GetSpecResponse, GetSwarmRequest,
-    GetSwarmResponse, GetTaskRequest, GetTaskResponse, ListAgentsRequest, ListAgentsResponse,
-    ListEventsRequest, ListEventsResponse, ListSpecsRequest, ListSpecsResponse, ListSwarmsRequest,
-    ListSwarmsResponse, ListTasksRequest, ListTasksResponse, RegisterSpecRequest,
-    RegisterSpecResponse, SpawnBatchRequest, SpawnBatchResponse, SpawnRequest, SpawnResponse,
-    StopAgentRequest, StopAgentResponse, SubmitTaskRequest, SubmitTaskResponse, WatchEventsRequest,
-    WatchEventsResponse, WatchTaskRequest, WatchTaskResponse, WorkRequest, WorkResponse,
+    DissolveSwarmRequest, DissolveSwarmResponse, GetSwarmRequest, GetSwarmResponse, GetTaskRequest,
+    GetTaskResponse, ListSwarmsRequest, ListSwarmsResponse, ListTasksRequest, ListTasksResponse,
+    SubmitTaskRequest, SubmitTaskResponse, WatchTaskRequest, WatchTaskResponse, WorkRequest,
+    WorkResponse,
 };
 
 type Server = AgentServiceServer<AgentApi>;
 const ENGINE: Engine = Engine::Agents;
 
 /// The AgentService handlers.
-#[derive(Debug, Default, Clone)]
-pub struct AgentApi {}
+#[derive(Debug, Clone)]
+pub struct AgentApi {
+    engine: AgentEngine,
+}
+
+impl AgentApi {
+    /// Serves `engine`.
+    pub fn new(engine: AgentEngine) -> Self {
+        Self { engine }
+    }
+}
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
     async fn register_spec(
         &self,
-        _: Request<RegisterSpecRequest>,
-    ) -> Result<Response<RegisterSpecResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "RegisterSpec")
+        request: Request<pb::RegisterSpecRequest>,
+    ) -> Result<Response<pb::RegisterSpecResponse>, Status> {
+        let pb::RegisterSpecRequest { spec } = request.into_inner();
+        let (name, body) = spec_from(spec.unwrap_or_default());
+        let rpc = Rpc::about("spec", &name);
+        rpc.unary(
+            async {
+                let registered = self.engine.register_spec(name, body).await?;
+                Ok(pb::RegisterSpecResponse {
+                    spec: Some(registered.spec.into()),
+                    created: registered.created,
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_spec(
         &self,
-        _: Request<GetSpecRequest>,
-    ) -> Result<Response<GetSpecResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "GetSpec")
+        request: Request<pb::GetSpecRequest>,
+    ) -> Result<Response<pb::GetSpecResponse>, Status> {
+        let pb::GetSpecRequest { name } = request.into_inner();
+        let rpc = Rpc::about("spec", &name);
+        rpc.unary(
+            async {
+                let spec = self.engine.get_spec(name).await?;
+                Ok(pb::GetSpecResponse {
+                    spec: Some(spec.into()),
+                })
+            }
+            .await,
+        )
     }
 
     async fn list_specs(
         &self,
-        _: Request<ListSpecsRequest>,
-    ) -> Result<Response<ListSpecsResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "ListSpecs")
+        request: Request<pb::ListSpecsRequest>,
+    ) -> Result<Response<pb::ListSpecsResponse>, Status> {
+        let pb::ListSpecsRequest {
+            capability,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let page = self
+                    .engine
+                    .list_specs(capability, page_size as usize, &page_token)
+                    .await?;
+                Ok(pb::ListSpecsResponse {
+                    specs: page.items.into_iter().map(Into::into).collect(),
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn delete_spec(
         &self,
-        _: Request<DeleteSpecRequest>,
-    ) -> Result<Response<DeleteSpecResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "DeleteSpec")
+        request: Request<pb::DeleteSpecRequest>,
+    ) -> Result<Response<pb::DeleteSpecResponse>, Status> {
+        let pb::DeleteSpecRequest { name } = request.into_inner();
+        let rpc = Rpc::about("spec", &name);
+        rpc.unary(
+            async {
+                let deleted = self.engine.delete_spec(name).await?;
+                Ok(pb::DeleteSpecResponse { deleted })
+            }
+            .await,
+        )
     }
 
-    async fn spawn(&self, _: Request<SpawnRequest>) -> Result<Response<SpawnResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "Spawn")
+    async fn spawn(
+        &self,
+        request: Request<pb::SpawnRequest>,
+    ) -> Result<Response<pb::SpawnResponse>, Status> {
+        let params = SpawnParams::from(request.into_inner());
+        let rpc = Rpc::about("spec", &params.spec_name);
+        rpc.unary(
+            async {
+                let agents = self.engine.spawn(params).await?;
+                Ok(pb::SpawnResponse {
+                    agents: agents.into_iter().map(Into::into).collect(),
+                })
+            }
+            .await,
+        )
     }
 
     async fn spawn_batch(
         &self,
-        _: Request<SpawnBatchRequest>,
-    ) -> Result<Response<SpawnBatchResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "SpawnBatch")
+        request: Request<pb::SpawnBatchRequest>,
+    ) -> Result<Response<pb::SpawnBatchResponse>, Status> {
+        let pb::SpawnBatchRequest { requests } = request.into_inner();
+        let params = requests.into_iter().map(SpawnParams::from).collect();
+        Rpc::begin().unary(
+            async {
+                let made = self.engine.spawn_batch(params, "requests").await?;
+                Ok(pb::SpawnBatchResponse {
+                    results: made
+                        .into_iter()
+                        .map(|agents| pb::SpawnResponse {
+                            agents: agents.into_iter().map(Into::into).collect(),
+                        })
+                        .collect(),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_agent(
         &self,
-        _: Request<GetAgentRequest>,
-    ) -> Result<Response<GetAgentResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "GetAgent")
+        request: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::GetAgentResponse>, Status> {
+        let pb::GetAgentRequest { id } = request.into_inner();
+        let rpc = Rpc::about("agent", &id);
+        rpc.unary(
+            async {
+                let agent = self.engine.get_agent(id).await?;
+                Ok(pb::GetAgentResponse {
+                    agent: Some(agent.into()),
+                })
+            }
+            .await,
+        )
     }
 
     async fn list_agents(
         &self,
-        _: Request<ListAgentsRequest>,
-    ) -> Result<Response<ListAgentsResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "ListAgents")
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let pb::ListAgentsRequest {
+            spec_name,
+            swarm_id,
+            state,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let filter = agent_filter(spec_name, swarm_id, state)?;
+                let page = self
+                    .engine
+                    .list_agents(filter, page_size as usize, &page_token)
+                    .await?;
+                Ok(pb::ListAgentsResponse {
+                    agents: page.items.into_iter().map(Into::into).collect(),
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn stop_agent(
         &self,
-        _: Request<StopAgentRequest>,
-    ) -> Result<Response<StopAgentResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "StopAgent")
+        request: Request<pb::StopAgentRequest>,
+    ) -> Result<Response<pb::StopAgentResponse>, Status> {
+        // No task runs yet, so `cancel_tasks` has nothing to act on.
+        let pb::StopAgentRequest {
+            id,
+            cancel_tasks: _,
+        } = request.into_inner();
+        let rpc = Rpc::about("agent", &id);
+        rpc.unary(
+            async {
+                let agent = self.engine.stop_agent(id).await?;
+                Ok(pb::StopAgentResponse {
+                    agent: Some(agent.into()),
+                })
+            }
+            .await,
+        )
     }
 
     async fn create_swarm(
@@ -163,19 +294,65 @@ impl AgentService for AgentApi {
         not_built::<Server, _>(ENGINE, "Work")
     }
 
-    type WatchEventsStream = ResponseStream<WatchEventsResponse>;
+    type WatchEventsStream = ResponseStream<pb::WatchEventsResponse>;
 
     async fn watch_events(
         &self,
-        _: Request<WatchEventsRequest>,
+        request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
-        not_built::<Server, _>(ENGINE, "WatchEvents")
+        let pb::WatchEventsRequest {
+            filter,
+            after_id,
+            from_start,
+        } = request.into_inner();
+        let rpc = Rpc::begin();
+        let started = async {
+            let filter = ActivityFilter::try_from(filter.unwrap_or_default())
+                .map_err(|e| e.within("filter"))?;
+            let after = match (from_start, after_id) {
+                (true, _) => Some(0),
+                (false, 0) => None,
+                (false, id) => Some(id),
+            };
+            self.engine.watch_events(filter, after).await
+        }
+        .await;
+        let events = match started {
+            Ok(events) => events,
+            Err(e) => return rpc.unary(Err(e.into())),
+        };
+        let events = events.map(|e| {
+            e.map(|event| pb::WatchEventsResponse {
+                event: Some(event.into()),
+            })
+            .map_err(Status::from)
+        });
+        rpc.stream(events, None)
     }
 
     async fn list_events(
         &self,
-        _: Request<ListEventsRequest>,
-    ) -> Result<Response<ListEventsResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "ListEvents")
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let pb::ListEventsRequest {
+            filter,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let filter = ActivityFilter::try_from(filter.unwrap_or_default())
+                    .map_err(|e| e.within("filter"))?;
+                let page = self
+                    .engine
+                    .list_events(filter, page_size as usize, &page_token)
+                    .await?;
+                Ok(pb::ListEventsResponse {
+                    events: page.items.into_iter().map(Into::into).collect(),
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 }

@@ -61,3 +61,4 @@ pub(crate) use points::{
 pub(crate) use search_cache::SearchCache;
 pub use settings::MemoryConfig;
 pub(crate) use settings::MemoryFile;
+pub(crate) use validate::check_name;

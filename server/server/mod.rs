@@ -40,7 +40,7 @@ use health::{report_storage_health, set_services_health};
 pub use signal::shutdown_signal;
 
 use crate::api;
-use crate::config::{Config, ServiceKind, Services};
+use crate::config::{Config, Services};
 use crate::embed::TextEmbedder;
 use crate::memory::Indexes;
 use crate::query::QueryEngine;
@@ -81,9 +81,8 @@ pub struct Server {
 impl Server {
     /// Builds the engines and services `config` enables (one builder each,
     /// in [`services`]), health and reflection. Health is SERVING for the
-    /// whole server and each enabled service whose engine can answer;
-    /// EmbeddingService follows its default model, and AgentService is
-    /// NOT_SERVING until its engine is built.
+    /// whole server and each enabled service; EmbeddingService follows its
+    /// default model.
     pub async fn new(config: Config) -> anyhow::Result<Server> {
         // Fail at start-up, not at the first write, when the data directory
         // cannot be created.
@@ -123,22 +122,14 @@ impl Server {
             )
         });
         if services.agents {
-            services::agents(&config, &mut routes);
+            services::agents(&config, &mut routes, &store, query.clone())?;
         }
-        // Embedding reports its own readiness (above); the agents engine is
-        // not built yet, so its service cannot serve.
+        // Embedding reports its own readiness (above).
         let ready = Services {
             embedding: false,
-            agents: false,
             ..services
         };
         set_services_health(&health, ready, ServingStatus::Serving).await;
-        if services.agents {
-            let agents = service_name(ServiceKind::Agents);
-            health
-                .set_service_status(agents, ServingStatus::NotServing)
-                .await;
-        }
         if services.memory {
             background.push(report_storage_health(
                 health.clone(),

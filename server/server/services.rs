@@ -12,6 +12,7 @@ use tonic::service::RoutesBuilder;
 use tonic_health::server::HealthReporter;
 
 use super::health::{report_model_health, service_name};
+use crate::agents::AgentEngine;
 use crate::api;
 use crate::config::{Config, ServiceKind};
 use crate::embed::{EmbeddingEngine, TextEmbedder};
@@ -189,11 +190,18 @@ pub fn query(
     engine
 }
 
-/// Adds AgentService, whose RPCs answer UNIMPLEMENTED until its engine is
-/// built.
-pub fn agents(config: &Config, routes: &mut RoutesBuilder) {
+/// Builds the agents engine on `store` (model aliases checked against
+/// `query`) and adds AgentService.
+pub fn agents(
+    config: &Config,
+    routes: &mut RoutesBuilder,
+    store: &Arc<SqliteStore>,
+    query: Option<QueryEngine>,
+) -> anyhow::Result<AgentEngine> {
+    let engine = AgentEngine::new(store.clone(), query).context("starting the agents engine")?;
     routes.add_service(configured!(
-        AgentServiceServer::new(api::agents::AgentApi::default()),
+        AgentServiceServer::new(api::agents::AgentApi::new(engine.clone())),
         config
     ));
+    Ok(engine)
 }

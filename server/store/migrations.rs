@@ -19,6 +19,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0004_no_deletion_log.sql"),
     ),
     ("0005_queries", include_str!("migrations/0005_queries.sql")),
+    ("0006_agents", include_str!("migrations/0006_agents.sql")),
 ];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.

@@ -1,7 +1,7 @@
 //! Durable storage, the source of truth for every engine.
 //!
 //! Engines talk to the store through narrow traits ([`KvStore`],
-//! [`CollectionStore`], [`PointStore`], [`QueryStore`]), so that a
+//! [`CollectionStore`], [`PointStore`], [`QueryStore`], [`AgentStore`]), so that a
 //! PostgreSQL implementation (planned, for several replicas sharing one
 //! store; see `docs/architecture.md`) can be added without touching them. The embedded implementation is
 //! [`SqliteStore`]: one SQLite file in WAL mode under `--data-dir`, with
@@ -11,10 +11,12 @@
 //! Store calls block (disk I/O, fsync): callers run them on the blocking
 //! pool (`common::blocking::with_store`).
 //!
-//! One file per trait: [`kv`], [`collections`], [`points`], [`queries`];
+//! One file per trait: [`kv`], [`collections`], [`points`], [`queries`],
+//! [`agents`];
 //! the SQLite implementation of each is in the same-named file under
 //! [`sqlite`].
 
+mod agents;
 mod collections;
 mod kv;
 mod migrations;
@@ -22,6 +24,10 @@ mod points;
 mod queries;
 mod sqlite;
 
+pub(crate) use agents::{
+    AgentQuery, AgentStore, EventQuery, NewEvent, SpawnWrite, Spawned, SpecDeleted, SpecRegistered,
+    StoredAgent, StoredEvent, StoredSpec,
+};
 pub(crate) use collections::{CollectionStore, StoredCollection};
 pub(crate) use kv::{KvEntry, KvListQuery, KvStore, KvWrite};
 pub(crate) use points::{

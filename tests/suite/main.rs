@@ -6,6 +6,7 @@
 //! the heavy dependencies (FAISS, candle, tonic) are linked once, which
 //! roughly halves the suite's build time on a 2-core machine.
 
+mod agents;
 mod common;
 mod embedding;
 mod health;

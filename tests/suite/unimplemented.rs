@@ -27,11 +27,19 @@ async fn every_service_names_its_missing_engine() {
     let server = TestServer::start().await;
     let channel = server.channel().await;
 
-    let err = agent_service_client::AgentServiceClient::new(channel.clone())
-        .list_specs(ListSpecsRequest::default())
+    // The agents engine serves specs, agents and events; swarms and tasks
+    // are still to come.
+    let mut agents = agent_service_client::AgentServiceClient::new(channel.clone());
+    let err = agents
+        .create_swarm(CreateSwarmRequest::default())
         .await
         .unwrap_err();
-    assert_not_built(err, "agents engine", "agentd.v1.AgentService/ListSpecs");
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/CreateSwarm");
+    let err = agents
+        .submit_task(SubmitTaskRequest::default())
+        .await
+        .unwrap_err();
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/SubmitTask");
 
     server.stop().await.unwrap();
 }
@@ -41,10 +49,10 @@ async fn streaming_rpcs_answer_unimplemented_too() {
     let server = TestServer::start().await;
     let channel = server.channel().await;
     let err = agent_service_client::AgentServiceClient::new(channel.clone())
-        .watch_events(WatchEventsRequest::default())
+        .watch_task(WatchTaskRequest::default())
         .await
         .unwrap_err();
-    assert_not_built(err, "agents engine", "agentd.v1.AgentService/WatchEvents");
+    assert_not_built(err, "agents engine", "agentd.v1.AgentService/WatchTask");
 
     let messages = futures::stream::iter(vec![WorkRequest::default()]);
     let err = agent_service_client::AgentServiceClient::new(channel)

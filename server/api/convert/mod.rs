@@ -3,7 +3,8 @@
 //! destructure every field of the generated message: a field added to a
 //! .proto file fails to compile here until it is handled.
 //!
-//! - [`memory`], [`query`], [`embedding`]: each service's messages.
+//! - [`memory`], [`query`], [`embedding`], [`agents`]: each service's
+//!   messages.
 //! - this file: protobuf's well-known types (`Struct` / `Value` as
 //!   `serde_json`, `Timestamp`, `Duration`) and the shared `Timing` and
 //!   `TokenUsage`.
@@ -12,6 +13,7 @@
 //! caller puts them under the field the message sits in
 //! ([`crate::error::Error::within`]).
 
+pub(crate) mod agents;
 pub(crate) mod embedding;
 pub(crate) mod memory;
 pub(crate) mod query;

@@ -6,8 +6,10 @@
 //! and turns each commit into one sequential append.
 //!
 //! Each store trait is implemented in its own file: [`kv`], [`collections`],
-//! [`points`], [`queries`]; this one opens and configures the connection.
+//! [`points`], [`queries`], [`agents`]; this one opens and configures the
+//! connection.
 
+mod agents;
 mod collections;
 mod kv;
 mod points;

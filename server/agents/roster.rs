@@ -1,0 +1,258 @@
+//! Agents: spawned from a spec's current version, all or none per call
+//! (one store transaction with their events), retried spawns recognised by
+//! their idempotency key; listed in spawn order; stopped.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::engine::{AgentEngine, agent_of, new_event, row_of, spec_of};
+use super::types::{
+    ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState, SpawnParams, Spec,
+};
+use super::validate::{MAX_BATCH, check_spawn};
+use crate::common::blocking::with_store;
+use crate::common::clock::now_ms;
+use crate::common::page::{self, Page};
+use crate::error::{Error, Result, Violations};
+use crate::store::{AgentQuery, SpawnWrite, Spawned};
+
+/// How long a spawn's idempotency key is remembered.
+const KEY_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// What a request spawns, for comparing a retry with the first call.
+fn fingerprint(p: &SpawnParams) -> String {
+    json!({
+        "spec_name": p.spec_name,
+        "count": p.count,
+        "swarm_id": p.swarm_id,
+        "labels": p.labels,
+    })
+    .to_string()
+}
+
+impl AgentEngine {
+    /// Spawns the agents of one request (fields as SpawnRequest's).
+    pub async fn spawn(&self, params: SpawnParams) -> Result<Vec<Agent>> {
+        let mut batch = self.spawn_batch(vec![params], "").await?;
+        Ok(batch.pop().unwrap_or_default())
+    }
+
+    /// Spawns the agents of every request, all or none; each request's
+    /// agents in order. Field paths are under `prefix[i].` when `prefix`
+    /// is not empty (SpawnBatch's `requests`).
+    pub async fn spawn_batch(
+        &self,
+        requests: Vec<SpawnParams>,
+        prefix: &str,
+    ) -> Result<Vec<Vec<Agent>>> {
+        let path = |i: usize| {
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}[{i}].")
+            }
+        };
+        let mut v = Violations::new();
+        if !prefix.is_empty() && (requests.is_empty() || requests.len() > MAX_BATCH) {
+            v.add(
+                prefix,
+                format!(
+                    "must hold 1 to {MAX_BATCH} requests, got {}",
+                    requests.len()
+                ),
+            );
+        }
+        for (i, p) in requests.iter().enumerate() {
+            check_spawn(&path(i), p, &mut v);
+        }
+        v.finish()?;
+
+        let now = now_ms();
+        // Retried requests answer with the agents of their first call.
+        let mut replayed: HashMap<usize, Vec<String>> = HashMap::new();
+        for (i, p) in requests.iter().enumerate() {
+            if p.idempotency_key.is_empty() {
+                continue;
+            }
+            let key = p.idempotency_key.clone();
+            let since = now - KEY_RETENTION_MS;
+            if let Some((print, ids)) =
+                with_store(&self.store, move |s| s.spawn_key(&key, since)).await?
+            {
+                if print != fingerprint(p) {
+                    return Err(Error::invalid(
+                        format!("{}idempotency_key", path(i)),
+                        "was used for a different spawn request within 24 hours",
+                    ));
+                }
+                replayed.insert(i, ids);
+            }
+        }
+
+        let mut specs: HashMap<String, Spec> = HashMap::new();
+        for (i, p) in requests.iter().enumerate() {
+            if replayed.contains_key(&i) || specs.contains_key(&p.spec_name) {
+                continue;
+            }
+            let name = p.spec_name.clone();
+            let found = with_store(&self.store, move |s| s.get_spec(&name, None)).await?;
+            let spec = found.ok_or_else(|| Error::NotFound {
+                kind: "spec",
+                name: p.spec_name.clone(),
+            })?;
+            specs.insert(p.spec_name.clone(), spec_of(spec)?);
+        }
+
+        let mut write = SpawnWrite {
+            agents: Vec::new(),
+            specs: specs
+                .values()
+                .map(|s| (s.name.clone(), s.version))
+                .collect(),
+            keys: Vec::new(),
+            events: Vec::new(),
+        };
+        let mut made: Vec<Vec<Agent>> = Vec::with_capacity(requests.len());
+        let mut generator = ulid::Generator::new();
+        for (i, p) in requests.iter().enumerate() {
+            if replayed.contains_key(&i) {
+                made.push(Vec::new());
+                continue;
+            }
+            let spec = &specs[&p.spec_name];
+            let mut agents = Vec::with_capacity(p.count as usize);
+            for _ in 0..p.count {
+                let id = generator
+                    .generate()
+                    .map_err(|e| Error::Internal(format!("agent id: {e}")))?
+                    .to_string();
+                let agent = Agent {
+                    id,
+                    spec_name: spec.name.clone(),
+                    spec_version: spec.version,
+                    swarm_id: p.swarm_id.clone(),
+                    state: AgentState::Idle,
+                    created_at_ms: now,
+                    body: AgentBody {
+                        kind: if spec.body.model.is_empty() {
+                            AgentKind::Worker
+                        } else {
+                            AgentKind::Internal
+                        },
+                        labels: p.labels.clone(),
+                        ..Default::default()
+                    },
+                };
+                let mut event = new_event(
+                    ActivityKind::AgentSpawned,
+                    format!(
+                        "agent {} spawned from spec {} v{}",
+                        agent.id, spec.name, spec.version
+                    ),
+                );
+                event.agent_id = agent.id.clone();
+                event.spec_name = spec.name.clone();
+                event.details = json!({ "spec_version": spec.version }).to_string();
+                write.events.push(event);
+                write.agents.push(row_of(&agent));
+                agents.push(agent);
+            }
+            if !p.idempotency_key.is_empty() {
+                let ids = agents.iter().map(|a| a.id.clone()).collect();
+                write
+                    .keys
+                    .push((p.idempotency_key.clone(), fingerprint(p), ids));
+            }
+            made.push(agents);
+        }
+
+        if !write.agents.is_empty() {
+            let forget_before = now - KEY_RETENTION_MS;
+            match with_store(&self.store, move |s| s.spawn(&write, forget_before)).await? {
+                Spawned::Created(events) => self.appended(&events),
+                Spawned::SpecChanged(name) => {
+                    return Err(Error::WrongState(format!(
+                        "spec {name} was replaced or deleted during the spawn; nothing was \
+                         spawned, try again"
+                    )));
+                }
+            }
+        }
+        for (i, ids) in replayed {
+            let mut agents = Vec::with_capacity(ids.len());
+            for id in ids {
+                agents.push(self.get_agent(id).await?);
+            }
+            made[i] = agents;
+        }
+        Ok(made)
+    }
+
+    /// One agent.
+    pub async fn get_agent(&self, id: String) -> Result<Agent> {
+        if id.is_empty() {
+            return Err(Error::invalid("id", "must not be empty"));
+        }
+        let key = id.clone();
+        let found = with_store(&self.store, move |s| s.get_agent(&key)).await?;
+        agent_of(found.ok_or(Error::NotFound {
+            kind: "agent",
+            name: id,
+        })?)
+    }
+
+    /// Agents in spawn order, filtered.
+    pub async fn list_agents(
+        &self,
+        filter: AgentFilter,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<Page<Agent>> {
+        let limit = page::page_size(page_size);
+        let after = if page_token.is_empty() {
+            String::new()
+        } else {
+            page::decode_token(page_token).ok_or_else(|| {
+                Error::invalid(
+                    "page_token",
+                    "is not a next_page_token this server returned",
+                )
+            })?
+        };
+        let query = AgentQuery {
+            spec_name: filter.spec_name,
+            swarm_id: filter.swarm_id,
+            state: filter
+                .state
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+        };
+        let rows = with_store(&self.store, move |s| {
+            s.list_agents(&query, &after, limit + 1)
+        })
+        .await?;
+        let agents = rows.into_iter().map(agent_of).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(agents, limit, |a| a.id.clone()))
+    }
+
+    /// Stops an agent (already stopped: unchanged).
+    pub async fn stop_agent(&self, id: String) -> Result<Agent> {
+        let mut agent = self.get_agent(id).await?;
+        if agent.state == AgentState::Stopped {
+            return Ok(agent);
+        }
+        agent.state = AgentState::Stopped;
+        let mut event = new_event(
+            ActivityKind::AgentStopped,
+            format!("agent {} stopped", agent.id),
+        );
+        event.agent_id = agent.id.clone();
+        event.spec_name = agent.spec_name.clone();
+        event.swarm_id = agent.swarm_id.clone();
+        let row = row_of(&agent);
+        let events = with_store(&self.store, move |s| s.update_agent(&row, vec![event])).await?;
+        self.appended(&events);
+        Ok(agent)
+    }
+}

@@ -1,0 +1,105 @@
+//! Specs: registered by name, each registration a new version; agents keep
+//! the version they were spawned with, and a spec cannot be deleted while
+//! agents of it are not stopped.
+
+use super::engine::{AgentEngine, new_event, spec_of};
+use super::types::{ActivityKind, Spec, SpecBody};
+use super::validate::{check_name, check_spec};
+use crate::common::blocking::with_store;
+use crate::common::clock::now_ms;
+use crate::common::page::{self, Page};
+use crate::error::{Error, Result, Violations};
+use crate::store::SpecDeleted;
+
+/// What RegisterSpec did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The spec with its new version.
+    pub spec: Spec,
+    /// The name was new.
+    pub created: bool,
+}
+
+impl AgentEngine {
+    /// Registers spec `name` with `body` as its next version.
+    pub async fn register_spec(&self, name: String, body: SpecBody) -> Result<Registered> {
+        let mut v = Violations::new();
+        check_spec(&name, &body, &|alias| self.is_model(alias), &mut v);
+        v.finish()?;
+        let json = serde_json::to_string(&body)
+            .map_err(|e| Error::Internal(format!("spec {name}: {e}")))?;
+        let mut event = new_event(
+            ActivityKind::SpecRegistered,
+            format!("spec {name} registered"),
+        );
+        event.spec_name = name.clone();
+        let key = name.clone();
+        let written = with_store(&self.store, move |s| {
+            s.register_spec(&key, &json, now_ms(), event)
+        })
+        .await?;
+        self.appended(&written.events);
+        Ok(Registered {
+            spec: spec_of(written.spec)?,
+            created: written.created,
+        })
+    }
+
+    /// The current version of spec `name`.
+    pub async fn get_spec(&self, name: String) -> Result<Spec> {
+        let mut v = Violations::new();
+        check_name("name", &name, &mut v);
+        v.finish()?;
+        let key = name.clone();
+        let found = with_store(&self.store, move |s| s.get_spec(&key, None)).await?;
+        let stored = found.ok_or(Error::NotFound { kind: "spec", name })?;
+        spec_of(stored)
+    }
+
+    /// Current specs by name, optionally with `capability`.
+    pub async fn list_specs(
+        &self,
+        capability: String,
+        page_size: usize,
+        page_token: &str,
+    ) -> Result<Page<Spec>> {
+        let limit = page::page_size(page_size);
+        let after = if page_token.is_empty() {
+            String::new()
+        } else {
+            page::decode_token(page_token).ok_or_else(|| {
+                Error::invalid(
+                    "page_token",
+                    "is not a next_page_token this server returned",
+                )
+            })?
+        };
+        let rows = with_store(&self.store, move |s| {
+            s.list_specs(&capability, &after, limit + 1)
+        })
+        .await?;
+        let specs = rows.into_iter().map(spec_of).collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(specs, limit, |s| s.name.clone()))
+    }
+
+    /// Deletes spec `name`: false when there was none; FailedPrecondition
+    /// while agents of it are not stopped.
+    pub async fn delete_spec(&self, name: String) -> Result<bool> {
+        let mut v = Violations::new();
+        check_name("name", &name, &mut v);
+        v.finish()?;
+        let mut event = new_event(ActivityKind::SpecDeleted, format!("spec {name} deleted"));
+        event.spec_name = name.clone();
+        let key = name.clone();
+        match with_store(&self.store, move |s| s.delete_spec(&key, event)).await? {
+            SpecDeleted::Deleted(events) => {
+                self.appended(&events);
+                Ok(true)
+            }
+            SpecDeleted::Absent => Ok(false),
+            SpecDeleted::InUse(n) => Err(Error::WrongState(format!(
+                "spec {name} has {n} agents that are not stopped; stop them first (StopAgent)"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The plain types of the agents engine: specs, agents and activity
+//! events. `api::convert::agents` converts them to and from protobuf; the
+//! store keeps their bodies as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A template for agents.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Spec {
+    /// Unique name.
+    pub name: String,
+    /// What it is, for humans.
+    pub body: SpecBody,
+    /// Version, from 1 (set by the engine).
+    pub version: u64,
+    /// When this version was registered, Unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+/// Everything of a spec but its name and version: what the store keeps as
+/// JSON for each version.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpecBody {
+    /// Free text.
+    pub description: String,
+    /// Capability tags.
+    pub capabilities: Vec<String>,
+    /// Model alias; empty for worker-only specs.
+    pub model: String,
+    /// Fallback aliases.
+    pub fallback_models: Vec<String>,
+    /// System prompt of every task.
+    pub system_prompt: String,
+    /// Context tokens; 0 means the model's window.
+    pub context_window: u32,
+    /// Tasks one agent runs at once; 0 means 1.
+    pub concurrency_limit: u32,
+    /// The vector collection tasks read and write; empty means
+    /// `agent-<name>`.
+    pub memory_namespace: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Memories given to each task as context.
+    pub memory_top_k: u32,
+    /// Write outputs back to memory.
+    pub store_output: bool,
+}
+
+impl Spec {
+    /// The collection the agent's memory lives in.
+    pub fn memory_collection(&self) -> String {
+        if self.body.memory_namespace.is_empty() {
+            format!("agent-{}", self.name)
+        } else {
+            self.body.memory_namespace.clone()
+        }
+    }
+}
+
+/// Lifecycle state of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentState {
+    /// Ready for tasks.
+    Idle,
+    /// Running a task.
+    Busy,
+    /// A worker missed heartbeats.
+    Unresponsive,
+    /// Takes no tasks.
+    Stopped,
+}
+
+impl AgentState {
+    /// The name the store and filters use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Idle => "idle",
+            AgentState::Busy => "busy",
+            AgentState::Unresponsive => "unresponsive",
+            AgentState::Stopped => "stopped",
+        }
+    }
+
+    /// The state of a stored name.
+    pub fn parse(name: &str) -> Option<AgentState> {
+        Some(match name {
+            "idle" => AgentState::Idle,
+            "busy" => AgentState::Busy,
+            "unresponsive" => AgentState::Unresponsive,
+            "stopped" => AgentState::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// Who runs an agent's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum AgentKind {
+    /// agentd, as query sessions.
+    #[default]
+    Internal,
+    /// An external worker.
+    Worker,
+}
+
+/// An agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    /// Id (ULID).
+    pub id: String,
+    /// Spec name.
+    pub spec_name: String,
+    /// Spec version it was spawned with.
+    pub spec_version: u64,
+    /// Swarm, or empty.
+    pub swarm_id: String,
+    /// State.
+    pub state: AgentState,
+    /// When it was spawned, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// The rest.
+    pub body: AgentBody,
+}
+
+/// Everything of an agent the store keeps as JSON.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentBody {
+    /// Internal or worker.
+    pub kind: AgentKind,
+    /// Tasks it runs now.
+    pub running_task_ids: Vec<String>,
+    /// Labels given at spawn.
+    pub labels: BTreeMap<String, String>,
+    /// Last heartbeat (workers), Unix milliseconds.
+    pub last_heartbeat_at_ms: Option<i64>,
+    /// Tasks finished successfully.
+    pub tasks_succeeded: u64,
+    /// Failed attempts.
+    pub tasks_failed: u64,
+    /// Input tokens of its tasks' queries.
+    pub input_tokens: u64,
+    /// Output tokens of its tasks' queries.
+    pub output_tokens: u64,
+    /// Cost of its tasks' queries, US dollars.
+    pub cost_usd: f64,
+}
+
+/// What kind of activity an event records (agent.proto's
+/// `AgentEventKind`; the task, swarm and worker kinds are recorded once
+/// those parts of the engine are built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActivityKind {
+    /// A spec was registered or replaced.
+    SpecRegistered,
+    /// A spec was deleted.
+    SpecDeleted,
+    /// An agent was spawned.
+    AgentSpawned,
+    /// An agent stopped.
+    AgentStopped,
+    /// A swarm was created.
+    SwarmCreated,
+    /// A swarm was dissolved.
+    SwarmDissolved,
+    /// A task was submitted.
+    TaskSubmitted,
+    /// A task was assigned.
+    TaskAssigned,
+    /// A task reported progress.
+    TaskProgress,
+    /// A task succeeded.
+    TaskCompleted,
+    /// A task failed or timed out.
+    TaskFailed,
+    /// A task was cancelled.
+    TaskCancelled,
+    /// A worker missed its heartbeats.
+    HeartbeatMissed,
+}
+
+impl ActivityKind {
+    /// Every kind.
+    pub const ALL: [ActivityKind; 13] = [
+        ActivityKind::SpecRegistered,
+        ActivityKind::SpecDeleted,
+        ActivityKind::AgentSpawned,
+        ActivityKind::AgentStopped,
+        ActivityKind::SwarmCreated,
+        ActivityKind::SwarmDissolved,
+        ActivityKind::TaskSubmitted,
+        ActivityKind::TaskAssigned,
+        ActivityKind::TaskProgress,
+        ActivityKind::TaskCompleted,
+        ActivityKind::TaskFailed,
+        ActivityKind::TaskCancelled,
+        ActivityKind::HeartbeatMissed,
+    ];
+
+    /// The name the store keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivityKind::SpecRegistered => "spec_registered",
+            ActivityKind::SpecDeleted => "spec_deleted",
+            ActivityKind::AgentSpawned => "agent_spawned",
+            ActivityKind::AgentStopped => "agent_stopped",
+            ActivityKind::SwarmCreated => "swarm_created",
+            ActivityKind::SwarmDissolved => "swarm_dissolved",
+            ActivityKind::TaskSubmitted => "task_submitted",
+            ActivityKind::TaskAssigned => "task_assigned",
+            ActivityKind::TaskProgress => "task_progress",
+            ActivityKind::TaskCompleted => "task_completed",
+            ActivityKind::TaskFailed => "task_failed",
+            ActivityKind::TaskCancelled => "task_cancelled",
+            ActivityKind::HeartbeatMissed => "heartbeat_missed",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub fn parse(name: &str) -> Option<ActivityKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// One entry of the activity log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    /// Position, from 1, strictly increasing.
+    pub id: u64,
+    /// Kind.
+    pub kind: ActivityKind,
+    /// When, Unix milliseconds.
+    pub time_ms: i64,
+    /// Agent concerned, or empty.
+    pub agent_id: String,
+    /// Swarm concerned, or empty.
+    pub swarm_id: String,
+    /// Task concerned, or empty.
+    pub task_id: String,
+    /// Spec concerned, or empty.
+    pub spec_name: String,
+    /// Summary.
+    pub message: String,
+    /// Kind-specific details.
+    pub details: Map<String, Value>,
+}
+
+/// Which events a list or watch wants (empty fields match everything).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActivityFilter {
+    /// Only these kinds.
+    pub kinds: Vec<ActivityKind>,
+    /// Only this agent's.
+    pub agent_id: String,
+    /// Only this swarm's.
+    pub swarm_id: String,
+    /// Only this task's.
+    pub task_id: String,
+}
+
+/// Agents to spawn from one spec.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SpawnParams {
+    /// Spec name.
+    pub spec_name: String,
+    /// How many.
+    pub count: u32,
+    /// Swarm to join, or empty.
+    pub swarm_id: String,
+    /// Labels of the new agents.
+    pub labels: BTreeMap<String, String>,
+    /// Retry key, or empty.
+    pub idempotency_key: String,
+}
+
+/// Which agents a list wants.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AgentFilter {
+    /// Only of this spec.
+    pub spec_name: String,
+    /// Only members of this swarm.
+    pub swarm_id: String,
+    /// Only in this state.
+    pub state: Option<AgentState>,
+}

@@ -1,0 +1,265 @@
+//! `agentd.v1` AgentService messages ⇄ the agents engine's types.
+//!
+//! Requests convert structurally here (enums, required messages); their
+//! limits are the engine's (`agents::validate`).
+
+use super::{proto_struct, timestamp};
+use crate::agents::{
+    Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
+    SpawnParams, Spec, SpecBody,
+};
+use crate::error::{Error, Result};
+use crate::pb::v1 as pb;
+
+/// A RegisterSpec's spec: its name and body (`version`, `updated_at`
+/// ignored, as the proto says).
+pub fn spec_from(s: pb::AgentSpec) -> (String, SpecBody) {
+    let pb::AgentSpec {
+        name,
+        description,
+        capabilities,
+        model,
+        fallback_models,
+        system_prompt,
+        context_window,
+        concurrency_limit,
+        memory_namespace,
+        labels,
+        version: _,
+        updated_at: _,
+        memory_top_k,
+        store_output,
+    } = s;
+    (
+        name,
+        SpecBody {
+            description,
+            capabilities,
+            model,
+            fallback_models,
+            system_prompt,
+            context_window,
+            concurrency_limit,
+            memory_namespace,
+            labels: labels.into_iter().collect(),
+            memory_top_k,
+            store_output,
+        },
+    )
+}
+
+impl From<Spec> for pb::AgentSpec {
+    fn from(s: Spec) -> Self {
+        let Spec {
+            name,
+            body,
+            version,
+            updated_at_ms,
+        } = s;
+        let SpecBody {
+            description,
+            capabilities,
+            model,
+            fallback_models,
+            system_prompt,
+            context_window,
+            concurrency_limit,
+            memory_namespace,
+            labels,
+            memory_top_k,
+            store_output,
+        } = body;
+        pb::AgentSpec {
+            name,
+            description,
+            capabilities,
+            model,
+            fallback_models,
+            system_prompt,
+            context_window,
+            concurrency_limit,
+            memory_namespace,
+            labels: labels.into_iter().collect(),
+            version,
+            updated_at: Some(timestamp(updated_at_ms)),
+            memory_top_k,
+            store_output,
+        }
+    }
+}
+
+impl From<AgentState> for pb::AgentState {
+    fn from(s: AgentState) -> Self {
+        match s {
+            AgentState::Idle => pb::AgentState::Idle,
+            AgentState::Busy => pb::AgentState::Busy,
+            AgentState::Unresponsive => pb::AgentState::Unresponsive,
+            AgentState::Stopped => pb::AgentState::Stopped,
+        }
+    }
+}
+
+impl From<Agent> for pb::Agent {
+    fn from(a: Agent) -> Self {
+        let Agent {
+            id,
+            spec_name,
+            spec_version,
+            swarm_id,
+            state,
+            created_at_ms,
+            body,
+        } = a;
+        let AgentBody {
+            kind,
+            running_task_ids,
+            labels,
+            last_heartbeat_at_ms,
+            tasks_succeeded,
+            tasks_failed,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+        } = body;
+        let kind = match kind {
+            AgentKind::Internal => pb::AgentKind::Internal,
+            AgentKind::Worker => pb::AgentKind::Worker,
+        };
+        pb::Agent {
+            id,
+            spec_name,
+            spec_version,
+            swarm_id,
+            kind: kind.into(),
+            state: pb::AgentState::from(state).into(),
+            running_task_ids,
+            labels: labels.into_iter().collect(),
+            created_at: Some(timestamp(created_at_ms)),
+            last_heartbeat_at: last_heartbeat_at_ms.map(timestamp),
+            tasks_succeeded,
+            tasks_failed,
+            usage: Some(pb::TokenUsage {
+                input_tokens,
+                output_tokens,
+            }),
+            cost_usd,
+        }
+    }
+}
+
+impl From<pb::SpawnRequest> for SpawnParams {
+    fn from(r: pb::SpawnRequest) -> Self {
+        let pb::SpawnRequest {
+            spec_name,
+            count,
+            swarm_id,
+            labels,
+            idempotency_key,
+        } = r;
+        SpawnParams {
+            spec_name,
+            count,
+            swarm_id,
+            labels: labels.into_iter().collect(),
+            idempotency_key,
+        }
+    }
+}
+
+/// A ListAgents filter.
+pub fn agent_filter(spec_name: String, swarm_id: String, state: i32) -> Result<AgentFilter> {
+    let state = match pb::AgentState::try_from(state) {
+        Ok(pb::AgentState::Unspecified) => None,
+        Ok(pb::AgentState::Idle) => Some(AgentState::Idle),
+        Ok(pb::AgentState::Busy) => Some(AgentState::Busy),
+        Ok(pb::AgentState::Unresponsive) => Some(AgentState::Unresponsive),
+        Ok(pb::AgentState::Stopped) => Some(AgentState::Stopped),
+        Err(_) => {
+            return Err(Error::invalid(
+                "state",
+                format!("unknown agent state {state}"),
+            ));
+        }
+    };
+    Ok(AgentFilter {
+        spec_name,
+        swarm_id,
+        state,
+    })
+}
+
+impl From<ActivityKind> for pb::AgentEventKind {
+    fn from(k: ActivityKind) -> Self {
+        match k {
+            ActivityKind::SpecRegistered => pb::AgentEventKind::SpecRegistered,
+            ActivityKind::SpecDeleted => pb::AgentEventKind::SpecDeleted,
+            ActivityKind::AgentSpawned => pb::AgentEventKind::AgentSpawned,
+            ActivityKind::AgentStopped => pb::AgentEventKind::AgentStopped,
+            ActivityKind::SwarmCreated => pb::AgentEventKind::SwarmCreated,
+            ActivityKind::SwarmDissolved => pb::AgentEventKind::SwarmDissolved,
+            ActivityKind::TaskSubmitted => pb::AgentEventKind::TaskSubmitted,
+            ActivityKind::TaskAssigned => pb::AgentEventKind::TaskAssigned,
+            ActivityKind::TaskProgress => pb::AgentEventKind::TaskProgress,
+            ActivityKind::TaskCompleted => pb::AgentEventKind::TaskCompleted,
+            ActivityKind::TaskFailed => pb::AgentEventKind::TaskFailed,
+            ActivityKind::TaskCancelled => pb::AgentEventKind::TaskCancelled,
+            ActivityKind::HeartbeatMissed => pb::AgentEventKind::HeartbeatMissed,
+        }
+    }
+}
+
+impl TryFrom<pb::EventFilter> for ActivityFilter {
+    type Error = Error;
+
+    fn try_from(f: pb::EventFilter) -> Result<Self> {
+        let pb::EventFilter {
+            kinds,
+            agent_id,
+            swarm_id,
+            task_id,
+        } = f;
+        let mut parsed = Vec::with_capacity(kinds.len());
+        for (i, k) in kinds.into_iter().enumerate() {
+            let kind = ActivityKind::ALL
+                .into_iter()
+                .find(|a| pb::AgentEventKind::from(*a) as i32 == k)
+                .ok_or_else(|| {
+                    Error::invalid(format!("kinds[{i}]"), format!("unknown event kind {k}"))
+                })?;
+            parsed.push(kind);
+        }
+        Ok(ActivityFilter {
+            kinds: parsed,
+            agent_id,
+            swarm_id,
+            task_id,
+        })
+    }
+}
+
+impl From<Activity> for pb::AgentEvent {
+    fn from(a: Activity) -> Self {
+        let Activity {
+            id,
+            kind,
+            time_ms,
+            agent_id,
+            swarm_id,
+            task_id,
+            spec_name,
+            message,
+            details,
+        } = a;
+        pb::AgentEvent {
+            id,
+            kind: pb::AgentEventKind::from(kind).into(),
+            time: Some(timestamp(time_ms)),
+            agent_id,
+            swarm_id,
+            task_id,
+            spec_name,
+            message,
+            details: Some(proto_struct(details)),
+        }
+    }
+}
