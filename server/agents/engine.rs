@@ -1,35 +1,106 @@
 //! The agents engine: its handle, what it shares, and how records and
 //! events go between the engine's types and the store's rows.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::types::{Activity, ActivityKind, Agent, AgentBody, AgentState, Spec, SpecBody};
+use super::tasks::scheduler::{Scheduler, Slot};
+use super::types::{
+    Activity, ActivityKind, Agent, AgentBody, AgentKind, AgentState, Spec, SpecBody, Task,
+    TaskBody, TaskState,
+};
+use crate::common::sync::lock;
 use crate::error::{Error, Result};
 use crate::query::QueryEngine;
-use crate::store::{AgentStore, NewEvent, StoredAgent, StoredEvent, StoredSpec};
+use crate::store::{
+    AgentQuery, AgentsStore, NewEvent, StoredAgent, StoredEvent, StoredSpec, StoredTask, TaskWrite,
+};
 
 /// The agents engine (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct AgentEngine {
-    pub(super) store: Arc<dyn AgentStore>,
-    /// The query engine, whose model aliases specs name; None when the
-    /// query service is off.
+    pub(super) store: Arc<dyn AgentsStore>,
+    /// The query engine, whose model aliases specs name and which runs
+    /// internal agents' tasks; None when the query service is off.
     pub(super) query: Option<QueryEngine>,
     /// The id of the last event appended, for watchers to wake on.
     pub(super) last_event: Arc<watch::Sender<u64>>,
+    /// Which task runs where (derived from the store).
+    pub(super) scheduler: Arc<Mutex<Scheduler>>,
+    /// Serialises the read-modify-write of agent rows by tasks running on
+    /// the same agent at once.
+    pub(super) agent_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AgentEngine {
-    /// An engine on `store`, checking model aliases against `query`.
-    pub fn new(store: Arc<dyn AgentStore>, query: Option<QueryEngine>) -> Result<Self> {
+    /// An engine on `store`, running internal agents' tasks on `query`.
+    /// Rebuilds the scheduler from the store: every agent, and the tasks
+    /// pending or running when the server stopped (running ones start
+    /// again, as their next attempt).
+    pub fn new(store: Arc<dyn AgentsStore>, query: Option<QueryEngine>) -> Result<Self> {
         let last = store.last_event_id()?;
-        Ok(Self {
+        let mut scheduler = Scheduler::default();
+        let mut specs: HashMap<(String, u64), Spec> = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let page = store.list_agents(&AgentQuery::default(), &after, 1000)?;
+            let Some(last_agent) = page.last() else { break };
+            after = last_agent.id.clone();
+            for row in page {
+                let agent = agent_of(row)?;
+                let key = (agent.spec_name.clone(), agent.spec_version);
+                if !specs.contains_key(&key) {
+                    let stored = store.get_spec(&key.0, Some(key.1))?.ok_or_else(|| {
+                        Error::Internal(format!("agent {}'s spec version is gone", agent.id))
+                    })?;
+                    specs.insert(key.clone(), spec_of(stored)?);
+                }
+                scheduler
+                    .agents
+                    .insert(agent.id.clone(), slot_of(&agent, &specs[&key]));
+            }
+        }
+        let unfinished = store.unfinished_tasks()?;
+        let engine = Self {
             store,
             query,
             last_event: Arc::new(watch::channel(last).0),
-        })
+            scheduler: Arc::new(Mutex::new(scheduler)),
+            agent_writes: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        for row in unfinished {
+            let mut task = task_of(row)?;
+            if task.state == TaskState::Running {
+                // Its query ended with the server: run it again.
+                task.state = TaskState::Pending;
+                engine.store.save_task(&TaskWrite {
+                    task: task_row(&task),
+                    agent: None,
+                    events: Vec::new(),
+                })?;
+            }
+            lock(&engine.scheduler).enqueue(
+                task.id.clone(),
+                task.body.priority,
+                task.body.target.clone(),
+            );
+        }
+        Ok(engine)
+    }
+
+    /// Starts the tasks the store had pending or running (at start-up).
+    pub fn resume(&self) {
+        self.dispatch();
+    }
+
+    /// Starts every task that has a free agent now.
+    pub(super) fn dispatch(&self) {
+        let assigned = lock(&self.scheduler).dispatch();
+        for (task, agent) in assigned {
+            tokio::spawn(self.clone().run_attempt(task, agent));
+        }
     }
 
     /// Whether `alias` is a model of the query engine (None: no engine).
@@ -126,4 +197,39 @@ pub(super) fn activity_of(e: StoredEvent) -> Result<Activity> {
         message: event.message,
         details,
     })
+}
+
+/// What the scheduler needs of an agent spawned from `spec`.
+pub(super) fn slot_of(agent: &Agent, spec: &Spec) -> Slot {
+    Slot {
+        capabilities: spec.body.capabilities.clone(),
+        limit: spec.body.concurrency_limit.max(1) as usize,
+        running: Vec::new(),
+        stopped: agent.state == AgentState::Stopped,
+        internal: agent.body.kind == AgentKind::Internal,
+    }
+}
+
+/// A task from its row.
+pub(super) fn task_of(t: StoredTask) -> Result<Task> {
+    let body: TaskBody = serde_json::from_str(&t.body).map_err(|e| unreadable("task", e))?;
+    let state = TaskState::parse(&t.state).ok_or_else(|| unreadable("task state", &t.state))?;
+    Ok(Task {
+        id: t.id,
+        state,
+        agent_id: t.agent_id,
+        created_at_ms: t.created_at,
+        body,
+    })
+}
+
+/// The row of a task.
+pub(super) fn task_row(t: &Task) -> StoredTask {
+    StoredTask {
+        id: t.id.clone(),
+        state: t.state.as_str().to_owned(),
+        agent_id: t.agent_id.clone(),
+        created_at: t.created_at_ms,
+        body: serde_json::to_string(&t.body).unwrap_or_default(),
+    }
 }

@@ -12,20 +12,25 @@
 //! - [`roster`]: the agents: Spawn, SpawnBatch (all or none, idempotency
 //!   keys), GetAgent, ListAgents, StopAgent.
 //! - [`activity`]: ListEvents and WatchEvents (replay, then live).
+//! - [`tasks`]: tasks on internal agents, run as query sessions.
 //!
-//! Built so far: specs, agents and the log. Swarms, tasks (run as query
-//! sessions on internal agents, or leased to external workers through
-//! `Work`) come next; their RPCs answer UNIMPLEMENTED until then.
+//! Built so far: specs, agents, tasks on internal agents (targeted at an
+//! agent or a capability) and the log. Swarms, task graphs, memory context
+//! and external workers (`Work`) come next; their RPCs answer
+//! UNIMPLEMENTED, and the request fields that need them are refused, until
+//! then.
 
 pub(crate) mod activity;
 pub(crate) mod engine;
 pub(crate) mod roster;
 pub(crate) mod specs;
+pub(crate) mod tasks;
 pub(crate) mod types;
 pub(crate) mod validate;
 
 pub(crate) use engine::AgentEngine;
 pub(crate) use types::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
-    SpawnParams, Spec, SpecBody,
+    SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskBody, TaskError, TaskErrorKind, TaskState,
+    TaskTarget,
 };

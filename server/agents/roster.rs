@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::engine::{AgentEngine, agent_of, new_event, row_of, spec_of};
+use super::engine::{AgentEngine, agent_of, new_event, row_of, slot_of, spec_of};
 use super::types::{
     ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState, SpawnParams, Spec,
 };
@@ -170,7 +170,20 @@ impl AgentEngine {
         if !write.agents.is_empty() {
             let forget_before = now - KEY_RETENTION_MS;
             match with_store(&self.store, move |s| s.spawn(&write, forget_before)).await? {
-                Spawned::Created(events) => self.appended(&events),
+                Spawned::Created(events) => {
+                    self.appended(&events);
+                    {
+                        let mut scheduler = crate::common::sync::lock(&self.scheduler);
+                        for agent in made.iter().flatten() {
+                            let spec = &specs[&agent.spec_name];
+                            scheduler
+                                .agents
+                                .insert(agent.id.clone(), slot_of(agent, spec));
+                        }
+                    }
+                    // Tasks waiting for a capability may have an agent now.
+                    self.dispatch();
+                }
                 Spawned::SpecChanged(name) => {
                     return Err(Error::WrongState(format!(
                         "spec {name} was replaced or deleted during the spawn; nothing was \
@@ -236,13 +249,36 @@ impl AgentEngine {
         Ok(Page::from_rows(agents, limit, |a| a.id.clone()))
     }
 
-    /// Stops an agent (already stopped: unchanged).
-    pub async fn stop_agent(&self, id: String) -> Result<Agent> {
+    /// Stops an agent (already stopped: unchanged). Its running tasks are
+    /// cancelled (`cancel_tasks`) or go to another agent.
+    pub async fn stop_agent(&self, id: String, cancel_tasks: bool) -> Result<Agent> {
+        let _writing = self.agent_writes.lock().await;
         let mut agent = self.get_agent(id).await?;
         if agent.state == AgentState::Stopped {
             return Ok(agent);
         }
         agent.state = AgentState::Stopped;
+        let running = {
+            let mut scheduler = crate::common::sync::lock(&self.scheduler);
+            if let Some(slot) = scheduler.agents.get_mut(&agent.id) {
+                slot.stopped = true;
+            }
+            let running = scheduler
+                .agents
+                .get(&agent.id)
+                .map(|s| s.running.clone())
+                .unwrap_or_default();
+            for task in &running {
+                if cancel_tasks {
+                    scheduler
+                        .cancelled
+                        .insert(task.clone(), format!("agent {} stopped", agent.id));
+                } else {
+                    scheduler.requeue.insert(task.clone());
+                }
+            }
+            running
+        };
         let mut event = new_event(
             ActivityKind::AgentStopped,
             format!("agent {} stopped", agent.id),
@@ -253,6 +289,17 @@ impl AgentEngine {
         let row = row_of(&agent);
         let events = with_store(&self.store, move |s| s.update_agent(&row, vec![event])).await?;
         self.appended(&events);
+        // Their runners see the queries end and cancel or requeue them.
+        if let Some(query) = &self.query {
+            for task in running {
+                if let Ok(t) = self.load_task(&task).await
+                    && !t.body.query_id.is_empty()
+                {
+                    let why = format!("agent {} stopped", agent.id);
+                    let _ = query.terminate(&t.body.query_id, why).await;
+                }
+            }
+        }
         Ok(agent)
     }
 }

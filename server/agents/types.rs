@@ -287,3 +287,178 @@ pub struct AgentFilter {
     /// Only in this state.
     pub state: Option<AgentState>,
 }
+
+/// Where a task should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskTarget {
+    /// This agent.
+    Agent(String),
+    /// A swarm's members.
+    Swarm(String),
+    /// Any agent whose spec has this capability.
+    Capability(String),
+}
+
+impl Default for TaskTarget {
+    fn default() -> Self {
+        TaskTarget::Agent(String::new())
+    }
+}
+
+/// Lifecycle state of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for a free agent.
+    Pending,
+    /// An agent runs it.
+    Running,
+    /// Done, with an output.
+    Succeeded,
+    /// Failed after its attempts.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+    /// Its timeout elapsed.
+    TimedOut,
+}
+
+impl TaskState {
+    /// The name the store and filters use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::TimedOut => "timed_out",
+        }
+    }
+
+    /// The state of a stored name.
+    pub fn parse(name: &str) -> Option<TaskState> {
+        Some(match name {
+            "pending" => TaskState::Pending,
+            "running" => TaskState::Running,
+            "succeeded" => TaskState::Succeeded,
+            "failed" => TaskState::Failed,
+            "cancelled" => TaskState::Cancelled,
+            "timed_out" => TaskState::TimedOut,
+            _ => return None,
+        })
+    }
+
+    /// True once the task can no longer change.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Running)
+    }
+}
+
+/// Why a task failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskErrorKind {
+    /// The model's provider failed (after the query's own retries and
+    /// fallbacks).
+    Provider,
+    /// The task's timeout elapsed.
+    Timeout,
+    /// The task's request could not run (e.g. a model it names is gone).
+    Invalid,
+    /// The server was too busy to start it.
+    Overloaded,
+    /// Anything else.
+    Internal,
+}
+
+/// A task's failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// Kind.
+    pub kind: TaskErrorKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Everything of a task the store keeps as JSON.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskBody {
+    /// Where it was sent.
+    pub target: TaskTarget,
+    /// The instruction.
+    pub prompt: String,
+    /// Structured input.
+    pub input: Option<Map<String, Value>>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Longest run time, milliseconds (pauses of its query excluded).
+    pub timeout_ms: u64,
+    /// Attempts started.
+    pub attempt: u32,
+    /// Most attempts.
+    pub max_attempts: u32,
+    /// Progress, 0 to 1.
+    pub progress: f32,
+    /// Latest progress message.
+    pub progress_message: String,
+    /// The answer.
+    pub output_text: String,
+    /// Structured output (workers).
+    pub output: Option<Map<String, Value>>,
+    /// Why it failed.
+    pub error: Option<TaskError>,
+    /// The query of the latest attempt.
+    pub query_id: String,
+    /// When it started running, Unix milliseconds.
+    pub started_at_ms: Option<i64>,
+    /// When it ended, Unix milliseconds.
+    pub finished_at_ms: Option<i64>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Tokens in, every attempt.
+    pub input_tokens: u64,
+    /// Tokens out, every attempt.
+    pub output_tokens: u64,
+    /// Cost, every attempt.
+    pub cost_usd: f64,
+}
+
+/// A task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// Id (ULID).
+    pub id: String,
+    /// State.
+    pub state: TaskState,
+    /// Agent running it (the last one), or empty.
+    pub agent_id: String,
+    /// When it was submitted, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// The rest.
+    pub body: TaskBody,
+}
+
+/// A task to submit.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SubmitParams {
+    /// Where to run it; None is invalid.
+    pub target: Option<TaskTarget>,
+    /// The instruction.
+    pub prompt: String,
+    /// Structured input.
+    pub input: Option<Map<String, Value>>,
+    /// Dependencies (not built yet: must be empty).
+    pub depends_on: Vec<String>,
+    /// -100 to 100.
+    pub priority: i32,
+    /// Longest run time.
+    pub timeout: Option<std::time::Duration>,
+    /// Retry key, or empty.
+    pub idempotency_key: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Most attempts; 0 means 3.
+    pub max_attempts: u32,
+    /// The execution strategy is anything but the default (swarms only).
+    pub strategy_set: bool,
+}

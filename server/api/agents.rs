@@ -1,25 +1,23 @@
 //! `agentd.v1.AgentService`: convert, call the agents engine, convert back
 //! (conversions in [`super::convert::agents`]).
 //!
-//! Specs, agents and the activity log are served; swarms, tasks and
-//! external workers are not built yet and answer UNIMPLEMENTED naming the
-//! engine.
+//! Specs, agents, tasks on internal agents and the activity log are
+//! served; swarms and external workers are not built yet and answer
+//! UNIMPLEMENTED naming the engine.
 
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::convert::agents::{agent_filter, spec_from};
+use super::convert::agents::{agent_filter, spec_from, task_state_filter};
 use super::rpc::Rpc;
 use super::{ResponseStream, not_built};
-use crate::agents::{ActivityFilter, AgentEngine, SpawnParams};
+use crate::agents::{ActivityFilter, AgentEngine, SpawnParams, SubmitParams};
 use crate::error::Engine;
 use crate::pb::v1 as pb;
 use crate::pb::v1::agent_service_server::{AgentService, AgentServiceServer};
 use crate::pb::v1::{
-    CancelTaskRequest, CancelTaskResponse, CreateSwarmRequest, CreateSwarmResponse,
-    DissolveSwarmRequest, DissolveSwarmResponse, GetSwarmRequest, GetSwarmResponse, GetTaskRequest,
-    GetTaskResponse, ListSwarmsRequest, ListSwarmsResponse, ListTasksRequest, ListTasksResponse,
-    SubmitTaskRequest, SubmitTaskResponse, WatchTaskRequest, WatchTaskResponse, WorkRequest,
+    CreateSwarmRequest, CreateSwarmResponse, DissolveSwarmRequest, DissolveSwarmResponse,
+    GetSwarmRequest, GetSwarmResponse, ListSwarmsRequest, ListSwarmsResponse, WorkRequest,
     WorkResponse,
 };
 
@@ -203,15 +201,11 @@ impl AgentService for AgentApi {
         &self,
         request: Request<pb::StopAgentRequest>,
     ) -> Result<Response<pb::StopAgentResponse>, Status> {
-        // No task runs yet, so `cancel_tasks` has nothing to act on.
-        let pb::StopAgentRequest {
-            id,
-            cancel_tasks: _,
-        } = request.into_inner();
+        let pb::StopAgentRequest { id, cancel_tasks } = request.into_inner();
         let rpc = Rpc::about("agent", &id);
         rpc.unary(
             async {
-                let agent = self.engine.stop_agent(id).await?;
+                let agent = self.engine.stop_agent(id, cancel_tasks).await?;
                 Ok(pb::StopAgentResponse {
                     agent: Some(agent.into()),
                 })
@@ -250,39 +244,100 @@ impl AgentService for AgentApi {
 
     async fn submit_task(
         &self,
-        _: Request<SubmitTaskRequest>,
-    ) -> Result<Response<SubmitTaskResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "SubmitTask")
+        request: Request<pb::SubmitTaskRequest>,
+    ) -> Result<Response<pb::SubmitTaskResponse>, Status> {
+        let request = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let params = SubmitParams::try_from(request)?;
+                let task = self.engine.submit_task(params).await?;
+                Ok(pb::SubmitTaskResponse {
+                    task: Some(task.into()),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_task(
         &self,
-        _: Request<GetTaskRequest>,
-    ) -> Result<Response<GetTaskResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "GetTask")
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let pb::GetTaskRequest { id } = request.into_inner();
+        let rpc = Rpc::about("task", &id);
+        rpc.unary(
+            async {
+                let task = self.engine.get_task(id).await?;
+                Ok(pb::GetTaskResponse {
+                    task: Some(task.into()),
+                })
+            }
+            .await,
+        )
     }
 
     async fn list_tasks(
         &self,
-        _: Request<ListTasksRequest>,
-    ) -> Result<Response<ListTasksResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "ListTasks")
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let pb::ListTasksRequest {
+            state,
+            agent_id,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let state = task_state_filter(state)?;
+                let page = self
+                    .engine
+                    .list_tasks(state, agent_id, page_size as usize, &page_token)
+                    .await?;
+                Ok(pb::ListTasksResponse {
+                    tasks: page.items.into_iter().map(Into::into).collect(),
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn cancel_task(
         &self,
-        _: Request<CancelTaskRequest>,
-    ) -> Result<Response<CancelTaskResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "CancelTask")
+        request: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::CancelTaskResponse>, Status> {
+        let pb::CancelTaskRequest { id, reason } = request.into_inner();
+        let rpc = Rpc::about("task", &id);
+        rpc.unary(
+            async {
+                let task = self.engine.cancel_task(id, reason).await?;
+                Ok(pb::CancelTaskResponse {
+                    task: Some(task.into()),
+                })
+            }
+            .await,
+        )
     }
 
-    type WatchTaskStream = ResponseStream<WatchTaskResponse>;
+    type WatchTaskStream = ResponseStream<pb::WatchTaskResponse>;
 
     async fn watch_task(
         &self,
-        _: Request<WatchTaskRequest>,
+        request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<Self::WatchTaskStream>, Status> {
-        not_built::<Server, _>(ENGINE, "WatchTask")
+        let pb::WatchTaskRequest { id } = request.into_inner();
+        let rpc = Rpc::about("task", &id);
+        let updates = match self.engine.watch_task(id).await {
+            Ok(updates) => updates,
+            Err(e) => return rpc.unary(Err(e.into())),
+        };
+        let updates = updates.map(|t| {
+            t.map(|task| pb::WatchTaskResponse {
+                task: Some(task.into()),
+            })
+            .map_err(Status::from)
+        });
+        rpc.stream(updates, None)
     }
 
     type WorkStream = ResponseStream<WorkResponse>;

@@ -41,8 +41,8 @@ pub(crate) mod tools;
 pub(crate) mod types;
 pub(crate) mod validate;
 
-pub(crate) use engine::{QueryEngine, QueryStats, Switched};
-pub(crate) use events::{Event, EventKind, ModelSpan, QueryError, QueryInfo};
+pub(crate) use engine::{QueryEngine, QueryStats, SHUTDOWN_REASON, Switched};
+pub(crate) use events::{Event, EventKind, ModelSpan, QueryError, QueryErrorKind, QueryInfo};
 pub(crate) use local::LocalProvider;
 /// The local model's own tokenizer and forward pass, for the tests that
 /// hold them against llama.cpp.

@@ -199,6 +199,8 @@ pub fn agents(
     query: Option<QueryEngine>,
 ) -> anyhow::Result<AgentEngine> {
     let engine = AgentEngine::new(store.clone(), query).context("starting the agents engine")?;
+    // Tasks left pending or running by the last run start again.
+    engine.resume();
     routes.add_service(configured!(
         AgentServiceServer::new(api::agents::AgentApi::new(engine.clone())),
         config

@@ -20,6 +20,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("0005_queries", include_str!("migrations/0005_queries.sql")),
     ("0006_agents", include_str!("migrations/0006_agents.sql")),
+    (
+        "0007_agent_tasks",
+        include_str!("migrations/0007_agent_tasks.sql"),
+    ),
 ];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.

@@ -1,7 +1,7 @@
 //! Durable storage, the source of truth for every engine.
 //!
 //! Engines talk to the store through narrow traits ([`KvStore`],
-//! [`CollectionStore`], [`PointStore`], [`QueryStore`], [`AgentStore`]), so that a
+//! [`CollectionStore`], [`PointStore`], [`QueryStore`], [`AgentStore`], [`TaskStore`]), so that a
 //! PostgreSQL implementation (planned, for several replicas sharing one
 //! store; see `docs/architecture.md`) can be added without touching them. The embedded implementation is
 //! [`SqliteStore`]: one SQLite file in WAL mode under `--data-dir`, with
@@ -12,7 +12,7 @@
 //! pool (`common::blocking::with_store`).
 //!
 //! One file per trait: [`kv`], [`collections`], [`points`], [`queries`],
-//! [`agents`];
+//! [`agents`], [`tasks`];
 //! the SQLite implementation of each is in the same-named file under
 //! [`sqlite`].
 
@@ -23,6 +23,7 @@ mod migrations;
 mod points;
 mod queries;
 mod sqlite;
+mod tasks;
 
 pub(crate) use agents::{
     AgentQuery, AgentStore, EventQuery, NewEvent, SpawnWrite, Spawned, SpecDeleted, SpecRegistered,
@@ -35,3 +36,10 @@ pub(crate) use points::{
 };
 pub(crate) use queries::{QueryStore, StoredQuery};
 pub(crate) use sqlite::SqliteStore;
+pub(crate) use tasks::{StoredTask, Submitted, TaskStore, TaskWrite};
+
+/// Everything the agents engine keeps: its records and its tasks, in one
+/// store (a task write also rewrites its agent's row).
+pub(crate) trait AgentsStore: AgentStore + TaskStore {}
+
+impl<T: AgentStore + TaskStore> AgentsStore for T {}

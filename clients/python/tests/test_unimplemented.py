@@ -24,8 +24,8 @@ def assert_not_built(err: grpc.RpcError, engine: str, method: str) -> None:
 def test_unary_rpcs_name_their_engine(server):
     with Client(server.target) as client:
         calls = [
-            (lambda: client.agents.ListTasks(agent_pb2.ListTasksRequest()),
-             "agents engine", "agentd.v1.AgentService/ListTasks"),
+            (lambda: client.agents.ListSwarms(agent_pb2.ListSwarmsRequest()),
+             "agents engine", "agentd.v1.AgentService/ListSwarms"),
         ]
         for call, engine, method in calls:
             with pytest.raises(grpc.RpcError) as err:

@@ -26,8 +26,8 @@ function assertNotBuilt(err: unknown, engine: string, method: string): true {
 
 test("unary engine RPCs answer UNIMPLEMENTED naming their engine", async () => {
   const client = createAgentdClient({ target: server.target });
-  await assert.rejects(client.agents.getTask({ id: "x" }), (e) =>
-    assertNotBuilt(e, "agents engine", "agentd.v1.AgentService/GetTask"),
+  await assert.rejects(client.agents.getSwarm({ id: "x" }), (e) =>
+    assertNotBuilt(e, "agents engine", "agentd.v1.AgentService/GetSwarm"),
   );
 });
 

@@ -3,11 +3,13 @@
 //! Requests convert structurally here (enums, required messages); their
 //! limits are the engine's (`agents::validate`).
 
-use super::{proto_struct, timestamp};
+use super::{duration_from, json_object, proto_struct, timestamp};
 use crate::agents::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
-    SpawnParams, Spec, SpecBody,
+    SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskError, TaskErrorKind, TaskState,
+    TaskTarget,
 };
+use crate::api::error::stream_error;
 use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 
@@ -261,5 +263,168 @@ impl From<Activity> for pb::AgentEvent {
             message,
             details: Some(proto_struct(details)),
         }
+    }
+}
+
+impl From<TaskState> for pb::TaskState {
+    fn from(s: TaskState) -> Self {
+        match s {
+            TaskState::Pending => pb::TaskState::Pending,
+            TaskState::Running => pb::TaskState::Running,
+            TaskState::Succeeded => pb::TaskState::Succeeded,
+            TaskState::Failed => pb::TaskState::Failed,
+            TaskState::Cancelled => pb::TaskState::Cancelled,
+            TaskState::TimedOut => pb::TaskState::TimedOut,
+        }
+    }
+}
+
+/// A ListTasks state filter; UNSPECIFIED is none.
+pub fn task_state_filter(s: i32) -> Result<Option<TaskState>> {
+    Ok(match pb::TaskState::try_from(s) {
+        Ok(pb::TaskState::Unspecified) => None,
+        Ok(pb::TaskState::Pending) => Some(TaskState::Pending),
+        Ok(pb::TaskState::Running) => Some(TaskState::Running),
+        Ok(pb::TaskState::Succeeded) => Some(TaskState::Succeeded),
+        Ok(pb::TaskState::Failed) => Some(TaskState::Failed),
+        Ok(pb::TaskState::Cancelled) => Some(TaskState::Cancelled),
+        Ok(pb::TaskState::TimedOut) => Some(TaskState::TimedOut),
+        Err(_) => return Err(Error::invalid("state", format!("unknown task state {s}"))),
+    })
+}
+
+fn target_of(t: TaskTarget) -> pb::TaskTarget {
+    use pb::task_target::Target;
+    pb::TaskTarget {
+        target: Some(match t {
+            TaskTarget::Agent(id) => Target::AgentId(id),
+            TaskTarget::Swarm(id) => Target::SwarmId(id),
+            TaskTarget::Capability(c) => Target::Capability(c),
+        }),
+    }
+}
+
+impl From<TaskError> for pb::StreamError {
+    fn from(e: TaskError) -> Self {
+        let TaskError { kind, message } = e;
+        stream_error(match kind {
+            TaskErrorKind::Provider => Error::Provider(message),
+            TaskErrorKind::Timeout => Error::Timeout(message),
+            TaskErrorKind::Invalid => Error::WrongState(message),
+            TaskErrorKind::Overloaded => Error::Overloaded(message),
+            TaskErrorKind::Internal => Error::Internal(message),
+        })
+    }
+}
+
+impl From<Task> for pb::Task {
+    fn from(t: Task) -> Self {
+        let Task {
+            id,
+            state,
+            agent_id,
+            created_at_ms,
+            body,
+        } = t;
+        let crate::agents::TaskBody {
+            target,
+            prompt,
+            input,
+            priority,
+            timeout_ms,
+            attempt,
+            max_attempts,
+            progress,
+            progress_message,
+            output_text,
+            output,
+            error,
+            query_id,
+            started_at_ms,
+            finished_at_ms,
+            labels,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+        } = body;
+        pb::Task {
+            id,
+            target: Some(target_of(target)),
+            prompt,
+            input: input.map(proto_struct),
+            strategy: pb::ExecutionStrategy::Single.into(),
+            depends_on: Vec::new(),
+            priority,
+            timeout: Some(prost_types::Duration {
+                seconds: (timeout_ms / 1000) as i64,
+                nanos: ((timeout_ms % 1000) * 1_000_000) as i32,
+            }),
+            state: pb::TaskState::from(state).into(),
+            agent_id,
+            attempt,
+            progress,
+            progress_message,
+            output_text,
+            output: output.map(proto_struct),
+            error: error.map(Into::into),
+            query_id,
+            created_at: Some(timestamp(created_at_ms)),
+            started_at: started_at_ms.map(timestamp),
+            finished_at: finished_at_ms.map(timestamp),
+            labels: labels.into_iter().collect(),
+            max_attempts,
+            usage: Some(pb::TokenUsage {
+                input_tokens,
+                output_tokens,
+            }),
+            cost_usd,
+        }
+    }
+}
+
+impl TryFrom<pb::SubmitTaskRequest> for SubmitParams {
+    type Error = Error;
+
+    fn try_from(r: pb::SubmitTaskRequest) -> Result<Self> {
+        use pb::task_target::Target;
+        let pb::SubmitTaskRequest {
+            target,
+            prompt,
+            input,
+            strategy,
+            depends_on,
+            priority,
+            timeout,
+            idempotency_key,
+            labels,
+            max_attempts,
+        } = r;
+        let target = target.and_then(|t| t.target).map(|t| match t {
+            Target::AgentId(id) => TaskTarget::Agent(id),
+            Target::SwarmId(id) => TaskTarget::Swarm(id),
+            Target::Capability(c) => TaskTarget::Capability(c),
+        });
+        let strategy_set = match pb::ExecutionStrategy::try_from(strategy) {
+            Ok(pb::ExecutionStrategy::Unspecified | pb::ExecutionStrategy::Single) => false,
+            Ok(_) => true,
+            Err(_) => {
+                return Err(Error::invalid(
+                    "strategy",
+                    format!("unknown execution strategy {strategy}"),
+                ));
+            }
+        };
+        Ok(SubmitParams {
+            target,
+            prompt,
+            input: input.map(|i| json_object(i, "input")).transpose()?,
+            depends_on,
+            priority,
+            timeout: timeout.map(|d| duration_from(d, "timeout")).transpose()?,
+            idempotency_key,
+            labels: labels.into_iter().collect(),
+            max_attempts,
+            strategy_set,
+        })
     }
 }

@@ -12,7 +12,10 @@ use crate::store::{
 };
 
 /// Appends `events` in `tx`; their ids, in order.
-fn append(tx: &Transaction<'_>, events: Vec<NewEvent>) -> rusqlite::Result<Vec<StoredEvent>> {
+pub(super) fn append(
+    tx: &Transaction<'_>,
+    events: Vec<NewEvent>,
+) -> rusqlite::Result<Vec<StoredEvent>> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO agent_events (time, kind, agent_id, swarm_id, task_id, spec_name, message, details)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",

@@ -6,14 +6,15 @@
 //! and turns each commit into one sequential append.
 //!
 //! Each store trait is implemented in its own file: [`kv`], [`collections`],
-//! [`points`], [`queries`], [`agents`]; this one opens and configures the
-//! connection.
+//! [`points`], [`queries`], [`agents`], [`tasks`]; this one opens and
+//! configures the connection.
 
 mod agents;
 mod collections;
 mod kv;
 mod points;
 mod queries;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

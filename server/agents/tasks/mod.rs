@@ -1,0 +1,12 @@
+//! Tasks on internal agents: submitted, queued by priority then arrival,
+//! given a free agent (within its spec's concurrency limit), run as query
+//! sessions on the agent's spec, retried when a failure may pass, and
+//! cancelled on request.
+//!
+//! - [`submit`]: SubmitTask, GetTask, ListTasks, CancelTask, WatchTask.
+//! - [`scheduler`]: the roster and the queue (derived from the store).
+//! - [`runner`]: one attempt as a query session, and its outcome.
+
+pub(crate) mod runner;
+pub(crate) mod scheduler;
+pub(crate) mod submit;

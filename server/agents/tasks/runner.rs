@@ -1,0 +1,405 @@
+//! One attempt of a task on an internal agent: a query session on the
+//! agent's spec (its model, fallbacks and system prompt; the query engine's
+//! rules and caches apply), started, recorded on the task (`query_id`), and
+//! followed to its end. The query is an ordinary one: a client can pause,
+//! switch or resume it through QueryControl, and its timeout (the task's)
+//! counts no paused time.
+//!
+//! When the attempt ends, the task and its agent are rewritten in one
+//! store transaction with the events that say what happened; a retryable
+//! failure puts the task back in the queue after a backoff.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::agents::engine::{AgentEngine, agent_of, new_event, row_of, spec_of, task_of, task_row};
+use crate::agents::types::{ActivityKind, AgentState, Task, TaskError, TaskErrorKind, TaskState};
+use crate::common::blocking::with_store;
+use crate::common::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::query::{
+    CachePolicy, ChatMessage, EventKind, QueryErrorKind, Role, SHUTDOWN_REASON, StartQuery,
+    TokenUsage,
+};
+use crate::store::TaskWrite;
+
+/// Default task timeout (the proto's "10 minutes").
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// First retry backoff; doubles per attempt.
+const BACKOFF: Duration = Duration::from_millis(500);
+
+/// How an attempt ended.
+#[derive(Debug)]
+enum End {
+    /// The query completed.
+    Succeeded(String),
+    /// It failed; whether another attempt may succeed.
+    Failed(TaskError, bool),
+    /// A client cancelled the task, or terminated its query.
+    Cancelled(String),
+    /// Its agent stopped: the task goes to another one.
+    Requeued(String),
+    /// The server shuts down: the task runs again after the restart.
+    Interrupted,
+}
+
+impl AgentEngine {
+    /// Runs one attempt of `task_id` on `agent_id` (already counted as
+    /// running there by the scheduler), records the outcome, and lets the
+    /// scheduler go on.
+    pub(crate) async fn run_attempt(self, task_id: String, agent_id: String) {
+        let (end, usage, cost) = match self.attempt(&task_id, &agent_id).await {
+            Ok(done) => done,
+            Err(e) => (
+                End::Failed(
+                    TaskError {
+                        kind: TaskErrorKind::Internal,
+                        message: e.to_string(),
+                    },
+                    false,
+                ),
+                TokenUsage::default(),
+                0.0,
+            ),
+        };
+        if let Err(e) = self.record_end(&task_id, &agent_id, end, usage, cost).await {
+            tracing::error!(task = %task_id, error = %e, "cannot record the end of a task attempt");
+        }
+        crate::common::sync::lock(&self.scheduler).release(&agent_id, &task_id);
+        self.dispatch();
+    }
+
+    /// Starts the attempt's query and follows it to its end.
+    async fn attempt(&self, task_id: &str, agent_id: &str) -> Result<(End, TokenUsage, f64)> {
+        let Some(query_engine) = self.query.clone() else {
+            return Err(Error::WrongState(
+                "the query service is disabled: internal agents cannot run tasks".into(),
+            ));
+        };
+        let task = self.load_task(task_id).await?;
+        let key = agent_id.to_owned();
+        let agent = with_store(&self.store, move |s| s.get_agent(&key)).await?;
+        let agent = agent_of(agent.ok_or(Error::NotFound {
+            kind: "agent",
+            name: agent_id.to_owned(),
+        })?)?;
+        let (name, version) = (agent.spec_name.clone(), agent.spec_version);
+        let spec = with_store(&self.store, move |s| s.get_spec(&name, Some(version))).await?;
+        let spec =
+            spec_of(spec.ok_or_else(|| {
+                Error::Internal(format!("agent {agent_id}'s spec version is gone"))
+            })?)?;
+
+        let mut prompt = task.body.prompt.clone();
+        if let Some(input) = &task.body.input {
+            if !prompt.is_empty() {
+                prompt.push_str("\n\n");
+            }
+            prompt.push_str(&format!(
+                "Input:\n{}",
+                serde_json::Value::Object(input.clone())
+            ));
+        }
+        let start = StartQuery {
+            model: spec.body.model.clone(),
+            messages: vec![ChatMessage::new(Role::User, prompt)],
+            system_prompt: spec.body.system_prompt.clone(),
+            cache: CachePolicy::default(),
+            fallback_models: spec.body.fallback_models.clone(),
+            timeout: Some(Duration::from_millis(task.body.timeout_ms)),
+            labels: BTreeMap::from([
+                ("agentd.task".to_owned(), task.id.clone()),
+                ("agentd.agent".to_owned(), agent.id.clone()),
+            ]),
+            ..Default::default()
+        };
+        let query = match query_engine.start(start).await {
+            Ok(q) => q,
+            Err(e) => {
+                let (kind, retryable) = match &e {
+                    Error::Overloaded(_) | Error::NotReady(_) => (TaskErrorKind::Overloaded, true),
+                    Error::InvalidArgument(_) | Error::NotFound { .. } | Error::WrongState(_) => {
+                        (TaskErrorKind::Invalid, false)
+                    }
+                    _ => (TaskErrorKind::Internal, false),
+                };
+                let error = TaskError {
+                    kind,
+                    message: format!("the task's query could not start: {e}"),
+                };
+                return Ok((End::Failed(error, retryable), TokenUsage::default(), 0.0));
+            }
+        };
+        let query_id = query.id();
+        self.mark_running(task_id, agent_id, &query_id).await?;
+        // Cancelled while the query started: end it now.
+        let cancelled = crate::common::sync::lock(&self.scheduler)
+            .cancelled
+            .get(task_id)
+            .cloned();
+        if let Some(reason) = cancelled {
+            let _ = query_engine.terminate(&query_id, reason).await;
+        }
+
+        let mut events = Box::pin(query_engine.attach(&query_id, 0).await?);
+        let mut end = None;
+        while let Some(event) = events.next().await {
+            end = match event.kind {
+                EventKind::Completed { text, .. } => Some(End::Succeeded(text)),
+                EventKind::Failed { error } => {
+                    let (kind, retryable) = match error.kind {
+                        QueryErrorKind::Timeout => (TaskErrorKind::Timeout, false),
+                        QueryErrorKind::Provider => (TaskErrorKind::Provider, true),
+                        QueryErrorKind::Overloaded => (TaskErrorKind::Overloaded, true),
+                        QueryErrorKind::InvalidArgument
+                        | QueryErrorKind::NotFound
+                        | QueryErrorKind::WrongState => (TaskErrorKind::Invalid, false),
+                        QueryErrorKind::Internal => (TaskErrorKind::Internal, false),
+                    };
+                    let error = TaskError {
+                        kind,
+                        message: error.message,
+                    };
+                    Some(End::Failed(error, retryable))
+                }
+                EventKind::Terminated { reason, .. } => {
+                    let mut sched = crate::common::sync::lock(&self.scheduler);
+                    if let Some(why) = sched.cancelled.remove(task_id) {
+                        Some(End::Cancelled(why))
+                    } else if sched.requeue.remove(task_id) {
+                        Some(End::Requeued(reason))
+                    } else if reason == SHUTDOWN_REASON {
+                        Some(End::Interrupted)
+                    } else {
+                        Some(End::Cancelled(format!(
+                            "its query {query_id} was terminated: {reason}"
+                        )))
+                    }
+                }
+                _ => continue,
+            };
+            break;
+        }
+        let info = query.info();
+        let end = end.unwrap_or_else(|| {
+            End::Failed(
+                TaskError {
+                    kind: TaskErrorKind::Internal,
+                    message: format!("query {query_id} ended without a final event"),
+                },
+                false,
+            )
+        });
+        Ok((end, info.usage, info.cost_usd))
+    }
+
+    /// Records that the attempt runs: the task RUNNING with its query, the
+    /// agent busy with it, and a TaskAssigned event.
+    async fn mark_running(&self, task_id: &str, agent_id: &str, query_id: &str) -> Result<()> {
+        let _writing = self.agent_writes.lock().await;
+        let mut task = self.load_task(task_id).await?;
+        let key = agent_id.to_owned();
+        let stored = with_store(&self.store, move |s| s.get_agent(&key)).await?;
+        let mut agent = agent_of(stored.ok_or(Error::NotFound {
+            kind: "agent",
+            name: agent_id.to_owned(),
+        })?)?;
+        task.state = TaskState::Running;
+        task.agent_id = agent_id.to_owned();
+        task.body.attempt += 1;
+        task.body.query_id = query_id.to_owned();
+        task.body.started_at_ms.get_or_insert(now_ms());
+        if !agent.body.running_task_ids.iter().any(|t| t == task_id) {
+            agent.body.running_task_ids.push(task_id.to_owned());
+        }
+        if agent.state == AgentState::Idle {
+            agent.state = AgentState::Busy;
+        }
+        let mut event = new_event(
+            ActivityKind::TaskAssigned,
+            format!(
+                "task {task_id} attempt {} runs on agent {agent_id} as query {query_id}",
+                task.body.attempt
+            ),
+        );
+        event.task_id = task_id.to_owned();
+        event.agent_id = agent_id.to_owned();
+        event.spec_name = agent.spec_name.clone();
+        event.details = json!({ "attempt": task.body.attempt, "query_id": query_id }).to_string();
+        let write = TaskWrite {
+            task: task_row(&task),
+            agent: Some(row_of(&agent)),
+            events: vec![event],
+        };
+        let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
+        self.appended(&events);
+        Ok(())
+    }
+
+    /// Records how an attempt ended, on the task and its agent, and queues
+    /// a retry when one is due.
+    async fn record_end(
+        &self,
+        task_id: &str,
+        agent_id: &str,
+        end: End,
+        usage: TokenUsage,
+        cost: f64,
+    ) -> Result<()> {
+        let _writing = self.agent_writes.lock().await;
+        let mut task = self.load_task(task_id).await?;
+        let key = agent_id.to_owned();
+        let stored = with_store(&self.store, move |s| s.get_agent(&key)).await?;
+        let mut agent = stored.map(agent_of).transpose()?;
+        task.body.input_tokens += usage.input;
+        task.body.output_tokens += usage.output;
+        task.body.cost_usd += cost;
+        if let Some(agent) = &mut agent {
+            agent.body.running_task_ids.retain(|t| t != task_id);
+            agent.body.input_tokens += usage.input;
+            agent.body.output_tokens += usage.output;
+            agent.body.cost_usd += cost;
+            if agent.state == AgentState::Busy && agent.body.running_task_ids.is_empty() {
+                agent.state = AgentState::Idle;
+            }
+        }
+        let mut retry = None;
+        let (kind, message, details) = match end {
+            End::Succeeded(text) => {
+                task.state = TaskState::Succeeded;
+                task.body.output_text = text;
+                task.body.error = None;
+                if let Some(a) = &mut agent {
+                    a.body.tasks_succeeded += 1;
+                }
+                (
+                    ActivityKind::TaskCompleted,
+                    format!("task {task_id} succeeded on agent {agent_id}"),
+                    json!({ "attempt": task.body.attempt }),
+                )
+            }
+            End::Failed(error, retryable) => {
+                if let Some(a) = &mut agent {
+                    a.body.tasks_failed += 1;
+                }
+                let again = retryable
+                    && task.body.attempt < task.body.max_attempts
+                    && !crate::common::sync::lock(&self.scheduler)
+                        .cancelled
+                        .contains_key(task_id);
+                let message = format!(
+                    "task {task_id} attempt {} failed on agent {agent_id}: {}",
+                    task.body.attempt, error.message
+                );
+                task.state = if again {
+                    TaskState::Pending
+                } else if error.kind == TaskErrorKind::Timeout {
+                    TaskState::TimedOut
+                } else {
+                    TaskState::Failed
+                };
+                task.body.error = Some(error);
+                if again {
+                    let backoff = BACKOFF * 2u32.pow(task.body.attempt.saturating_sub(1).min(10));
+                    retry = Some(backoff);
+                }
+                (
+                    ActivityKind::TaskFailed,
+                    message,
+                    json!({
+                        "attempt": task.body.attempt,
+                        "retrying": again,
+                        "timed_out": task.state == TaskState::TimedOut,
+                    }),
+                )
+            }
+            End::Cancelled(reason) => {
+                task.state = TaskState::Cancelled;
+                (
+                    ActivityKind::TaskCancelled,
+                    format!("task {task_id} cancelled: {reason}"),
+                    json!({ "reason": reason }),
+                )
+            }
+            End::Interrupted => {
+                // Pending in the store: the restart queues it again (its
+                // next attempt is counted when it starts).
+                task.state = TaskState::Pending;
+                (
+                    ActivityKind::TaskFailed,
+                    format!(
+                        "task {task_id} interrupted by the server's shutdown; it runs again after the restart"
+                    ),
+                    json!({ "attempt": task.body.attempt, "retrying": true, "interrupted": true }),
+                )
+            }
+            End::Requeued(reason) => {
+                task.state = TaskState::Pending;
+                retry = Some(Duration::ZERO);
+                (
+                    ActivityKind::TaskFailed,
+                    format!("task {task_id} goes to another agent: {reason}"),
+                    json!({ "attempt": task.body.attempt, "retrying": true, "reassigned": true }),
+                )
+            }
+        };
+        if task.state.is_finished() {
+            task.body.finished_at_ms = Some(now_ms());
+            crate::common::sync::lock(&self.scheduler)
+                .cancelled
+                .remove(task_id);
+        }
+        let mut event = new_event(kind, message);
+        event.task_id = task_id.to_owned();
+        event.agent_id = agent_id.to_owned();
+        event.details = details.to_string();
+        let write = TaskWrite {
+            task: task_row(&task),
+            agent: agent.as_ref().map(row_of),
+            events: vec![event],
+        };
+        let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
+        self.appended(&events);
+        if let Some(backoff) = retry {
+            self.requeue_after(task, backoff);
+        }
+        Ok(())
+    }
+
+    /// Puts `task` back in the queue after `backoff` (unless it was
+    /// cancelled meanwhile).
+    fn requeue_after(&self, task: Task, backoff: Duration) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(backoff).await;
+            let cancelled = crate::common::sync::lock(&engine.scheduler)
+                .cancelled
+                .remove(&task.id);
+            if let Some(reason) = cancelled {
+                if let Err(e) = engine.cancel_waiting(&task.id, reason).await {
+                    tracing::error!(task = %task.id, error = %e, "cannot cancel a task");
+                }
+                return;
+            }
+            crate::common::sync::lock(&engine.scheduler).enqueue(
+                task.id.clone(),
+                task.body.priority,
+                task.body.target.clone(),
+            );
+            engine.dispatch();
+        });
+    }
+
+    /// The task `id` from the store.
+    pub(crate) async fn load_task(&self, id: &str) -> Result<Task> {
+        let key = id.to_owned();
+        let stored = with_store(&self.store, move |s| s.get_task(&key)).await?;
+        task_of(stored.ok_or(Error::NotFound {
+            kind: "task",
+            name: id.to_owned(),
+        })?)
+    }
+}

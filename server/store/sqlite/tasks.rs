@@ -1,0 +1,138 @@
+//! [`TaskStore`] on SQLite: `agent_tasks` and `agent_task_keys`, with the
+//! agent row and activity events of each change in the same transaction.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::agents::append;
+use super::{SqliteStore, internal};
+use crate::error::Result;
+use crate::store::{StoredEvent, StoredTask, Submitted, TaskStore, TaskWrite};
+
+const TASK_COLUMNS: &str = "id, state, agent_id, created_at, body";
+
+fn stored_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTask> {
+    Ok(StoredTask {
+        id: row.get(0)?,
+        state: row.get(1)?,
+        agent_id: row.get(2)?,
+        created_at: row.get(3)?,
+        body: row.get(4)?,
+    })
+}
+
+/// Writes the task and agent rows of `write` in `tx`, and its events.
+fn apply(tx: &Transaction<'_>, write: &TaskWrite) -> rusqlite::Result<Vec<StoredEvent>> {
+    let t = &write.task;
+    tx.execute(
+        "INSERT INTO agent_tasks (id, state, agent_id, created_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET
+           state = excluded.state, agent_id = excluded.agent_id, body = excluded.body",
+        params![t.id, t.state, t.agent_id, t.created_at, t.body],
+    )?;
+    if let Some(a) = &write.agent {
+        tx.execute(
+            "UPDATE agents SET state = ?2, swarm_id = ?3, body = ?4 WHERE id = ?1",
+            params![a.id, a.state, a.swarm_id, a.body],
+        )?;
+    }
+    append(tx, write.events.clone())
+}
+
+impl TaskStore for SqliteStore {
+    fn submit_task(
+        &self,
+        write: &TaskWrite,
+        key: Option<(&str, &str)>,
+        since: i64,
+    ) -> Result<Submitted> {
+        self.track(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction().map_err(internal)?;
+            tx.execute(
+                "DELETE FROM agent_task_keys WHERE created_at < ?1",
+                params![since],
+            )
+            .map_err(internal)?;
+            if let Some((key, fingerprint)) = key {
+                let existing: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT task_id, fingerprint FROM agent_task_keys WHERE key = ?1",
+                        params![key],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(internal)?;
+                if let Some((task_id, print)) = existing {
+                    tx.commit().map_err(internal)?;
+                    return Ok(Submitted::Existing(task_id, print));
+                }
+                tx.execute(
+                    "INSERT INTO agent_task_keys (key, fingerprint, task_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![key, fingerprint, write.task.id, write.task.created_at],
+                )
+                .map_err(internal)?;
+            }
+            let events = apply(&tx, write).map_err(internal)?;
+            tx.commit().map_err(internal)?;
+            Ok(Submitted::Created(events))
+        })
+    }
+
+    fn save_task(&self, write: &TaskWrite) -> Result<Vec<StoredEvent>> {
+        self.track(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction().map_err(internal)?;
+            let events = apply(&tx, write).map_err(internal)?;
+            tx.commit().map_err(internal)?;
+            Ok(events)
+        })
+    }
+
+    fn get_task(&self, id: &str) -> Result<Option<StoredTask>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {TASK_COLUMNS} FROM agent_tasks WHERE id = ?1"),
+                params![id],
+                stored_task,
+            )
+            .optional()
+            .map_err(internal)
+    }
+
+    fn list_tasks(
+        &self,
+        state: &str,
+        agent_id: &str,
+        before: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredTask>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM agent_tasks
+                 WHERE seq < COALESCE((SELECT seq FROM agent_tasks WHERE id = ?1), 9223372036854775807)
+                   AND (?2 = '' OR state = ?2)
+                   AND (?3 = '' OR agent_id = ?3)
+                 ORDER BY seq DESC LIMIT ?4"
+            ))
+            .map_err(internal)?;
+        let rows = stmt
+            .query_map(params![before, state, agent_id, limit as i64], stored_task)
+            .map_err(internal)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(internal)
+    }
+
+    fn unfinished_tasks(&self) -> Result<Vec<StoredTask>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM agent_tasks
+                 WHERE state IN ('pending', 'running') ORDER BY seq"
+            ))
+            .map_err(internal)?;
+        let rows = stmt.query_map([], stored_task).map_err(internal)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(internal)
+    }
+}
