@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::memory::AgentMemory;
 use super::tasks::scheduler::{Scheduler, Slot};
 use super::types::{
     Activity, ActivityKind, Agent, AgentBody, AgentKind, AgentState, Spec, SpecBody, Task,
@@ -32,14 +33,22 @@ pub struct AgentEngine {
     /// Serialises the read-modify-write of agent rows by tasks running on
     /// the same agent at once.
     pub(super) agent_writes: Arc<tokio::sync::Mutex<()>>,
+    /// The memory engine, for agents' context and outputs; None when the
+    /// memory service is off.
+    pub(super) memory: Option<AgentMemory>,
 }
 
 impl AgentEngine {
-    /// An engine on `store`, running internal agents' tasks on `query`.
+    /// An engine on `store`, running internal agents' tasks on `query`,
+    /// with their memories in `memory`.
     /// Rebuilds the scheduler from the store: every agent, and the tasks
     /// pending or running when the server stopped (running ones start
     /// again, as their next attempt).
-    pub fn new(store: Arc<dyn AgentsStore>, query: Option<QueryEngine>) -> Result<Self> {
+    pub fn new(
+        store: Arc<dyn AgentsStore>,
+        query: Option<QueryEngine>,
+        memory: Option<AgentMemory>,
+    ) -> Result<Self> {
         let last = store.last_event_id()?;
         let mut scheduler = Scheduler::default();
         let mut specs: HashMap<(String, u64), Spec> = HashMap::new();
@@ -69,6 +78,7 @@ impl AgentEngine {
             last_event: Arc::new(watch::channel(last).0),
             scheduler: Arc::new(Mutex::new(scheduler)),
             agent_writes: Arc::new(tokio::sync::Mutex::new(())),
+            memory,
         };
         for row in unfinished {
             let mut task = task_of(row)?;

@@ -13,15 +13,18 @@
 //!   keys), GetAgent, ListAgents, StopAgent.
 //! - [`activity`]: ListEvents and WatchEvents (replay, then live).
 //! - [`tasks`]: tasks on internal agents, run as query sessions.
+//! - [`memory`]: an agent's vector collection: context for its tasks, and
+//!   their outputs written back.
 //!
 //! Built so far: specs, agents, tasks on internal agents (targeted at an
-//! agent or a capability) and the log. Swarms, task graphs, memory context
-//! and external workers (`Work`) come next; their RPCs answer
+//! agent or a capability, with memory context) and the log. Swarms, task
+//! graphs and external workers (`Work`) come next; their RPCs answer
 //! UNIMPLEMENTED, and the request fields that need them are refused, until
 //! then.
 
 pub(crate) mod activity;
 pub(crate) mod engine;
+pub(crate) mod memory;
 pub(crate) mod roster;
 pub(crate) mod specs;
 pub(crate) mod tasks;
@@ -29,6 +32,7 @@ pub(crate) mod types;
 pub(crate) mod validate;
 
 pub(crate) use engine::AgentEngine;
+pub(crate) use memory::AgentMemory;
 pub(crate) use types::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
     SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskBody, TaskError, TaskErrorKind, TaskState,

@@ -106,10 +106,12 @@ impl Server {
         let mut background = Vec::new();
         let mut memory_indexes = None;
         let mut memory_engines = None;
+        let mut agent_memory = None;
         if services.memory {
             let memory = services::memory(&config, &mut routes, &store, embedder.clone());
             background.extend(memory.background);
             memory_indexes = Some(memory.indexes);
+            agent_memory = Some((memory.collections, memory.points.clone()));
             memory_engines = Some((memory.kv, memory.points));
         }
         let query = services.query.then(|| {
@@ -122,7 +124,7 @@ impl Server {
             )
         });
         if services.agents {
-            services::agents(&config, &mut routes, &store, query.clone())?;
+            services::agents(&config, &mut routes, &store, query.clone(), agent_memory)?;
         }
         // Embedding reports its own readiness (above).
         let ready = Services {

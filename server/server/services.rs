@@ -12,7 +12,7 @@ use tonic::service::RoutesBuilder;
 use tonic_health::server::HealthReporter;
 
 use super::health::{report_model_health, service_name};
-use crate::agents::AgentEngine;
+use crate::agents::{AgentEngine, AgentMemory};
 use crate::api;
 use crate::config::{Config, ServiceKind};
 use crate::embed::{EmbeddingEngine, TextEmbedder};
@@ -113,8 +113,10 @@ pub struct Memory {
     pub indexes: Indexes,
     /// Key-value memory, for the built-in tools.
     pub kv: KvMemory,
-    /// Vector collections' points, for the built-in tools.
+    /// Vector collections' points, for the built-in tools and agents.
     pub points: Points,
+    /// Collection definitions, for agents' memories.
+    pub collections: Collections,
 }
 
 /// Builds the memory engine on `store` and adds MemoryService; starts its
@@ -147,7 +149,7 @@ pub fn memory(
     routes.add_service(configured!(
         MemoryServiceServer::new(api::memory::MemoryApi::new(
             kv.clone(),
-            collections,
+            collections.clone(),
             points.clone()
         )),
         config
@@ -157,6 +159,7 @@ pub fn memory(
         indexes,
         kv,
         points,
+        collections,
     }
 }
 
@@ -190,15 +193,22 @@ pub fn query(
     engine
 }
 
-/// Builds the agents engine on `store` (model aliases checked against
-/// `query`) and adds AgentService.
+/// Builds the agents engine on `store` (tasks run on `query`, agents'
+/// memories in `memory`) and adds AgentService.
 pub fn agents(
     config: &Config,
     routes: &mut RoutesBuilder,
     store: &Arc<SqliteStore>,
     query: Option<QueryEngine>,
+    memory: Option<(Collections, Points)>,
 ) -> anyhow::Result<AgentEngine> {
-    let engine = AgentEngine::new(store.clone(), query).context("starting the agents engine")?;
+    let memory = memory.map(|(collections, points)| AgentMemory {
+        collections,
+        points,
+        embedding_model: config.embedding.default_model.clone(),
+    });
+    let engine =
+        AgentEngine::new(store.clone(), query, memory).context("starting the agents engine")?;
     // Tasks left pending or running by the last run start again.
     engine.resume();
     routes.add_service(configured!(

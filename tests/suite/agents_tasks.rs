@@ -496,3 +496,63 @@ async fn a_task_interrupted_by_a_restart_runs_again() {
     assert_eq!(done.output_text, *ANSWER);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_remember_outputs_and_recall_them_as_context() {
+    use agentd::pb::v1::memory_service_client::MemoryServiceClient;
+    let fake = FakeLlm::start(Duration::ZERO).await;
+    let (server, _keys) = start_server(&fake).await;
+    let mut c = agents(server.channel().await);
+    c.register_spec(RegisterSpecRequest {
+        spec: Some(AgentSpec {
+            name: "librarian".into(),
+            model: "oa".into(),
+            memory_top_k: 2,
+            store_output: true,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let agent = spawn(&mut c, "librarian", 1).await.remove(0);
+    // First task: the collection is created on first use, empty.
+    let first = submit(&mut c, to_agent(&agent.id, "Count to three hundred.")).await;
+    let (done, _) = finish(&mut c, &first.id).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
+    let first_request = fake.requests().pop().unwrap().body;
+    assert_eq!(
+        first_request["messages"][0]["content"], "Count to three hundred.",
+        "no memories yet: the prompt alone"
+    );
+    // Its output is a point named after the task.
+    let points = MemoryServiceClient::new(server.channel().await)
+        .get_points(GetPointsRequest {
+            collection: "agent-librarian".into(),
+            ids: vec![first.id.clone()],
+            with_payload: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .points;
+    assert_eq!(points.len(), 1);
+    let payload = points[0].payload.as_ref().unwrap();
+    assert_eq!(
+        payload.fields["task_id"].kind,
+        Some(prost_types::value::Kind::StringValue(first.id.clone()))
+    );
+    // The next task gets it back as context before its prompt.
+    let second = submit(&mut c, to_agent(&agent.id, "w1 w2 w3 w4 w5")).await;
+    let (done, _) = finish(&mut c, &second.id).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32);
+    let request = fake.requests().pop().unwrap().body;
+    let content = request["messages"][0]["content"].as_str().unwrap();
+    assert!(content.starts_with("Relevant memories"), "{content}");
+    assert!(
+        content.contains(&*ANSWER),
+        "the first task's answer is recalled"
+    );
+    assert!(content.ends_with("w1 w2 w3 w4 w5"));
+    server.stop().await.unwrap();
+}

@@ -52,7 +52,7 @@ def test_health_check_answers_serving(server):
 def test_unimplemented_engine_through_grpcurl(server):
     result = subprocess.run(
         [GRPCURL, "-plaintext", "-d", '{}', server.target,
-         "agentd.v1.AgentService/ListSpecs"],
+         "agentd.v1.AgentService/ListSwarms"],
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode != 0

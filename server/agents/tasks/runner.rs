@@ -51,7 +51,7 @@ impl AgentEngine {
     /// running there by the scheduler), records the outcome, and lets the
     /// scheduler go on.
     pub(crate) async fn run_attempt(self, task_id: String, agent_id: String) {
-        let (end, usage, cost) = match self.attempt(&task_id, &agent_id).await {
+        let (mut end, usage, cost) = match self.attempt(&task_id, &agent_id).await {
             Ok(done) => done,
             Err(e) => (
                 End::Failed(
@@ -65,6 +65,17 @@ impl AgentEngine {
                 0.0,
             ),
         };
+        if let End::Succeeded(text) = &end
+            && let Err(e) = self.store_output(&task_id, &agent_id, text).await
+        {
+            end = End::Failed(
+                TaskError {
+                    kind: TaskErrorKind::Internal,
+                    message: format!("the output could not be written to the agent's memory: {e}"),
+                },
+                true,
+            );
+        }
         if let Err(e) = self.record_end(&task_id, &agent_id, end, usage, cost).await {
             tracing::error!(task = %task_id, error = %e, "cannot record the end of a task attempt");
         }
@@ -94,6 +105,27 @@ impl AgentEngine {
             })?)?;
 
         let mut prompt = task.body.prompt.clone();
+        if let Some(memory) = &self.memory {
+            // Memory that cannot be read is the task's failure, not a
+            // silently missing context.
+            match memory.with_context(&spec, prompt.clone()).await {
+                Ok(with) => prompt = with,
+                Err(e) => {
+                    let error = TaskError {
+                        kind: TaskErrorKind::Invalid,
+                        message: format!("the agent's memory could not be read: {e}"),
+                    };
+                    return Ok((End::Failed(error, false), TokenUsage::default(), 0.0));
+                }
+            }
+        } else if spec.body.memory_top_k > 0 {
+            let error = TaskError {
+                kind: TaskErrorKind::Invalid,
+                message: "the spec asks for memory_top_k, and the memory service is disabled"
+                    .into(),
+            };
+            return Ok((End::Failed(error, false), TokenUsage::default(), 0.0));
+        }
         if let Some(input) = &task.body.input {
             if !prompt.is_empty() {
                 prompt.push_str("\n\n");
@@ -391,6 +423,27 @@ impl AgentEngine {
             );
             engine.dispatch();
         });
+    }
+
+    /// Writes a successful attempt's output to the agent's memory, when
+    /// its spec asks for it.
+    async fn store_output(&self, task_id: &str, agent_id: &str, text: &str) -> Result<()> {
+        let Some(memory) = &self.memory else {
+            return Ok(());
+        };
+        let mut task = self.load_task(task_id).await?;
+        task.body.output_text = text.to_owned();
+        let key = agent_id.to_owned();
+        let agent = with_store(&self.store, move |s| s.get_agent(&key)).await?;
+        let Some(agent) = agent.map(agent_of).transpose()? else {
+            return Ok(());
+        };
+        let (name, version) = (agent.spec_name.clone(), agent.spec_version);
+        let spec = with_store(&self.store, move |s| s.get_spec(&name, Some(version))).await?;
+        let Some(spec) = spec.map(spec_of).transpose()? else {
+            return Ok(());
+        };
+        memory.store_output(&spec, agent_id, &task).await
     }
 
     /// The task `id` from the store.
