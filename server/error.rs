@@ -113,6 +113,10 @@ pub enum Error {
     #[error("overloaded: {0}")]
     Overloaded(String),
 
+    /// A spending limit was reached.
+    #[error("budget exceeded: {0}")]
+    BudgetExceeded(String),
+
     /// The disk of the data directory is full: writes fail until space is
     /// freed, reads still work.
     #[error("storage is full: {0}")]

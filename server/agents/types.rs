@@ -366,6 +366,8 @@ pub enum TaskErrorKind {
     Invalid,
     /// The server was too busy to start it.
     Overloaded,
+    /// Its `max_cost_usd` was reached.
+    Budget,
     /// Anything else.
     Internal,
 }
@@ -421,6 +423,8 @@ pub struct TaskBody {
     pub output_tokens: u64,
     /// Cost, every attempt.
     pub cost_usd: f64,
+    /// The most its queries may cost together.
+    pub max_cost_usd: Option<f64>,
 }
 
 /// A task.
@@ -461,4 +465,6 @@ pub struct SubmitParams {
     pub max_attempts: u32,
     /// The execution strategy is anything but the default (swarms only).
     pub strategy_set: bool,
+    /// The most its queries may cost together.
+    pub max_cost_usd: Option<f64>,
 }

@@ -50,6 +50,7 @@ impl From<Error> for Status {
                 (Code::InvalidArgument, ErrorReason::MalformedMessage)
             }
             Error::Overloaded(_) => (Code::ResourceExhausted, ErrorReason::Overloaded),
+            Error::BudgetExceeded(_) => (Code::ResourceExhausted, ErrorReason::BudgetExceeded),
             Error::StorageFull(_) => (Code::ResourceExhausted, ErrorReason::StorageFull),
             Error::StorageUnavailable(_) => (Code::Unavailable, ErrorReason::StorageUnavailable),
             Error::NotReady(_) => (Code::Unavailable, ErrorReason::NotReady),

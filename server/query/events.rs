@@ -184,6 +184,8 @@ pub enum QueryErrorKind {
     Timeout,
     /// A model's queue or the server was full.
     Overloaded,
+    /// A spending limit was reached.
+    BudgetExceeded,
     /// Anything else.
     Internal,
 }
@@ -220,6 +222,7 @@ impl From<&Error> for QueryError {
             Error::Provider(m) => (QueryErrorKind::Provider, vec![], m.clone()),
             Error::Timeout(m) => (QueryErrorKind::Timeout, vec![], m.clone()),
             Error::Overloaded(m) => (QueryErrorKind::Overloaded, vec![], m.clone()),
+            Error::BudgetExceeded(m) => (QueryErrorKind::BudgetExceeded, vec![], m.clone()),
             _ => (QueryErrorKind::Internal, vec![], err.to_string()),
         };
         QueryError {
@@ -256,6 +259,7 @@ impl QueryError {
             QueryErrorKind::Provider => Error::Provider(self.message.clone()),
             QueryErrorKind::Timeout => Error::Timeout(self.message.clone()),
             QueryErrorKind::Overloaded => Error::Overloaded(self.message.clone()),
+            QueryErrorKind::BudgetExceeded => Error::BudgetExceeded(self.message.clone()),
             QueryErrorKind::Internal => Error::Internal(self.message.clone()),
         }
     }

@@ -178,6 +178,10 @@ pub struct StartQuery {
     pub tool_choice: ToolChoice,
     /// Most model turns; 0 is the default.
     pub max_turns: u32,
+    /// The most the query may cost, in US dollars (set by the agents
+    /// engine for a task's budget); the query fails at the first token
+    /// that passes it.
+    pub max_cost_usd: Option<f64>,
 }
 
 impl StartQuery {

@@ -452,6 +452,31 @@ async fn retries_timeouts_cancellation_and_bad_input() {
     let err = c.submit_task(dag).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "refused, not ignored");
 
+    // A budget: the query stops at the first token past it, the task
+    // fails without retry.
+    register(&mut c, "spender", "oa", &[], 1).await;
+    let spender = spawn(&mut c, "spender", 1).await.remove(0);
+    let mut r = to_agent(&spender.id, "spend");
+    r.max_cost_usd = Some(0.0001);
+    let t = submit(&mut c, r).await;
+    let (done, _) = finish(&mut c, &t.id).await;
+    assert_eq!(done.state, TaskState::Failed as i32, "{done:?}");
+    assert_eq!(done.attempt, 1);
+    assert_eq!(done.max_cost_usd, 0.0001);
+    assert_eq!(done.error.as_ref().unwrap().reason, "BUDGET_EXCEEDED");
+    assert!(
+        done.cost_usd > 0.0001 && done.cost_usd < 0.0002,
+        "{}",
+        done.cost_usd
+    );
+    let q = query_info(query_client(server.channel().await), &done.query_id, true).await;
+    assert_eq!(q.state, QueryState::Failed as i32);
+    assert!(q.text.len() < ANSWER.len(), "stopped early");
+    let mut bad = to_agent(&spender.id, "x");
+    bad.max_cost_usd = Some(-1.0);
+    let err = c.submit_task(bad).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["max_cost_usd"]);
+
     // Idempotent submission.
     let mut keyed = to_capability("nothing-has-this", "once");
     keyed.idempotency_key = "job-7".into();

@@ -135,7 +135,19 @@ impl AgentEngine {
                 serde_json::Value::Object(input.clone())
             ));
         }
+        // What earlier attempts spent counts against the task's budget.
+        let budget = task.body.max_cost_usd.map(|max| max - task.body.cost_usd);
+        if let Some(left) = budget
+            && left <= 0.0
+        {
+            let error = TaskError {
+                kind: TaskErrorKind::Budget,
+                message: "earlier attempts spent the task's max_cost_usd".into(),
+            };
+            return Ok((End::Failed(error, false), TokenUsage::default(), 0.0));
+        }
         let start = StartQuery {
+            max_cost_usd: budget,
             model: spec.body.model.clone(),
             messages: vec![ChatMessage::new(Role::User, prompt)],
             system_prompt: spec.body.system_prompt.clone(),
@@ -186,6 +198,7 @@ impl AgentEngine {
                         QueryErrorKind::Timeout => (TaskErrorKind::Timeout, false),
                         QueryErrorKind::Provider => (TaskErrorKind::Provider, true),
                         QueryErrorKind::Overloaded => (TaskErrorKind::Overloaded, true),
+                        QueryErrorKind::BudgetExceeded => (TaskErrorKind::Budget, false),
                         QueryErrorKind::InvalidArgument
                         | QueryErrorKind::NotFound
                         | QueryErrorKind::WrongState => (TaskErrorKind::Invalid, false),

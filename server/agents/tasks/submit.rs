@@ -42,6 +42,7 @@ fn fingerprint(p: &SubmitParams) -> String {
         "timeout": p.timeout.map(|t| t.as_millis()),
         "labels": p.labels,
         "max_attempts": p.max_attempts,
+        "max_cost_usd": p.max_cost_usd,
     })
     .to_string()
 }
@@ -94,6 +95,14 @@ fn check(p: &SubmitParams) -> Result<()> {
         v.add(
             "max_attempts",
             format!("must be at most {MAX_ATTEMPTS}, got {}", p.max_attempts),
+        );
+    }
+    if let Some(max) = p.max_cost_usd
+        && !(max.is_finite() && max > 0.0)
+    {
+        v.add(
+            "max_cost_usd",
+            format!("must be a positive number of US dollars, got {max}"),
         );
     }
     if p.idempotency_key.len() > 128 {
@@ -157,6 +166,7 @@ impl AgentEngine {
                     n => n,
                 },
                 labels: p.labels.clone(),
+                max_cost_usd: p.max_cost_usd,
                 ..Default::default()
             },
         };

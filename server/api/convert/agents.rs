@@ -312,6 +312,7 @@ impl From<TaskError> for pb::StreamError {
             TaskErrorKind::Timeout => Error::Timeout(message),
             TaskErrorKind::Invalid => Error::WrongState(message),
             TaskErrorKind::Overloaded => Error::Overloaded(message),
+            TaskErrorKind::Budget => Error::BudgetExceeded(message),
             TaskErrorKind::Internal => Error::Internal(message),
         })
     }
@@ -346,6 +347,7 @@ impl From<Task> for pb::Task {
             input_tokens,
             output_tokens,
             cost_usd,
+            max_cost_usd,
         } = body;
         pb::Task {
             id,
@@ -378,6 +380,7 @@ impl From<Task> for pb::Task {
                 output_tokens,
             }),
             cost_usd,
+            max_cost_usd: max_cost_usd.unwrap_or(0.0),
         }
     }
 }
@@ -398,6 +401,7 @@ impl TryFrom<pb::SubmitTaskRequest> for SubmitParams {
             idempotency_key,
             labels,
             max_attempts,
+            max_cost_usd,
         } = r;
         let target = target.and_then(|t| t.target).map(|t| match t {
             Target::AgentId(id) => TaskTarget::Agent(id),
@@ -425,6 +429,7 @@ impl TryFrom<pb::SubmitTaskRequest> for SubmitParams {
             labels: labels.into_iter().collect(),
             max_attempts,
             strategy_set,
+            max_cost_usd,
         })
     }
 }

@@ -108,6 +108,8 @@ impl TryFrom<pb::StartCommand> for SessionStart {
                 tools: specs,
                 tool_choice,
                 max_turns,
+                // Budgets are set by the agents engine for tasks.
+                max_cost_usd: None,
             },
             terminate_on_disconnect,
         })

@@ -154,6 +154,16 @@ impl Driver {
                     Some(Ok(ProviderEvent::Delta(text))) => {
                         self.delta(text);
                         segment.deltas += 1;
+                        if let Some(max) = self.start.max_cost_usd {
+                            let spent = self.cost + segment.entry.cost(segment.pending());
+                            if spent > max {
+                                self.account(&mut segment);
+                                self.fail(Error::BudgetExceeded(format!(
+                                    "the query's cost {spent:.6} USD passed its limit of {max} USD"
+                                )));
+                                return Outcome::Stopped;
+                            }
+                        }
                         if let Some(i) = self.due_rule(&segment, None) {
                             self.account(&mut segment);
                             self.fire(i);
