@@ -581,3 +581,42 @@ async fn agents_remember_outputs_and_recall_them_as_context() {
     assert!(content.ends_with("w1 w2 w3 w4 w5"));
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_agent_hands_its_running_task_to_another() {
+    let fake = FakeLlm::start(Duration::from_millis(3)).await;
+    let (server, _keys) = start_server(&fake).await;
+    let mut c = agents(server.channel().await);
+    register(&mut c, "relay", "oa", &["relay"], 1).await;
+    let pair = spawn(&mut c, "relay", 2).await;
+    let task = submit(&mut c, to_capability("relay", "carry")).await;
+    let first = loop {
+        let t = c
+            .get_task(GetTaskRequest {
+                id: task.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        if !t.query_id.is_empty() {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    c.stop_agent(StopAgentRequest {
+        id: first.agent_id.clone(),
+        cancel_tasks: false,
+    })
+    .await
+    .unwrap();
+    let (done, _) = finish(&mut c, &task.id).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
+    assert_eq!(done.attempt, 2);
+    let other = pair.iter().find(|a| a.id != first.agent_id).unwrap();
+    assert_eq!(done.agent_id, other.id, "the other agent finished it");
+    assert_eq!(done.output_text, *ANSWER);
+    assert_ne!(done.query_id, first.query_id, "a new query");
+    server.stop().await.unwrap();
+}
