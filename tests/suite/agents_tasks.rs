@@ -360,6 +360,48 @@ async fn retries_timeouts_cancellation_and_bad_input() {
         Some(prost_types::value::Kind::BoolValue(true))
     );
 
+    // Cancelled while it waits out a retry's backoff: at once, and it
+    // never runs again.
+    let mut r = to_agent(&flaky.id, "try again");
+    r.max_attempts = 3;
+    let t = submit(&mut c, r).await;
+    loop {
+        let now = c
+            .get_task(GetTaskRequest { id: t.id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .task
+            .unwrap();
+        if now.attempt == 1 && now.state == TaskState::Pending as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cancelled = c
+        .cancel_task(CancelTaskRequest {
+            id: t.id.clone(),
+            reason: "no more".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(cancelled.state, TaskState::Cancelled as i32);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = c
+        .get_task(GetTaskRequest { id: t.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap();
+    assert_eq!(
+        (after.state, after.attempt),
+        (TaskState::Cancelled as i32, 1)
+    );
+
     // A model that says nothing: the task's timeout ends it.
     let mut r = to_agent(&silent.id, "wait");
     r.timeout = Some(prost_types::Duration {

@@ -44,6 +44,8 @@ enum End {
     Requeued(String),
     /// The server shuts down: the task runs again after the restart.
     Interrupted,
+    /// The task had ended before the attempt began: nothing to record.
+    AlreadyOver,
 }
 
 impl AgentEngine {
@@ -76,6 +78,11 @@ impl AgentEngine {
                 true,
             );
         }
+        if matches!(end, End::AlreadyOver) {
+            crate::common::sync::lock(&self.scheduler).release(&agent_id, &task_id);
+            self.dispatch();
+            return;
+        }
         if let Err(e) = self.record_end(&task_id, &agent_id, end, usage, cost).await {
             tracing::error!(task = %task_id, error = %e, "cannot record the end of a task attempt");
         }
@@ -91,6 +98,10 @@ impl AgentEngine {
             ));
         };
         let task = self.load_task(task_id).await?;
+        if task.state.is_finished() {
+            // Cancelled while it waited to be picked up: nothing to run.
+            return Ok((End::AlreadyOver, TokenUsage::default(), 0.0));
+        }
         let key = agent_id.to_owned();
         let agent = with_store(&self.store, move |s| s.get_agent(&key)).await?;
         let agent = agent_of(agent.ok_or(Error::NotFound {
@@ -381,6 +392,7 @@ impl AgentEngine {
                     json!({ "attempt": task.body.attempt, "retrying": true, "interrupted": true }),
                 )
             }
+            End::AlreadyOver => return Ok(()),
             End::Requeued(reason) => {
                 task.state = TaskState::Pending;
                 retry = Some(Duration::ZERO);
@@ -420,21 +432,28 @@ impl AgentEngine {
         let engine = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(backoff).await;
-            let cancelled = crate::common::sync::lock(&engine.scheduler)
-                .cancelled
-                .remove(&task.id);
-            if let Some(reason) = cancelled {
-                if let Err(e) = engine.cancel_waiting(&task.id, reason).await {
-                    tracing::error!(task = %task.id, error = %e, "cannot cancel a task");
+            // One look under the lock: a cancel lands either before (and
+            // the task is not queued) or after (and finds it queued).
+            let cancelled = {
+                let mut scheduler = crate::common::sync::lock(&engine.scheduler);
+                let cancelled = scheduler.cancelled.remove(&task.id);
+                if cancelled.is_none() {
+                    scheduler.enqueue(
+                        task.id.clone(),
+                        task.body.priority,
+                        task.body.target.clone(),
+                    );
                 }
-                return;
+                cancelled
+            };
+            match cancelled {
+                Some(reason) => {
+                    if let Err(e) = engine.cancel_waiting(&task.id, reason).await {
+                        tracing::error!(task = %task.id, error = %e, "cannot cancel a task");
+                    }
+                }
+                None => engine.dispatch(),
             }
-            crate::common::sync::lock(&engine.scheduler).enqueue(
-                task.id.clone(),
-                task.body.priority,
-                task.body.target.clone(),
-            );
-            engine.dispatch();
         });
     }
 

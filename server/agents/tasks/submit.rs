@@ -269,12 +269,21 @@ impl AgentEngine {
         if task.state.is_finished() {
             return Ok(task);
         }
-        let waiting = lock(&self.scheduler).dequeue(&id);
-        if waiting {
+        let (waiting, assigned) = {
+            let mut scheduler = lock(&self.scheduler);
+            let waiting = scheduler.dequeue(&id);
+            let assigned = scheduler.agents.values().any(|s| s.running.contains(&id));
+            if !waiting && !assigned {
+                // Between attempts (its retry waits out a backoff): the
+                // retry finds this and stops.
+                scheduler.cancelled.insert(id.clone(), reason.clone());
+            }
+            (waiting, assigned)
+        };
+        if waiting || !assigned {
             self.cancel_waiting(&id, reason).await?;
         } else {
-            // Running, or between attempts: the runner (or the retry)
-            // ends it and records why.
+            // Running: its runner ends it and records why.
             lock(&self.scheduler)
                 .cancelled
                 .insert(id.clone(), reason.clone());
