@@ -34,17 +34,16 @@ impl AgentEngine {
         page_token: &str,
     ) -> Result<Page<Activity>> {
         let limit = page::page_size(page_size);
-        let after = if page_token.is_empty() {
+        let cursor = page::cursor(page_token)?;
+        let after = if cursor.is_empty() {
             0
         } else {
-            page::decode_token(page_token)
-                .and_then(|t| t.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::invalid(
-                        "page_token",
-                        "is not a next_page_token this server returned",
-                    )
-                })?
+            cursor.parse::<u64>().map_err(|_| {
+                Error::invalid(
+                    "page_token",
+                    "is not a next_page_token this server returned",
+                )
+            })?
         };
         let query = query_of(&filter);
         let rows = with_store(&self.store, move |s| {

@@ -223,16 +223,7 @@ impl AgentEngine {
         page_token: &str,
     ) -> Result<Page<Agent>> {
         let limit = page::page_size(page_size);
-        let after = if page_token.is_empty() {
-            String::new()
-        } else {
-            page::decode_token(page_token).ok_or_else(|| {
-                Error::invalid(
-                    "page_token",
-                    "is not a next_page_token this server returned",
-                )
-            })?
-        };
+        let after = page::cursor(page_token)?;
         let query = AgentQuery {
             spec_name: filter.spec_name,
             swarm_id: filter.swarm_id,

@@ -63,6 +63,20 @@ pub fn encode_token(cursor: &str) -> String {
     cursor.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The cursor of a List request's `page_token`: empty for the first page,
+/// INVALID_ARGUMENT naming `page_token` for one this server did not return.
+pub fn cursor(page_token: &str) -> crate::error::Result<String> {
+    if page_token.is_empty() {
+        return Ok(String::new());
+    }
+    decode_token(page_token).ok_or_else(|| {
+        crate::error::Error::invalid(
+            "page_token",
+            "is not a next_page_token this server returned",
+        )
+    })
+}
+
 /// The cursor of a page token, if it is one.
 pub fn decode_token(token: &str) -> Option<String> {
     if !token.len().is_multiple_of(2) {

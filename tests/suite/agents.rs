@@ -11,13 +11,10 @@ use agentd::pb::v1::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::common::agents::{agents as client, spawn};
 use crate::common::fake_llm::FakeLlm;
 use crate::common::sessions::{aliases, start_server};
 use crate::common::{TestServer, violated_fields};
-
-fn client(channel: Channel) -> AgentServiceClient<Channel> {
-    AgentServiceClient::new(channel)
-}
 
 fn spec(name: &str, model: &str, capabilities: &[&str]) -> AgentSpec {
     AgentSpec {
@@ -36,18 +33,6 @@ async fn register(c: &mut AgentServiceClient<Channel>, s: AgentSpec) -> Register
         .await
         .expect("RegisterSpec")
         .into_inner()
-}
-
-async fn spawn(c: &mut AgentServiceClient<Channel>, spec: &str, count: u32) -> Vec<Agent> {
-    c.spawn(SpawnRequest {
-        spec_name: spec.into(),
-        count,
-        ..Default::default()
-    })
-    .await
-    .expect("Spawn")
-    .into_inner()
-    .agents
 }
 
 async fn all_agents(c: &mut AgentServiceClient<Channel>, spec_name: &str) -> Vec<Agent> {

@@ -12,13 +12,10 @@ use agentd::pb::v1::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::common::agents::{agents, spawn, task as get_task, task_when};
 use crate::common::fake_llm::{ANSWER, FakeLlm};
 use crate::common::sessions::{aliases, client as query_client, query_info, start_server};
 use crate::common::{TestServer, violated_fields};
-
-fn agents(channel: Channel) -> AgentServiceClient<Channel> {
-    AgentServiceClient::new(channel)
-}
 
 async fn register(
     c: &mut AgentServiceClient<Channel>,
@@ -39,18 +36,6 @@ async fn register(
     })
     .await
     .expect("RegisterSpec");
-}
-
-async fn spawn(c: &mut AgentServiceClient<Channel>, spec: &str, count: u32) -> Vec<Agent> {
-    c.spawn(SpawnRequest {
-        spec_name: spec.into(),
-        count,
-        ..Default::default()
-    })
-    .await
-    .expect("Spawn")
-    .into_inner()
-    .agents
 }
 
 fn to_agent(id: &str, prompt: &str) -> SubmitTaskRequest {
@@ -227,13 +212,7 @@ async fn one_at_a_time_by_priority_then_arrival_and_by_capability() {
     // By capability: only an agent that has it; none yet → it waits.
     let art = submit(&mut c, to_capability("art", "paint")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let waiting = c
-        .get_task(GetTaskRequest { id: art.id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let waiting = get_task(&mut c, &art.id).await;
     assert_eq!(waiting.state, TaskState::Pending as i32);
     register(&mut c, "painter", "an", &["art"], 1).await;
     let painter = spawn(&mut c, "painter", 1).await.remove(0);
@@ -265,21 +244,9 @@ async fn a_tasks_query_can_be_paused_switched_and_resumed() {
     register(&mut c, "steered", "oa", &[], 1).await;
     let agent = spawn(&mut c, "steered", 1).await.remove(0);
     let task = submit(&mut c, to_agent(&agent.id, "go")).await;
-    let query_id = loop {
-        let t = c
-            .get_task(GetTaskRequest {
-                id: task.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        if !t.query_id.is_empty() {
-            break t.query_id;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let query_id = task_when(&mut c, &task.id, |t| !t.query_id.is_empty())
+        .await
+        .query_id;
     let mut q = query_client(server.channel().await);
     q.pause(PauseRequest {
         query_id: query_id.clone(),
@@ -288,15 +255,7 @@ async fn a_tasks_query_can_be_paused_switched_and_resumed() {
     .unwrap();
     // Paused: the task waits, still running.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let t = c
-        .get_task(GetTaskRequest {
-            id: task.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let t = get_task(&mut c, &task.id).await;
     assert_eq!(t.state, TaskState::Running as i32);
     q.switch_model(SwitchModelRequest {
         query_id: query_id.clone(),
@@ -365,19 +324,10 @@ async fn retries_timeouts_cancellation_and_bad_input() {
     let mut r = to_agent(&flaky.id, "try again");
     r.max_attempts = 3;
     let t = submit(&mut c, r).await;
-    loop {
-        let now = c
-            .get_task(GetTaskRequest { id: t.id.clone() })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        if now.attempt == 1 && now.state == TaskState::Pending as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    task_when(&mut c, &t.id, |now| {
+        now.attempt == 1 && now.state == TaskState::Pending as i32
+    })
+    .await;
     let cancelled = c
         .cancel_task(CancelTaskRequest {
             id: t.id.clone(),
@@ -390,13 +340,7 @@ async fn retries_timeouts_cancellation_and_bad_input() {
         .unwrap();
     assert_eq!(cancelled.state, TaskState::Cancelled as i32);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let after = c
-        .get_task(GetTaskRequest { id: t.id.clone() })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap();
+    let after = get_task(&mut c, &t.id).await;
     assert_eq!(
         (after.state, after.attempt),
         (TaskState::Cancelled as i32, 1)
@@ -417,21 +361,7 @@ async fn retries_timeouts_cancellation_and_bad_input() {
     let running = submit(&mut c, to_agent(&silent.id, "one")).await;
     let other = submit(&mut c, to_agent(&silent.id, "two")).await;
     let third = submit(&mut c, to_agent(&silent.id, "three")).await;
-    loop {
-        let t = c
-            .get_task(GetTaskRequest {
-                id: running.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        if !t.query_id.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    task_when(&mut c, &running.id, |t| !t.query_id.is_empty()).await;
     let cancelled = c
         .cancel_task(CancelTaskRequest {
             id: running.id.clone(),
@@ -536,21 +466,7 @@ async fn a_task_interrupted_by_a_restart_runs_again() {
     register(&mut c, "durable", "oa-slow", &[], 1).await;
     let agent = spawn(&mut c, "durable", 1).await.remove(0);
     let task = submit(&mut c, to_agent(&agent.id, "long")).await;
-    loop {
-        let t = c
-            .get_task(GetTaskRequest {
-                id: task.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        if t.state == TaskState::Running as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    task_when(&mut c, &task.id, |t| t.state == TaskState::Running as i32).await;
     let data = server.stop_keeping_data().await;
     let mut config = crate::common::test_config().0;
     config.data_dir = data.path().join("data");
@@ -632,21 +548,7 @@ async fn stopping_an_agent_hands_its_running_task_to_another() {
     register(&mut c, "relay", "oa", &["relay"], 1).await;
     let pair = spawn(&mut c, "relay", 2).await;
     let task = submit(&mut c, to_capability("relay", "carry")).await;
-    let first = loop {
-        let t = c
-            .get_task(GetTaskRequest {
-                id: task.id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap();
-        if !t.query_id.is_empty() {
-            break t;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let first = task_when(&mut c, &task.id, |t| !t.query_id.is_empty()).await;
     c.stop_agent(StopAgentRequest {
         id: first.agent_id.clone(),
         cancel_tasks: false,

@@ -235,16 +235,7 @@ impl AgentEngine {
         page_token: &str,
     ) -> Result<Page<Task>> {
         let limit = page::page_size(page_size);
-        let before = if page_token.is_empty() {
-            String::new()
-        } else {
-            page::decode_token(page_token).ok_or_else(|| {
-                Error::invalid(
-                    "page_token",
-                    "is not a next_page_token this server returned",
-                )
-            })?
-        };
+        let before = page::cursor(page_token)?;
         let state = state.map(|s| s.as_str().to_owned()).unwrap_or_default();
         let rows = with_store(&self.store, move |s| {
             s.list_tasks(&state, &agent_id, &before, limit + 1)
@@ -273,9 +264,10 @@ impl AgentEngine {
             let mut scheduler = lock(&self.scheduler);
             let waiting = scheduler.dequeue(&id);
             let assigned = scheduler.agents.values().any(|s| s.running.contains(&id));
-            if !waiting && !assigned {
-                // Between attempts (its retry waits out a backoff): the
-                // retry finds this and stops.
+            if !waiting {
+                // Running: its runner ends it and records why. Between
+                // attempts (a retry waiting out its backoff): the retry
+                // finds this and stops.
                 scheduler.cancelled.insert(id.clone(), reason.clone());
             }
             (waiting, assigned)
@@ -283,10 +275,6 @@ impl AgentEngine {
         if waiting || !assigned {
             self.cancel_waiting(&id, reason).await?;
         } else {
-            // Running: its runner ends it and records why.
-            lock(&self.scheduler)
-                .cancelled
-                .insert(id.clone(), reason.clone());
             if task.state == TaskState::Running
                 && !task.body.query_id.is_empty()
                 && let Some(query) = &self.query
@@ -295,12 +283,14 @@ impl AgentEngine {
                 let _ = query.terminate(&task.body.query_id, reason).await;
             }
             // Wait (briefly) for the runner to record it.
-            for _ in 0..100 {
-                let now = self.load_task(&id).await?;
-                if now.state.is_finished() {
-                    return Ok(now);
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let updates = self.watch_task(id.clone()).await?;
+            let ended = updates
+                .filter_map(|t| std::future::ready(t.ok().filter(|t| t.state.is_finished())));
+            futures::pin_mut!(ended);
+            if let Ok(Some(task)) =
+                tokio::time::timeout(std::time::Duration::from_secs(2), ended.next()).await
+            {
+                return Ok(task);
             }
         }
         self.load_task(&id).await

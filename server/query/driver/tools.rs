@@ -35,9 +35,22 @@ impl Driver {
         // applies to the first, so that the loop can end.
         self.tool_choice = ToolChoice::Auto;
         let last_turn = turn >= self.max_turns;
+        // Ids already used in this query, and then in this turn.
+        let mut taken: std::collections::HashSet<String> = self
+            .query
+            .info()
+            .tool_calls
+            .into_iter()
+            .map(|r| r.call.id)
+            .collect();
         let mut placed: Vec<(ToolCall, ToolLocation)> = Vec::with_capacity(calls.len());
         for mut call in calls {
-            call.id = self.unique_call_id(&call.id, &placed);
+            // The provider's id, unless it is empty or already used (some
+            // servers number calls per turn, or give none).
+            if call.id.is_empty() || taken.contains(&call.id) {
+                call.id = format!("call_{}", ulid::Ulid::new());
+            }
+            taken.insert(call.id.clone());
             let location = self.tools.location(&call.name);
             placed.push((call, location));
         }
@@ -105,20 +118,6 @@ impl Driver {
             QueryState::Running => Outcome::Continue,
             _ => Outcome::Stopped,
         }
-    }
-
-    /// An id for a call: the provider's, unless it is empty or already
-    /// used in this query or this turn (some servers number calls per turn,
-    /// or give none).
-    fn unique_call_id(&self, id: &str, this_turn: &[(ToolCall, ToolLocation)]) -> String {
-        let taken = |id: &str| {
-            this_turn.iter().any(|(c, _)| c.id == id)
-                || self.query.info().tool_calls.iter().any(|r| r.call.id == id)
-        };
-        if !id.is_empty() && !taken(id) {
-            return id.to_owned();
-        }
-        format!("call_{}", ulid::Ulid::new())
     }
 
     /// Runs a server tool in its own task; its result comes back through

@@ -158,6 +158,7 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Erro
         .connect()
         .await
 }
+pub mod agents;
 pub mod binary;
 pub mod fake_llm;
 pub mod points;
