@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::agents::AgentsConfig;
 use crate::embed::{EmbeddingConfig, EmbeddingFile};
 use crate::memory::{MemoryConfig, MemoryFile};
 use crate::query::QueryConfig;
@@ -142,6 +143,8 @@ struct FileConfig {
     memory: MemoryFile,
     #[serde(default)]
     query: QueryConfig,
+    #[serde(default)]
+    agents: AgentsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +240,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// The query engine's models, routing and caches.
     pub query: QueryConfig,
+    /// The agents engine's worker leases.
+    pub agents: AgentsConfig,
 }
 
 impl Default for Config {
@@ -257,6 +262,7 @@ impl Default for Config {
             embedding: EmbeddingConfig::default(),
             memory: MemoryConfig::default(),
             query: QueryConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -316,6 +322,7 @@ impl Config {
             embedding: EmbeddingConfig::merge(args.embedding_model_dir.as_deref(), file.embedding)?,
             memory: MemoryConfig::from_file(file.memory)?,
             query: file.query,
+            agents: file.agents,
         };
         config.validate()?;
         Ok(config)
@@ -324,6 +331,7 @@ impl Config {
     /// Checks every value against its documented limits.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.memory.validate()?;
+        self.agents.validate()?;
         if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
             bail!(
                 "max_message_bytes must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES}, got {}",

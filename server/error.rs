@@ -139,6 +139,18 @@ pub enum Error {
     #[error("timed out: {0}")]
     Timeout(String),
 
+    /// An external worker reported that it could not finish a task.
+    #[error("the worker failed: {0}")]
+    WorkerFailed(String),
+
+    /// The worker holding a task's lease went away.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
+
+    /// A newer stream took this one's place.
+    #[error("superseded: {0}")]
+    Superseded(String),
+
     /// The RPC's engine is not part of this build yet.
     #[error("{method} is not implemented yet: the {engine} is not built in this version of agentd")]
     NotImplemented {

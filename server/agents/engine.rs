@@ -3,15 +3,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::memory::AgentMemory;
+use super::settings::AgentsConfig;
 use super::tasks::scheduler::{Scheduler, Slot};
 use super::types::{
     Activity, ActivityKind, Agent, AgentBody, AgentKind, AgentState, Spec, SpecBody, Task,
     TaskBody, TaskState,
 };
+use super::workers::{Lease, Link, Workers};
 use crate::common::sync::lock;
 use crate::error::{Error, Result};
 use crate::query::QueryEngine;
@@ -36,18 +39,24 @@ pub struct AgentEngine {
     /// The memory engine, for agents' context and outputs; None when the
     /// memory service is off.
     pub(super) memory: Option<AgentMemory>,
+    /// Worker heartbeats and leases.
+    pub(super) settings: Arc<AgentsConfig>,
+    /// External workers' streams and leases.
+    pub(super) workers: Arc<Mutex<Workers>>,
 }
 
 impl AgentEngine {
     /// An engine on `store`, running internal agents' tasks on `query`,
     /// with their memories in `memory`.
     /// Rebuilds the scheduler from the store: every agent, and the tasks
-    /// pending or running when the server stopped (running ones start
-    /// again, as their next attempt).
+    /// pending or running when the server stopped. Running ones start
+    /// again as their next attempt on internal agents; on workers they
+    /// stay leased for the lease timeout, for the worker to reconnect.
     pub fn new(
         store: Arc<dyn AgentsStore>,
         query: Option<QueryEngine>,
         memory: Option<AgentMemory>,
+        settings: AgentsConfig,
     ) -> Result<Self> {
         let last = store.last_event_id()?;
         let mut scheduler = Scheduler::default();
@@ -79,9 +88,46 @@ impl AgentEngine {
             scheduler: Arc::new(Mutex::new(scheduler)),
             agent_writes: Arc::new(tokio::sync::Mutex::new(())),
             memory,
+            settings: Arc::new(settings),
+            workers: Arc::new(Mutex::new(Workers::default())),
         };
+        let lapse_at = Instant::now() + engine.settings.worker_lease_timeout;
         for row in unfinished {
             let mut task = task_of(row)?;
+            let on_worker = task.state == TaskState::Running
+                && lock(&engine.scheduler)
+                    .agents
+                    .get(&task.agent_id)
+                    .is_some_and(|s| !s.internal);
+            if on_worker {
+                // Its worker may still run it: the lease waits for the
+                // worker to reconnect, and lapses like a broken stream's.
+                let mut workers = lock(&engine.workers);
+                workers.leases.insert(
+                    task.id.clone(),
+                    Lease {
+                        agent_id: task.agent_id.clone(),
+                        attempt: task.body.attempt,
+                        timeout_at: Instant::now() + Duration::from_millis(task.body.timeout_ms),
+                    },
+                );
+                workers
+                    .links
+                    .entry(task.agent_id.clone())
+                    .or_insert_with(|| Link {
+                        conn: 0,
+                        outbox: None,
+                        last_heartbeat: Instant::now(),
+                        persisted_heartbeat: Instant::now(),
+                        lapse_at: Some(lapse_at),
+                        unresponsive: false,
+                    });
+                drop(workers);
+                if let Some(slot) = lock(&engine.scheduler).agents.get_mut(&task.agent_id) {
+                    slot.running.push(task.id.clone());
+                }
+                continue;
+            }
             if task.state == TaskState::Running {
                 // Its query ended with the server: run it again.
                 task.state = TaskState::Pending;
@@ -100,16 +146,33 @@ impl AgentEngine {
         Ok(engine)
     }
 
-    /// Starts the tasks the store had pending or running (at start-up).
-    pub fn resume(&self) {
+    /// Starts the tasks the store had pending or running (at start-up),
+    /// and the workers' clock (abort the handle to stop it).
+    pub fn resume(&self) -> tokio::task::JoinHandle<()> {
         self.dispatch();
+        self.watch_workers()
     }
 
-    /// Starts every task that has a free agent now.
+    /// Starts every task that has a free agent now: a runner for an
+    /// internal agent, a lease for a worker.
     pub(super) fn dispatch(&self) {
-        let assigned = lock(&self.scheduler).dispatch();
-        for (task, agent) in assigned {
-            tokio::spawn(self.clone().run_attempt(task, agent));
+        let assigned: Vec<(String, String, bool)> = {
+            let mut scheduler = lock(&self.scheduler);
+            let pairs = scheduler.dispatch();
+            pairs
+                .into_iter()
+                .map(|(task, agent)| {
+                    let internal = scheduler.agents.get(&agent).is_some_and(|s| s.internal);
+                    (task, agent, internal)
+                })
+                .collect()
+        };
+        for (task, agent, internal) in assigned {
+            if internal {
+                tokio::spawn(self.clone().run_attempt(task, agent));
+            } else {
+                tokio::spawn(self.clone().lease(task, agent));
+            }
         }
     }
 
@@ -209,14 +272,21 @@ pub(super) fn activity_of(e: StoredEvent) -> Result<Activity> {
     })
 }
 
-/// What the scheduler needs of an agent spawned from `spec`.
+/// What the scheduler needs of an agent spawned from `spec` (a worker
+/// agent is offline until its worker connects).
 pub(super) fn slot_of(agent: &Agent, spec: &Spec) -> Slot {
+    let limit = match agent.body.max_concurrent_tasks {
+        0 => spec.body.concurrency_limit.max(1),
+        n => n,
+    };
+    let internal = agent.body.kind == AgentKind::Internal;
     Slot {
         capabilities: spec.body.capabilities.clone(),
-        limit: spec.body.concurrency_limit.max(1) as usize,
+        limit: limit as usize,
         running: Vec::new(),
         stopped: agent.state == AgentState::Stopped,
-        internal: agent.body.kind == AgentKind::Internal,
+        internal,
+        online: internal,
     }
 }
 

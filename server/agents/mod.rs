@@ -15,24 +15,28 @@
 //! - [`tasks`]: tasks on internal agents, run as query sessions.
 //! - [`memory`]: an agent's vector collection: context for its tasks, and
 //!   their outputs written back.
+//! - [`workers`]: external workers (`Work`): leases, heartbeats, fencing.
+//! - [`settings`]: `[agents]` in agentd.toml.
 //!
 //! Built so far: specs, agents, tasks on internal agents (targeted at an
-//! agent or a capability, with memory context) and the log. Swarms, task
-//! graphs and external workers (`Work`) come next; their RPCs answer
-//! UNIMPLEMENTED, and the request fields that need them are refused, until
-//! then.
+//! agent or a capability, with memory context), external workers and the
+//! log. Swarms and task graphs come next; their RPCs answer UNIMPLEMENTED,
+//! and the request fields that need them are refused, until then.
 
 pub(crate) mod activity;
 pub(crate) mod engine;
 pub(crate) mod memory;
 pub(crate) mod roster;
+pub(crate) mod settings;
 pub(crate) mod specs;
 pub(crate) mod tasks;
 pub(crate) mod types;
 pub(crate) mod validate;
+pub(crate) mod workers;
 
 pub(crate) use engine::AgentEngine;
 pub(crate) use memory::AgentMemory;
+pub use settings::AgentsConfig;
 pub(crate) use types::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
     SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskBody, TaskError, TaskErrorKind, TaskState,

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::engine::{AgentEngine, agent_of, new_event, row_of, slot_of, spec_of};
+use super::tasks::outcome::End;
 use super::types::{
     ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState, SpawnParams, Spec,
 };
@@ -241,14 +242,24 @@ impl AgentEngine {
     }
 
     /// Stops an agent (already stopped: unchanged). Its running tasks are
-    /// cancelled (`cancel_tasks`) or go to another agent.
+    /// cancelled (`cancel_tasks`) or go to another agent; a worker's stream
+    /// is closed and it may not reattach.
     pub async fn stop_agent(&self, id: String, cancel_tasks: bool) -> Result<Agent> {
-        let _writing = self.agent_writes.lock().await;
+        let writing = self.agent_writes.lock().await;
         let mut agent = self.get_agent(id).await?;
         if agent.state == AgentState::Stopped {
+            if !agent.body.stopped_by_client {
+                // Stopped when its worker went away: now for good.
+                agent.body.stopped_by_client = true;
+                let row = row_of(&agent);
+                with_store(&self.store, move |s| s.update_agent(&row, Vec::new())).await?;
+            }
             return Ok(agent);
         }
         agent.state = AgentState::Stopped;
+        agent.body.stopped_by_client = true;
+        let internal = agent.body.kind == AgentKind::Internal;
+        let why = format!("agent {} stopped", agent.id);
         let running = {
             let mut scheduler = crate::common::sync::lock(&self.scheduler);
             if let Some(slot) = scheduler.agents.get_mut(&agent.id) {
@@ -259,38 +270,56 @@ impl AgentEngine {
                 .get(&agent.id)
                 .map(|s| s.running.clone())
                 .unwrap_or_default();
-            for task in &running {
+            // Internal agents' runners read these when their queries end; a
+            // worker's leases are ended below.
+            for task in running.iter().filter(|_| internal) {
                 if cancel_tasks {
-                    scheduler
-                        .cancelled
-                        .insert(task.clone(), format!("agent {} stopped", agent.id));
+                    scheduler.cancelled.insert(task.clone(), why.clone());
                 } else {
                     scheduler.requeue.insert(task.clone());
                 }
             }
             running
         };
-        let mut event = new_event(
-            ActivityKind::AgentStopped,
-            format!("agent {} stopped", agent.id),
-        );
+        let mut event = new_event(ActivityKind::AgentStopped, why.clone());
         event.agent_id = agent.id.clone();
         event.spec_name = agent.spec_name.clone();
         event.swarm_id = agent.swarm_id.clone();
         let row = row_of(&agent);
         let events = with_store(&self.store, move |s| s.update_agent(&row, vec![event])).await?;
         self.appended(&events);
-        // Their runners see the queries end and cancel or requeue them.
-        if let Some(query) = &self.query {
-            for task in running {
-                if let Ok(t) = self.load_task(&task).await
-                    && !t.body.query_id.is_empty()
-                {
-                    let why = format!("agent {} stopped", agent.id);
-                    let _ = query.terminate(&t.body.query_id, why).await;
+        drop(writing);
+        if internal {
+            // Their runners see the queries end and cancel or requeue them.
+            if let Some(query) = &self.query {
+                for task in running {
+                    if let Ok(t) = self.load_task(&task).await
+                        && !t.body.query_id.is_empty()
+                    {
+                        let _ = query.terminate(&t.body.query_id, why.clone()).await;
+                    }
                 }
             }
+        } else {
+            for task in running {
+                let end = if cancel_tasks {
+                    End::Cancelled(why.clone())
+                } else {
+                    End::Requeued(why.clone())
+                };
+                let _ = self
+                    .end_lease(&task, &agent.id, 0, end, Some(why.clone()))
+                    .await;
+            }
+            let link = crate::common::sync::lock(&self.workers)
+                .links
+                .remove(&agent.id);
+            if let Some(outbox) = link.and_then(|l| l.outbox) {
+                let _ = outbox.send(Err(Error::WrongState(format!(
+                    "{why} by StopAgent: this worker may not reattach as it"
+                ))));
+            }
         }
-        Ok(agent)
+        self.get_agent(agent.id).await
     }
 }

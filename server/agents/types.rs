@@ -148,11 +148,16 @@ pub struct AgentBody {
     pub output_tokens: u64,
     /// Cost of its tasks' queries, US dollars.
     pub cost_usd: f64,
+    /// Workers: most tasks at once, from the worker's hello; 0 means the
+    /// spec's concurrency limit.
+    pub max_concurrent_tasks: u32,
+    /// Stopped by StopAgent (a worker may not reattach), as opposed to
+    /// stopped because its worker went away (it may).
+    pub stopped_by_client: bool,
 }
 
 /// What kind of activity an event records (agent.proto's
-/// `AgentEventKind`; the task, swarm and worker kinds are recorded once
-/// those parts of the engine are built).
+/// `AgentEventKind`; the swarm kinds are recorded once swarms are built).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActivityKind {
     /// A spec was registered or replaced.
@@ -181,11 +186,17 @@ pub enum ActivityKind {
     TaskCancelled,
     /// A worker missed its heartbeats.
     HeartbeatMissed,
+    /// A worker connected.
+    WorkerConnected,
+    /// A worker's stream ended.
+    WorkerDisconnected,
+    /// A task's attempt was lost; it goes to another agent.
+    TaskReassigned,
 }
 
 impl ActivityKind {
     /// Every kind.
-    pub const ALL: [ActivityKind; 13] = [
+    pub const ALL: [ActivityKind; 16] = [
         ActivityKind::SpecRegistered,
         ActivityKind::SpecDeleted,
         ActivityKind::AgentSpawned,
@@ -199,6 +210,9 @@ impl ActivityKind {
         ActivityKind::TaskFailed,
         ActivityKind::TaskCancelled,
         ActivityKind::HeartbeatMissed,
+        ActivityKind::WorkerConnected,
+        ActivityKind::WorkerDisconnected,
+        ActivityKind::TaskReassigned,
     ];
 
     /// The name the store keeps.
@@ -217,6 +231,9 @@ impl ActivityKind {
             ActivityKind::TaskFailed => "task_failed",
             ActivityKind::TaskCancelled => "task_cancelled",
             ActivityKind::HeartbeatMissed => "heartbeat_missed",
+            ActivityKind::WorkerConnected => "worker_connected",
+            ActivityKind::WorkerDisconnected => "worker_disconnected",
+            ActivityKind::TaskReassigned => "task_reassigned",
         }
     }
 
@@ -368,6 +385,10 @@ pub enum TaskErrorKind {
     Overloaded,
     /// Its `max_cost_usd` was reached.
     Budget,
+    /// The external worker reported a failure.
+    Worker,
+    /// The worker holding its lease went away, on its last attempt.
+    LeaseLost,
     /// Anything else.
     Internal,
 }
@@ -425,6 +446,10 @@ pub struct TaskBody {
     pub cost_usd: f64,
     /// The most its queries may cost together.
     pub max_cost_usd: Option<f64>,
+    /// The latest checkpoint a worker saved.
+    pub checkpoint: Option<Map<String, Value>>,
+    /// Tasks that must succeed first.
+    pub depends_on: Vec<String>,
 }
 
 /// A task.

@@ -1,24 +1,26 @@
 //! `agentd.v1.AgentService`: convert, call the agents engine, convert back
 //! (conversions in [`super::convert::agents`]).
 //!
-//! Specs, agents, tasks on internal agents and the activity log are
-//! served; swarms and external workers are not built yet and answer
-//! UNIMPLEMENTED naming the engine.
+//! Specs, agents, tasks, external workers (`Work`) and the activity log
+//! are served; swarms are not built yet and answer UNIMPLEMENTED naming
+//! the engine.
 
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::agents::{agent_filter, spec_from, task_state_filter};
+use super::convert::workers::worker_message;
 use super::rpc::Rpc;
 use super::{ResponseStream, not_built};
+use crate::agents::workers::WorkerHello;
 use crate::agents::{ActivityFilter, AgentEngine, SpawnParams, SubmitParams};
-use crate::error::Engine;
+use crate::error::{Engine, Error};
 use crate::pb::v1 as pb;
 use crate::pb::v1::agent_service_server::{AgentService, AgentServiceServer};
 use crate::pb::v1::{
     CreateSwarmRequest, CreateSwarmResponse, DissolveSwarmRequest, DissolveSwarmResponse,
     GetSwarmRequest, GetSwarmResponse, ListSwarmsRequest, ListSwarmsResponse, WorkRequest,
-    WorkResponse,
+    WorkResponse, work_request,
 };
 
 type Server = AgentServiceServer<AgentApi>;
@@ -344,9 +346,78 @@ impl AgentService for AgentApi {
 
     async fn work(
         &self,
-        _: Request<Streaming<WorkRequest>>,
+        request: Request<Streaming<WorkRequest>>,
     ) -> Result<Response<Self::WorkStream>, Status> {
-        not_built::<Server, _>(ENGINE, "Work")
+        let mut incoming = request.into_inner();
+        let rpc = Rpc::begin();
+        let attached = async {
+            let first = incoming
+                .message()
+                .await?
+                .ok_or_else(|| Error::invalid("hello", "a Work stream must start with a hello"))?;
+            let Some(work_request::Message::Hello(hello)) = first.message else {
+                return Err(Error::invalid(
+                    "hello",
+                    "the first message of a Work stream must be hello",
+                )
+                .into());
+            };
+            Ok::<_, Status>(self.engine.connect_worker(WorkerHello::from(hello)).await?)
+        }
+        .await;
+        let session = match attached {
+            Ok(session) => session,
+            Err(status) => return rpc.unary(Err(status)),
+        };
+        let agent_id = session.agent.id.clone();
+        rpc.record_resource("agent", &agent_id);
+
+        // The worker's messages, in order; a protocol error or the end of
+        // the stream detaches the worker (its leases keep their grace).
+        let engine = self.engine.clone();
+        let (conn, reader_agent) = (session.conn, agent_id.clone());
+        let (errors_tx, errors_rx) = tokio::sync::mpsc::unbounded_channel::<Status>();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(message)) = incoming.message().await {
+                let handled = match worker_message(message) {
+                    Ok(m) => engine.worker_message(&reader_agent, conn, m).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = handled {
+                    let _ = errors_tx.send(e.into());
+                    break;
+                }
+            }
+            // On its own task: dropping the response aborts this one.
+            tokio::spawn(async move { engine.worker_detached(&reader_agent, conn).await });
+        });
+        let engine = self.engine.clone();
+        let on_drop = Box::new(move || {
+            reader.abort();
+            tokio::spawn(async move { engine.worker_detached(&agent_id, conn).await });
+        });
+        // Directives until the engine closes the stream (an error ends it)
+        // or the worker's side ends.
+        let state = (session.directives, errors_rx, false);
+        let out = futures::stream::unfold(state, |(mut directives, mut errors, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                d = directives.recv() => match d {
+                    Some(Ok(d)) => Some((Ok(pb::WorkResponse::from(d)), (directives, errors, false))),
+                    Some(Err(e)) => Some((Err(Status::from(e)), (directives, errors, true))),
+                    // Closed by the worker's own protocol error: say which.
+                    None => errors
+                        .try_recv()
+                        .ok()
+                        .map(|status| (Err(status), (directives, errors, true))),
+                },
+                e = errors.recv() => e.map(|status| (Err(status), (directives, errors, true))),
+            }
+        });
+        rpc.stream(out, Some(on_drop))
     }
 
     type WatchEventsStream = ResponseStream<pb::WatchEventsResponse>;

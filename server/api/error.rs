@@ -56,6 +56,9 @@ impl From<Error> for Status {
             Error::NotReady(_) => (Code::Unavailable, ErrorReason::NotReady),
             Error::Provider(_) => (Code::Unavailable, ErrorReason::ProviderError),
             Error::Timeout(_) => (Code::DeadlineExceeded, ErrorReason::Timeout),
+            Error::WorkerFailed(_) => (Code::Aborted, ErrorReason::WorkerFailed),
+            Error::LeaseLost(_) => (Code::Unavailable, ErrorReason::LeaseLost),
+            Error::Superseded(_) => (Code::Aborted, ErrorReason::Superseded),
             Error::NotImplemented { engine, method } => {
                 metadata.insert("engine".to_owned(), engine.name().to_owned());
                 metadata.insert("method".to_owned(), method);

@@ -124,7 +124,9 @@ impl Server {
             )
         });
         if services.agents {
-            services::agents(&config, &mut routes, &store, query.clone(), agent_memory)?;
+            let (_, clock) =
+                services::agents(&config, &mut routes, &store, query.clone(), agent_memory)?;
+            background.push(clock);
         }
         // Embedding reports its own readiness (above).
         let ready = Services {

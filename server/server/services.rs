@@ -194,26 +194,27 @@ pub fn query(
 }
 
 /// Builds the agents engine on `store` (tasks run on `query`, agents'
-/// memories in `memory`) and adds AgentService.
+/// memories in `memory`) and adds AgentService. Returns the engine and its
+/// workers' clock, stopped at shutdown.
 pub fn agents(
     config: &Config,
     routes: &mut RoutesBuilder,
     store: &Arc<SqliteStore>,
     query: Option<QueryEngine>,
     memory: Option<(Collections, Points)>,
-) -> anyhow::Result<AgentEngine> {
+) -> anyhow::Result<(AgentEngine, tokio::task::JoinHandle<()>)> {
     let memory = memory.map(|(collections, points)| AgentMemory {
         collections,
         points,
         embedding_model: config.embedding.default_model.clone(),
     });
-    let engine =
-        AgentEngine::new(store.clone(), query, memory).context("starting the agents engine")?;
+    let engine = AgentEngine::new(store.clone(), query, memory, config.agents.clone())
+        .context("starting the agents engine")?;
     // Tasks left pending or running by the last run start again.
-    engine.resume();
+    let clock = engine.resume();
     routes.add_service(configured!(
         AgentServiceServer::new(api::agents::AgentApi::new(engine.clone())),
         config
     ));
-    Ok(engine)
+    Ok((engine, clock))
 }

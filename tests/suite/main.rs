@@ -8,6 +8,7 @@
 
 mod agents;
 mod agents_tasks;
+mod agents_workers;
 mod common;
 mod embedding;
 mod health;

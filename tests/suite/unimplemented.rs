@@ -27,8 +27,8 @@ async fn every_service_names_its_missing_engine() {
     let server = TestServer::start().await;
     let channel = server.channel().await;
 
-    // The agents engine serves specs, agents, tasks and events; swarms and
-    // external workers are still to come.
+    // The agents engine serves specs, agents, tasks, workers and events;
+    // swarms are still to come.
     let mut agents = agent_service_client::AgentServiceClient::new(channel.clone());
     let err = agents
         .create_swarm(CreateSwarmRequest::default())
@@ -41,19 +41,5 @@ async fn every_service_names_its_missing_engine() {
         .unwrap_err();
     assert_not_built(err, "agents engine", "agentd.v1.AgentService/ListSwarms");
 
-    server.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn streaming_rpcs_answer_unimplemented_too() {
-    let server = TestServer::start().await;
-    let channel = server.channel().await;
-
-    let messages = futures::stream::iter(vec![WorkRequest::default()]);
-    let err = agent_service_client::AgentServiceClient::new(channel)
-        .work(messages)
-        .await
-        .unwrap_err();
-    assert_not_built(err, "agents engine", "agentd.v1.AgentService/Work");
     server.stop().await.unwrap();
 }

@@ -1,12 +1,15 @@
-//! Tasks on internal agents: submitted, queued by priority then arrival,
+//! Tasks: submitted, queued by priority then arrival,
 //! given a free agent (within its spec's concurrency limit), run as query
 //! sessions on the agent's spec, retried when a failure may pass, and
 //! cancelled on request.
 //!
 //! - [`submit`]: SubmitTask, GetTask, ListTasks, CancelTask, WatchTask.
 //! - [`scheduler`]: the roster and the queue (derived from the store).
-//! - [`runner`]: one attempt as a query session, and its outcome.
+//! - [`runner`]: one attempt on an internal agent, as a query session.
+//! - [`outcome`]: how an attempt ended (internal agents and workers alike),
+//!   recorded, and retries.
 
+pub(crate) mod outcome;
 pub(crate) mod runner;
 pub(crate) mod scheduler;
 pub(crate) mod submit;

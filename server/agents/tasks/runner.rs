@@ -5,48 +5,25 @@
 //! switch or resume it through QueryControl, and its timeout (the task's)
 //! counts no paused time.
 //!
-//! When the attempt ends, the task and its agent are rewritten in one
-//! store transaction with the events that say what happened; a retryable
-//! failure puts the task back in the queue after a backoff.
+//! How the attempt ended is recorded by [`super::outcome`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::json;
 
-use crate::agents::engine::{AgentEngine, agent_of, new_event, row_of, spec_of, task_of, task_row};
-use crate::agents::types::{ActivityKind, AgentState, Task, TaskError, TaskErrorKind, TaskState};
+use super::outcome::End;
+use crate::agents::engine::{AgentEngine, agent_of, spec_of};
+use crate::agents::types::{TaskError, TaskErrorKind};
 use crate::common::blocking::with_store;
-use crate::common::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::query::{
     CachePolicy, ChatMessage, EventKind, QueryErrorKind, Role, SHUTDOWN_REASON, StartQuery,
     TokenUsage,
 };
-use crate::store::TaskWrite;
 
 /// Default task timeout (the proto's "10 minutes").
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-/// First retry backoff; doubles per attempt.
-const BACKOFF: Duration = Duration::from_millis(500);
-
-/// How an attempt ended.
-#[derive(Debug)]
-enum End {
-    /// The query completed.
-    Succeeded(String),
-    /// It failed; whether another attempt may succeed.
-    Failed(TaskError, bool),
-    /// A client cancelled the task, or terminated its query.
-    Cancelled(String),
-    /// Its agent stopped: the task goes to another one.
-    Requeued(String),
-    /// The server shuts down: the task runs again after the restart.
-    Interrupted,
-    /// The task had ended before the attempt began: nothing to record.
-    AlreadyOver,
-}
 
 impl AgentEngine {
     /// Runs one attempt of `task_id` on `agent_id` (already counted as
@@ -67,7 +44,7 @@ impl AgentEngine {
                 0.0,
             ),
         };
-        if let End::Succeeded(text) = &end
+        if let End::Succeeded { text, .. } = &end
             && let Err(e) = self.store_output(&task_id, &agent_id, text).await
         {
             end = End::Failed(
@@ -203,7 +180,7 @@ impl AgentEngine {
         let mut end = None;
         while let Some(event) = events.next().await {
             end = match event.kind {
-                EventKind::Completed { text, .. } => Some(End::Succeeded(text)),
+                EventKind::Completed { text, .. } => Some(End::Succeeded { text, output: None }),
                 EventKind::Failed { error } => {
                     let (kind, retryable) = match error.kind {
                         QueryErrorKind::Timeout => (TaskErrorKind::Timeout, false),
@@ -252,211 +229,6 @@ impl AgentEngine {
         Ok((end, info.usage, info.cost_usd))
     }
 
-    /// Records that the attempt runs: the task RUNNING with its query, the
-    /// agent busy with it, and a TaskAssigned event.
-    async fn mark_running(&self, task_id: &str, agent_id: &str, query_id: &str) -> Result<()> {
-        let _writing = self.agent_writes.lock().await;
-        let mut task = self.load_task(task_id).await?;
-        let key = agent_id.to_owned();
-        let stored = with_store(&self.store, move |s| s.get_agent(&key)).await?;
-        let mut agent = agent_of(stored.ok_or(Error::NotFound {
-            kind: "agent",
-            name: agent_id.to_owned(),
-        })?)?;
-        task.state = TaskState::Running;
-        task.agent_id = agent_id.to_owned();
-        task.body.attempt += 1;
-        task.body.query_id = query_id.to_owned();
-        task.body.started_at_ms.get_or_insert(now_ms());
-        if !agent.body.running_task_ids.iter().any(|t| t == task_id) {
-            agent.body.running_task_ids.push(task_id.to_owned());
-        }
-        if agent.state == AgentState::Idle {
-            agent.state = AgentState::Busy;
-        }
-        let mut event = new_event(
-            ActivityKind::TaskAssigned,
-            format!(
-                "task {task_id} attempt {} runs on agent {agent_id} as query {query_id}",
-                task.body.attempt
-            ),
-        );
-        event.task_id = task_id.to_owned();
-        event.agent_id = agent_id.to_owned();
-        event.spec_name = agent.spec_name.clone();
-        event.details = json!({ "attempt": task.body.attempt, "query_id": query_id }).to_string();
-        let write = TaskWrite {
-            task: task_row(&task),
-            agent: Some(row_of(&agent)),
-            events: vec![event],
-        };
-        let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
-        self.appended(&events);
-        Ok(())
-    }
-
-    /// Records how an attempt ended, on the task and its agent, and queues
-    /// a retry when one is due.
-    async fn record_end(
-        &self,
-        task_id: &str,
-        agent_id: &str,
-        end: End,
-        usage: TokenUsage,
-        cost: f64,
-    ) -> Result<()> {
-        let _writing = self.agent_writes.lock().await;
-        let mut task = self.load_task(task_id).await?;
-        let key = agent_id.to_owned();
-        let stored = with_store(&self.store, move |s| s.get_agent(&key)).await?;
-        let mut agent = stored.map(agent_of).transpose()?;
-        task.body.input_tokens += usage.input;
-        task.body.output_tokens += usage.output;
-        task.body.cost_usd += cost;
-        if let Some(agent) = &mut agent {
-            agent.body.running_task_ids.retain(|t| t != task_id);
-            agent.body.input_tokens += usage.input;
-            agent.body.output_tokens += usage.output;
-            agent.body.cost_usd += cost;
-            if agent.state == AgentState::Busy && agent.body.running_task_ids.is_empty() {
-                agent.state = AgentState::Idle;
-            }
-        }
-        let mut retry = None;
-        let (kind, message, details) = match end {
-            End::Succeeded(text) => {
-                task.state = TaskState::Succeeded;
-                task.body.output_text = text;
-                task.body.error = None;
-                if let Some(a) = &mut agent {
-                    a.body.tasks_succeeded += 1;
-                }
-                (
-                    ActivityKind::TaskCompleted,
-                    format!("task {task_id} succeeded on agent {agent_id}"),
-                    json!({ "attempt": task.body.attempt }),
-                )
-            }
-            End::Failed(error, retryable) => {
-                if let Some(a) = &mut agent {
-                    a.body.tasks_failed += 1;
-                }
-                let again = retryable
-                    && task.body.attempt < task.body.max_attempts
-                    && !crate::common::sync::lock(&self.scheduler)
-                        .cancelled
-                        .contains_key(task_id);
-                let message = format!(
-                    "task {task_id} attempt {} failed on agent {agent_id}: {}",
-                    task.body.attempt, error.message
-                );
-                task.state = if again {
-                    TaskState::Pending
-                } else if error.kind == TaskErrorKind::Timeout {
-                    TaskState::TimedOut
-                } else {
-                    TaskState::Failed
-                };
-                task.body.error = Some(error);
-                if again {
-                    let backoff = BACKOFF * 2u32.pow(task.body.attempt.saturating_sub(1).min(10));
-                    retry = Some(backoff);
-                }
-                (
-                    ActivityKind::TaskFailed,
-                    message,
-                    json!({
-                        "attempt": task.body.attempt,
-                        "retrying": again,
-                        "timed_out": task.state == TaskState::TimedOut,
-                    }),
-                )
-            }
-            End::Cancelled(reason) => {
-                task.state = TaskState::Cancelled;
-                (
-                    ActivityKind::TaskCancelled,
-                    format!("task {task_id} cancelled: {reason}"),
-                    json!({ "reason": reason }),
-                )
-            }
-            End::Interrupted => {
-                // Pending in the store: the restart queues it again (its
-                // next attempt is counted when it starts).
-                task.state = TaskState::Pending;
-                (
-                    ActivityKind::TaskFailed,
-                    format!(
-                        "task {task_id} interrupted by the server's shutdown; it runs again after the restart"
-                    ),
-                    json!({ "attempt": task.body.attempt, "retrying": true, "interrupted": true }),
-                )
-            }
-            End::AlreadyOver => return Ok(()),
-            End::Requeued(reason) => {
-                task.state = TaskState::Pending;
-                retry = Some(Duration::ZERO);
-                (
-                    ActivityKind::TaskFailed,
-                    format!("task {task_id} goes to another agent: {reason}"),
-                    json!({ "attempt": task.body.attempt, "retrying": true, "reassigned": true }),
-                )
-            }
-        };
-        if task.state.is_finished() {
-            task.body.finished_at_ms = Some(now_ms());
-            crate::common::sync::lock(&self.scheduler)
-                .cancelled
-                .remove(task_id);
-        }
-        let mut event = new_event(kind, message);
-        event.task_id = task_id.to_owned();
-        event.agent_id = agent_id.to_owned();
-        event.details = details.to_string();
-        let write = TaskWrite {
-            task: task_row(&task),
-            agent: agent.as_ref().map(row_of),
-            events: vec![event],
-        };
-        let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
-        self.appended(&events);
-        if let Some(backoff) = retry {
-            self.requeue_after(task, backoff);
-        }
-        Ok(())
-    }
-
-    /// Puts `task` back in the queue after `backoff` (unless it was
-    /// cancelled meanwhile).
-    fn requeue_after(&self, task: Task, backoff: Duration) {
-        let engine = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(backoff).await;
-            // One look under the lock: a cancel lands either before (and
-            // the task is not queued) or after (and finds it queued).
-            let cancelled = {
-                let mut scheduler = crate::common::sync::lock(&engine.scheduler);
-                let cancelled = scheduler.cancelled.remove(&task.id);
-                if cancelled.is_none() {
-                    scheduler.enqueue(
-                        task.id.clone(),
-                        task.body.priority,
-                        task.body.target.clone(),
-                    );
-                }
-                cancelled
-            };
-            match cancelled {
-                Some(reason) => {
-                    if let Err(e) = engine.cancel_waiting(&task.id, reason).await {
-                        tracing::error!(task = %task.id, error = %e, "cannot cancel a task");
-                    }
-                }
-                None => engine.dispatch(),
-            }
-        });
-    }
-
     /// Writes a successful attempt's output to the agent's memory, when
     /// its spec asks for it.
     async fn store_output(&self, task_id: &str, agent_id: &str, text: &str) -> Result<()> {
@@ -476,15 +248,5 @@ impl AgentEngine {
             return Ok(());
         };
         memory.store_output(&spec, agent_id, &task).await
-    }
-
-    /// The task `id` from the store.
-    pub(crate) async fn load_task(&self, id: &str) -> Result<Task> {
-        let key = id.to_owned();
-        let stored = with_store(&self.store, move |s| s.get_task(&key)).await?;
-        task_of(stored.ok_or(Error::NotFound {
-            kind: "task",
-            name: id.to_owned(),
-        })?)
     }
 }

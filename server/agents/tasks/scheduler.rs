@@ -23,11 +23,14 @@ pub struct Slot {
     pub stopped: bool,
     /// agentd runs its tasks (not an external worker).
     pub internal: bool,
+    /// Can take tasks now: always for internal agents; for a worker, while
+    /// its stream is open and it heartbeats.
+    pub online: bool,
 }
 
 impl Slot {
     fn free(&self) -> bool {
-        self.internal && !self.stopped && self.running.len() < self.limit
+        self.online && !self.stopped && self.running.len() < self.limit
     }
 }
 
@@ -133,6 +136,7 @@ mod tests {
             running: Vec::new(),
             stopped: false,
             internal: true,
+            online: true,
         }
     }
 
@@ -166,5 +170,10 @@ mod tests {
         s.release("a", "mine");
         s.enqueue("x".into(), 0, TaskTarget::Agent("a".into()));
         assert!(s.dispatch().is_empty(), "a stopped agent takes nothing");
+        s.agents.get_mut("a").unwrap().stopped = false;
+        s.agents.get_mut("a").unwrap().online = false;
+        assert!(s.dispatch().is_empty(), "an offline worker takes nothing");
+        s.agents.get_mut("a").unwrap().online = true;
+        assert_eq!(s.dispatch(), vec![("x".to_string(), "a".to_string())]);
     }
 }

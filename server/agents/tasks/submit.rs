@@ -8,11 +8,11 @@ use futures::{Stream, StreamExt};
 
 use serde_json::json;
 
+use super::outcome::End;
 use super::runner::DEFAULT_TIMEOUT;
 use crate::agents::engine::{AgentEngine, new_event, task_of, task_row};
 use crate::agents::types::{
-    ActivityFilter, ActivityKind, AgentKind, AgentState, SubmitParams, Task, TaskBody, TaskState,
-    TaskTarget,
+    ActivityFilter, ActivityKind, AgentState, SubmitParams, Task, TaskBody, TaskState, TaskTarget,
 };
 use crate::common::blocking::with_store;
 use crate::common::clock::now_ms;
@@ -143,11 +143,6 @@ impl AgentEngine {
                     "agent {id} is stopped and takes no tasks"
                 )));
             }
-            if agent.body.kind == AgentKind::Worker {
-                return Err(Error::WrongState(format!(
-                    "agent {id} is served by external workers, which are not built yet"
-                )));
-            }
         }
         let now = now_ms();
         let task = Task {
@@ -272,8 +267,17 @@ impl AgentEngine {
             }
             (waiting, assigned)
         };
+        let leased = lock(&self.workers)
+            .leases
+            .get(&id)
+            .map(|l| l.agent_id.clone());
         if waiting || !assigned {
             self.cancel_waiting(&id, reason).await?;
+        } else if let Some(agent) = leased {
+            // On a worker: the lease ends now, and the worker is told.
+            let _ = self
+                .end_lease(&id, &agent, 0, End::Cancelled(reason.clone()), Some(reason))
+                .await;
         } else {
             if task.state == TaskState::Running
                 && !task.body.query_id.is_empty()

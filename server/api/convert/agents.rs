@@ -122,6 +122,9 @@ impl From<Agent> for pb::Agent {
             input_tokens,
             output_tokens,
             cost_usd,
+            // Internal bookkeeping, not part of the contract.
+            max_concurrent_tasks: _,
+            stopped_by_client: _,
         } = body;
         let kind = match kind {
             AgentKind::Internal => pb::AgentKind::Internal,
@@ -206,6 +209,9 @@ impl From<ActivityKind> for pb::AgentEventKind {
             ActivityKind::TaskFailed => pb::AgentEventKind::TaskFailed,
             ActivityKind::TaskCancelled => pb::AgentEventKind::TaskCancelled,
             ActivityKind::HeartbeatMissed => pb::AgentEventKind::HeartbeatMissed,
+            ActivityKind::WorkerConnected => pb::AgentEventKind::WorkerConnected,
+            ActivityKind::WorkerDisconnected => pb::AgentEventKind::WorkerDisconnected,
+            ActivityKind::TaskReassigned => pb::AgentEventKind::TaskReassigned,
         }
     }
 }
@@ -313,6 +319,8 @@ impl From<TaskError> for pb::StreamError {
             TaskErrorKind::Invalid => Error::WrongState(message),
             TaskErrorKind::Overloaded => Error::Overloaded(message),
             TaskErrorKind::Budget => Error::BudgetExceeded(message),
+            TaskErrorKind::Worker => Error::WorkerFailed(message),
+            TaskErrorKind::LeaseLost => Error::LeaseLost(message),
             TaskErrorKind::Internal => Error::Internal(message),
         })
     }
@@ -348,6 +356,8 @@ impl From<Task> for pb::Task {
             output_tokens,
             cost_usd,
             max_cost_usd,
+            checkpoint,
+            depends_on,
         } = body;
         pb::Task {
             id,
@@ -355,7 +365,7 @@ impl From<Task> for pb::Task {
             prompt,
             input: input.map(proto_struct),
             strategy: pb::ExecutionStrategy::Single.into(),
-            depends_on: Vec::new(),
+            depends_on,
             priority,
             timeout: Some(prost_types::Duration {
                 seconds: (timeout_ms / 1000) as i64,
@@ -381,6 +391,7 @@ impl From<Task> for pb::Task {
             }),
             cost_usd,
             max_cost_usd: max_cost_usd.unwrap_or(0.0),
+            checkpoint: checkpoint.map(proto_struct),
         }
     }
 }

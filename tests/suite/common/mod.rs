@@ -164,3 +164,4 @@ pub mod fake_llm;
 pub mod points;
 pub mod sessions;
 pub mod sleep;
+pub mod workers;
