@@ -147,6 +147,10 @@ pub enum Error {
     #[error("lease lost: {0}")]
     LeaseLost(String),
 
+    /// A task did not run: a task it depends on did not succeed.
+    #[error("dependency failed: {0}")]
+    DependencyFailed(String),
+
     /// A newer stream took this one's place.
     #[error("superseded: {0}")]
     Superseded(String),

@@ -43,6 +43,9 @@ pub struct AgentEngine {
     pub(super) settings: Arc<AgentsConfig>,
     /// External workers' streams and leases.
     pub(super) workers: Arc<Mutex<Workers>>,
+    /// Held while a new task's dependencies are read and it is registered,
+    /// and while an ended task releases its dependents (`tasks::graph`).
+    pub(super) dependencies: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AgentEngine {
@@ -90,6 +93,7 @@ impl AgentEngine {
             memory,
             settings: Arc::new(settings),
             workers: Arc::new(Mutex::new(Workers::default())),
+            dependencies: Arc::new(tokio::sync::Mutex::new(())),
         };
         let lapse_at = Instant::now() + engine.settings.worker_lease_timeout;
         for row in unfinished {
@@ -137,10 +141,35 @@ impl AgentEngine {
                     events: Vec::new(),
                 })?;
             }
-            lock(&engine.scheduler).enqueue(
+            // Dependencies, read now: tasks come in submission order, so a
+            // dependency failed just above reads as failed here.
+            let mut waits = std::collections::HashSet::new();
+            let mut doomed = None;
+            for dep in &task.body.depends_on {
+                let state = engine
+                    .store
+                    .get_task(dep)?
+                    .and_then(|row| TaskState::parse(&row.state))
+                    .unwrap_or(TaskState::Failed);
+                match state {
+                    TaskState::Succeeded => {}
+                    s if s.is_finished() => doomed = Some((dep.clone(), s)),
+                    _ => {
+                        waits.insert(dep.clone());
+                    }
+                }
+            }
+            if let Some((dep, state)) = doomed {
+                engine
+                    .store
+                    .save_task(&super::tasks::graph::unrun(&mut task, &dep, state))?;
+                continue;
+            }
+            lock(&engine.scheduler).block(
                 task.id.clone(),
                 task.body.priority,
                 task.body.target.clone(),
+                waits,
             );
         }
         Ok(engine)

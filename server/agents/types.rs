@@ -389,6 +389,8 @@ pub enum TaskErrorKind {
     Worker,
     /// The worker holding its lease went away, on its last attempt.
     LeaseLost,
+    /// A task it depends on did not succeed; it never ran.
+    Dependency,
     /// Anything else.
     Internal,
 }
@@ -476,7 +478,7 @@ pub struct SubmitParams {
     pub prompt: String,
     /// Structured input.
     pub input: Option<Map<String, Value>>,
-    /// Dependencies (not built yet: must be empty).
+    /// Tasks that must succeed first.
     pub depends_on: Vec<String>,
     /// -100 to 100.
     pub priority: i32,

@@ -12,6 +12,7 @@ use super::convert::agents::{agent_filter, spec_from, task_state_filter};
 use super::convert::workers::worker_message;
 use super::rpc::Rpc;
 use super::{ResponseStream, not_built};
+use crate::agents::tasks::graph::GraphNode;
 use crate::agents::workers::WorkerHello;
 use crate::agents::{ActivityFilter, AgentEngine, SpawnParams, SubmitParams};
 use crate::error::{Engine, Error};
@@ -255,6 +256,35 @@ impl AgentService for AgentApi {
                 let task = self.engine.submit_task(params).await?;
                 Ok(pb::SubmitTaskResponse {
                     task: Some(task.into()),
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn submit_task_graph(
+        &self,
+        request: Request<pb::SubmitTaskGraphRequest>,
+    ) -> Result<Response<pb::SubmitTaskGraphResponse>, Status> {
+        let pb::SubmitTaskGraphRequest {
+            nodes,
+            idempotency_key,
+        } = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let nodes = nodes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        GraphNode::try_from(n).map_err(|e| e.within(&format!("nodes[{i}]")))
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?;
+                let tasks = self
+                    .engine
+                    .submit_task_graph(nodes, idempotency_key)
+                    .await?;
+                Ok(pb::SubmitTaskGraphResponse {
+                    tasks: tasks.into_iter().map(Into::into).collect(),
                 })
             }
             .await,

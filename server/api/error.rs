@@ -59,6 +59,7 @@ impl From<Error> for Status {
             Error::WorkerFailed(_) => (Code::Aborted, ErrorReason::WorkerFailed),
             Error::LeaseLost(_) => (Code::Unavailable, ErrorReason::LeaseLost),
             Error::Superseded(_) => (Code::Aborted, ErrorReason::Superseded),
+            Error::DependencyFailed(_) => (Code::FailedPrecondition, ErrorReason::DependencyFailed),
             Error::NotImplemented { engine, method } => {
                 metadata.insert("engine".to_owned(), engine.name().to_owned());
                 metadata.insert("method".to_owned(), method);

@@ -38,18 +38,19 @@ pub struct TaskWrite {
 pub enum Submitted {
     /// Recorded; the events appended.
     Created(Vec<StoredEvent>),
-    /// The key was used before: the task it made, and the fingerprint of
-    /// that submission.
-    Existing(String, String),
+    /// The key was used before: the tasks it made (in order), and the
+    /// fingerprint of that submission.
+    Existing(Vec<String>, String),
 }
 
 /// Tasks.
 pub trait TaskStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Records a new task (with `key`: (key, request fingerprint), unless
-    /// the key is known since `since`, and forgets keys older than it).
-    fn submit_task(
+    /// Records new tasks, all or none (with `key`: (key, request
+    /// fingerprint), unless the key is known since `since`, and forgets
+    /// keys older than it).
+    fn submit_tasks(
         &self,
-        write: &TaskWrite,
+        writes: &[TaskWrite],
         key: Option<(&str, &str)>,
         since: i64,
     ) -> Result<Submitted>;

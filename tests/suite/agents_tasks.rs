@@ -419,9 +419,9 @@ async fn retries_timeouts_cancellation_and_bad_input() {
     .unwrap();
     let err = c.submit_task(to_agent(&flaky.id, "x")).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    let mut dag = to_agent(&silent.id, "x");
-    dag.depends_on = vec![t.id.clone()];
-    let err = c.submit_task(dag).await.unwrap_err();
+    let mut parallel = to_agent(&silent.id, "x");
+    parallel.strategy = ExecutionStrategy::Parallel as i32;
+    let err = c.submit_task(parallel).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "refused, not ignored");
 
     // A budget: the query stops at the first token past it, the task

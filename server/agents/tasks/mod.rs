@@ -5,10 +5,12 @@
 //!
 //! - [`submit`]: SubmitTask, GetTask, ListTasks, CancelTask, WatchTask.
 //! - [`scheduler`]: the roster and the queue (derived from the store).
+//! - [`graph`]: dependencies between tasks, and SubmitTaskGraph.
 //! - [`runner`]: one attempt on an internal agent, as a query session.
 //! - [`outcome`]: how an attempt ended (internal agents and workers alike),
 //!   recorded, and retries.
 
+pub(crate) mod graph;
 pub(crate) mod outcome;
 pub(crate) mod runner;
 pub(crate) mod scheduler;

@@ -251,6 +251,10 @@ impl AgentEngine {
         };
         let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
         self.appended(&events);
+        drop(_writing);
+        if task.state.is_finished() {
+            self.task_ended(task_id, task.state).await;
+        }
         if let Some(backoff) = retry {
             self.requeue_after(task, backoff);
         }

@@ -92,7 +92,9 @@ impl AgentEngine {
                 Error::Internal(format!("agent {agent_id}'s spec version is gone"))
             })?)?;
 
-        let mut prompt = task.body.prompt.clone();
+        // Outputs of its dependencies first, then the instruction.
+        let mut prompt = self.dependency_context(&task).await?;
+        prompt.push_str(&task.body.prompt);
         if let Some(memory) = &self.memory {
             // Memory that cannot be read is the task's failure, not a
             // silently missing context.

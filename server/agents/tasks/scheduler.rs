@@ -43,9 +43,22 @@ struct Waiting {
     target: TaskTarget,
 }
 
+/// A task waiting for its dependencies.
+#[derive(Debug, Clone, PartialEq)]
+struct Blocked {
+    priority: i32,
+    target: TaskTarget,
+    /// Dependencies that have not succeeded yet.
+    left: HashSet<String>,
+}
+
 /// The roster and the queue.
 #[derive(Debug, Default)]
 pub struct Scheduler {
+    /// Tasks waiting for dependencies, by id.
+    blocked: HashMap<String, Blocked>,
+    /// Blocked tasks by the dependency they wait for.
+    dependents: HashMap<String, Vec<String>>,
     /// Agents by id.
     pub agents: HashMap<String, Slot>,
     queue: Vec<Waiting>,
@@ -72,11 +85,58 @@ impl Scheduler {
         self.queue.insert(at, waiting);
     }
 
-    /// Takes a task out of the queue; true when it was there.
+    /// Takes a task out of the queue (or out of the wait for its
+    /// dependencies); true when it was there.
     pub fn dequeue(&mut self, id: &str) -> bool {
         let before = self.queue.len();
         self.queue.retain(|w| w.id != id);
-        self.queue.len() != before
+        self.queue.len() != before || self.blocked.remove(id).is_some()
+    }
+
+    /// Holds a task until every one of `deps` has succeeded (then queues
+    /// it).
+    pub fn block(&mut self, id: String, priority: i32, target: TaskTarget, deps: HashSet<String>) {
+        if deps.is_empty() {
+            return self.enqueue(id, priority, target);
+        }
+        for dep in &deps {
+            self.dependents
+                .entry(dep.clone())
+                .or_default()
+                .push(id.clone());
+        }
+        self.blocked.insert(
+            id,
+            Blocked {
+                priority,
+                target,
+                left: deps,
+            },
+        );
+    }
+
+    /// Task `dep` ended: its dependents that waited only for it are
+    /// queued when it `succeeded`; otherwise they can never run and are
+    /// returned, for the caller to end.
+    pub fn dependency_ended(&mut self, dep: &str, succeeded: bool) -> Vec<String> {
+        let mut doomed = Vec::new();
+        for id in self.dependents.remove(dep).unwrap_or_default() {
+            let Some(blocked) = self.blocked.get_mut(&id) else {
+                continue;
+            };
+            if succeeded {
+                blocked.left.remove(dep);
+                if blocked.left.is_empty()
+                    && let Some(b) = self.blocked.remove(&id)
+                {
+                    self.enqueue(id, b.priority, b.target);
+                }
+            } else {
+                self.blocked.remove(&id);
+                doomed.push(id);
+            }
+        }
+        doomed
     }
 
     /// Tasks waiting now.
@@ -175,5 +235,29 @@ mod tests {
         assert!(s.dispatch().is_empty(), "an offline worker takes nothing");
         s.agents.get_mut("a").unwrap().online = true;
         assert_eq!(s.dispatch(), vec![("x".to_string(), "a".to_string())]);
+    }
+
+    #[test]
+    fn a_task_waits_for_all_its_dependencies_and_is_doomed_by_a_failed_one() {
+        let mut s = Scheduler::default();
+        s.agents.insert("a".into(), slot(&["code"], 10));
+        let code = || TaskTarget::Capability("code".into());
+        let deps = |d: &[&str]| d.iter().map(|x| (*x).to_owned()).collect();
+        s.block("c".into(), 0, code(), deps(&["a1", "b1"]));
+        s.block("d".into(), 0, code(), deps(&["b1"]));
+        s.block("e".into(), 0, code(), deps(&["x1"]));
+        assert!(s.dispatch().is_empty(), "all wait");
+        assert!(s.dependency_ended("a1", true).is_empty());
+        assert!(s.dispatch().is_empty(), "c still waits for b1");
+        assert!(s.dependency_ended("b1", true).is_empty());
+        let mut got: Vec<String> = s.dispatch().into_iter().map(|(t, _)| t).collect();
+        got.sort();
+        assert_eq!(got, vec!["c", "d"]);
+        assert_eq!(s.dependency_ended("x1", false), vec!["e".to_string()]);
+        assert!(s.dispatch().is_empty(), "e never runs");
+        s.block("f".into(), 0, code(), deps(&["y1"]));
+        assert!(s.dequeue("f"), "a waiting task can be cancelled");
+        assert!(s.dependency_ended("y1", true).is_empty());
+        assert!(s.dispatch().is_empty());
     }
 }

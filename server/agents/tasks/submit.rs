@@ -30,11 +30,12 @@ pub const DEFAULT_ATTEMPTS: u32 = 3;
 /// Longest task timeout.
 const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// How long a submission's idempotency key is remembered.
-const KEY_RETENTION_MS: i64 = 24 * 3600 * 1000;
+pub(super) const KEY_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 /// What a submission asks for, to compare a retry with the first.
-fn fingerprint(p: &SubmitParams) -> String {
+pub(super) fn fingerprint(p: &SubmitParams) -> String {
     json!({
+        "depends_on": p.depends_on,
         "target": format!("{:?}", p.target),
         "prompt": p.prompt,
         "input": p.input,
@@ -47,7 +48,8 @@ fn fingerprint(p: &SubmitParams) -> String {
     .to_string()
 }
 
-fn check(p: &SubmitParams) -> Result<()> {
+/// The limits of a submission, field by field.
+pub(super) fn check(p: &SubmitParams) -> Result<()> {
     let mut v = Violations::new();
     match &p.target {
         None => v.add(
@@ -111,6 +113,22 @@ fn check(p: &SubmitParams) -> Result<()> {
     if p.labels.len() > 32 {
         v.add("labels", "must hold at most 32 labels");
     }
+    if p.depends_on.len() > super::graph::MAX_DEPENDENCIES {
+        v.add(
+            "depends_on",
+            format!(
+                "must hold at most {} task ids, got {}",
+                super::graph::MAX_DEPENDENCIES,
+                p.depends_on.len()
+            ),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, d) in p.depends_on.iter().enumerate() {
+        if !seen.insert(d) {
+            v.add(format!("depends_on[{i}]"), "repeats an earlier id");
+        }
+    }
     v.finish()?;
     // Parts of the engine still to come are refused, never ignored.
     if matches!(p.target, Some(TaskTarget::Swarm(_))) {
@@ -118,18 +136,66 @@ fn check(p: &SubmitParams) -> Result<()> {
             "tasks for swarms are not built yet: send them to an agent or a capability".into(),
         ));
     }
-    if !p.depends_on.is_empty() || p.strategy_set {
+    if p.strategy_set {
         return Err(Error::WrongState(
-            "task dependencies and execution strategies are not built yet".into(),
+            "the PARALLEL and SEQUENTIAL execution strategies are for swarms, which are not \
+             built yet"
+                .into(),
         ));
     }
     Ok(())
 }
 
+/// A new PENDING task of submission `p`.
+pub(super) fn new_task(p: &SubmitParams, id: String, now: i64, depends_on: Vec<String>) -> Task {
+    Task {
+        id,
+        state: TaskState::Pending,
+        agent_id: String::new(),
+        created_at_ms: now,
+        body: TaskBody {
+            target: p.target.clone().unwrap_or_default(),
+            prompt: p.prompt.clone(),
+            input: p.input.clone(),
+            priority: p.priority,
+            timeout_ms: p.timeout.unwrap_or(DEFAULT_TIMEOUT).as_millis() as u64,
+            max_attempts: match p.max_attempts {
+                0 => DEFAULT_ATTEMPTS,
+                n => n,
+            },
+            labels: p.labels.clone(),
+            max_cost_usd: p.max_cost_usd,
+            depends_on,
+            ..Default::default()
+        },
+    }
+}
+
+/// The write that records `task` as submitted.
+pub(super) fn submission(task: &Task) -> TaskWrite {
+    let mut event = new_event(
+        ActivityKind::TaskSubmitted,
+        format!("task {} submitted", task.id),
+    );
+    event.task_id = task.id.clone();
+    if let TaskTarget::Agent(id) = &task.body.target {
+        event.agent_id = id.clone();
+    }
+    event.details = json!({
+        "priority": task.body.priority,
+        "depends_on": task.body.depends_on,
+    })
+    .to_string();
+    TaskWrite {
+        task: task_row(task),
+        agent: None,
+        events: vec![event],
+    }
+}
+
 impl AgentEngine {
-    /// Records a task and queues it (fields as SubmitTaskRequest's).
-    pub async fn submit_task(&self, p: SubmitParams) -> Result<Task> {
-        check(&p)?;
+    /// A task's target agent, when it names one, exists and takes tasks.
+    pub(super) async fn check_target(&self, p: &SubmitParams) -> Result<()> {
         if let Some(TaskTarget::Agent(id)) = &p.target {
             let agent = self.get_agent(id.clone()).await.map_err(|e| match e {
                 Error::NotFound { .. } => Error::NotFound {
@@ -144,47 +210,24 @@ impl AgentEngine {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Records a task and queues it, or holds it for its dependencies
+    /// (fields as SubmitTaskRequest's).
+    pub async fn submit_task(&self, p: SubmitParams) -> Result<Task> {
+        check(&p)?;
+        self.check_target(&p).await?;
+        let states = self.dependency_states(&p.depends_on, "depends_on").await?;
         let now = now_ms();
-        let task = Task {
-            id: ulid::Ulid::new().to_string(),
-            state: TaskState::Pending,
-            agent_id: String::new(),
-            created_at_ms: now,
-            body: TaskBody {
-                target: p.target.clone().unwrap_or_default(),
-                prompt: p.prompt.clone(),
-                input: p.input.clone(),
-                priority: p.priority,
-                timeout_ms: p.timeout.unwrap_or(DEFAULT_TIMEOUT).as_millis() as u64,
-                max_attempts: match p.max_attempts {
-                    0 => DEFAULT_ATTEMPTS,
-                    n => n,
-                },
-                labels: p.labels.clone(),
-                max_cost_usd: p.max_cost_usd,
-                ..Default::default()
-            },
-        };
-        let mut event = new_event(
-            ActivityKind::TaskSubmitted,
-            format!("task {} submitted", task.id),
-        );
-        event.task_id = task.id.clone();
-        if let TaskTarget::Agent(id) = &task.body.target {
-            event.agent_id = id.clone();
-        }
-        event.details = json!({ "priority": task.body.priority }).to_string();
-        let write = TaskWrite {
-            task: task_row(&task),
-            agent: None,
-            events: vec![event],
-        };
+        let task = new_task(&p, ulid::Ulid::new().to_string(), now, p.depends_on.clone());
+        let write = submission(&task);
         let key =
             (!p.idempotency_key.is_empty()).then(|| (p.idempotency_key.clone(), fingerprint(&p)));
         let since = now - KEY_RETENTION_MS;
         let submitted = with_store(&self.store, move |s| {
-            s.submit_task(
-                &write,
+            s.submit_tasks(
+                std::slice::from_ref(&write),
                 key.as_ref().map(|(k, f)| (k.as_str(), f.as_str())),
                 since,
             )
@@ -193,21 +236,17 @@ impl AgentEngine {
         match submitted {
             Submitted::Created(events) => {
                 self.appended(&events);
-                lock(&self.scheduler).enqueue(
-                    task.id.clone(),
-                    task.body.priority,
-                    task.body.target.clone(),
-                );
-                self.dispatch();
+                self.schedule_new(&[&task], states).await;
                 Ok(task)
             }
-            Submitted::Existing(id, print) => {
+            Submitted::Existing(ids, print) => {
                 if print != fingerprint(&p) {
                     return Err(Error::invalid(
                         "idempotency_key",
                         "was used for a different task within 24 hours",
                     ));
                 }
+                let id = ids.into_iter().next().unwrap_or_default();
                 self.load_task(&id).await
             }
         }
@@ -321,6 +360,7 @@ impl AgentEngine {
         };
         let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
         self.appended(&events);
+        self.task_ended(id, TaskState::Cancelled).await;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! limits are the engine's (`agents::validate`).
 
 use super::{duration_from, json_object, proto_struct, timestamp};
+use crate::agents::tasks::graph::GraphNode;
 use crate::agents::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
     SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskError, TaskErrorKind, TaskState,
@@ -321,6 +322,7 @@ impl From<TaskError> for pb::StreamError {
             TaskErrorKind::Budget => Error::BudgetExceeded(message),
             TaskErrorKind::Worker => Error::WorkerFailed(message),
             TaskErrorKind::LeaseLost => Error::LeaseLost(message),
+            TaskErrorKind::Dependency => Error::DependencyFailed(message),
             TaskErrorKind::Internal => Error::Internal(message),
         })
     }
@@ -420,7 +422,11 @@ impl TryFrom<pb::SubmitTaskRequest> for SubmitParams {
             Target::Capability(c) => TaskTarget::Capability(c),
         });
         let strategy_set = match pb::ExecutionStrategy::try_from(strategy) {
-            Ok(pb::ExecutionStrategy::Unspecified | pb::ExecutionStrategy::Single) => false,
+            Ok(
+                pb::ExecutionStrategy::Unspecified
+                | pb::ExecutionStrategy::Single
+                | pb::ExecutionStrategy::Dag,
+            ) => false,
             Ok(_) => true,
             Err(_) => {
                 return Err(Error::invalid(
@@ -441,6 +447,20 @@ impl TryFrom<pb::SubmitTaskRequest> for SubmitParams {
             max_attempts,
             strategy_set,
             max_cost_usd,
+        })
+    }
+}
+
+impl TryFrom<pb::TaskGraphNode> for GraphNode {
+    type Error = Error;
+
+    fn try_from(n: pb::TaskGraphNode) -> Result<Self> {
+        let pb::TaskGraphNode { name, task, after } = n;
+        let task = task.ok_or_else(|| Error::invalid("task", "must be set"))?;
+        Ok(GraphNode {
+            name,
+            task: SubmitParams::try_from(task).map_err(|e| e.within("task"))?,
+            after,
         })
     }
 }

@@ -40,9 +40,9 @@ fn apply(tx: &Transaction<'_>, write: &TaskWrite) -> rusqlite::Result<Vec<Stored
 }
 
 impl TaskStore for SqliteStore {
-    fn submit_task(
+    fn submit_tasks(
         &self,
-        write: &TaskWrite,
+        writes: &[TaskWrite],
         key: Option<(&str, &str)>,
         since: i64,
     ) -> Result<Submitted> {
@@ -63,18 +63,25 @@ impl TaskStore for SqliteStore {
                     )
                     .optional()
                     .map_err(internal)?;
-                if let Some((task_id, print)) = existing {
+                if let Some((task_ids, print)) = existing {
                     tx.commit().map_err(internal)?;
-                    return Ok(Submitted::Existing(task_id, print));
+                    let ids = task_ids.split(',').map(str::to_owned).collect();
+                    return Ok(Submitted::Existing(ids, print));
                 }
+                // A graph's ids, comma-separated (ULIDs have no commas).
+                let ids: Vec<&str> = writes.iter().map(|w| w.task.id.as_str()).collect();
+                let created = writes.first().map_or(0, |w| w.task.created_at);
                 tx.execute(
                     "INSERT INTO agent_task_keys (key, fingerprint, task_id, created_at)
                      VALUES (?1, ?2, ?3, ?4)",
-                    params![key, fingerprint, write.task.id, write.task.created_at],
+                    params![key, fingerprint, ids.join(","), created],
                 )
                 .map_err(internal)?;
             }
-            let events = apply(&tx, write).map_err(internal)?;
+            let mut events = Vec::new();
+            for write in writes {
+                events.extend(apply(&tx, write).map_err(internal)?);
+            }
             tx.commit().map_err(internal)?;
             Ok(Submitted::Created(events))
         })
