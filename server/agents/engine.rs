@@ -83,6 +83,18 @@ impl AgentEngine {
                     .insert(agent.id.clone(), slot_of(&agent, &specs[&key]));
             }
         }
+        let mut after = String::new();
+        loop {
+            let page = store.list_swarms(false, &after, 1000)?;
+            let Some(last_swarm) = page.last() else { break };
+            after = last_swarm.id.clone();
+            for row in page {
+                let swarm = super::swarms::roster::swarm_of(row)?;
+                scheduler
+                    .swarms
+                    .insert(swarm.id.clone(), super::swarms::roster::swarm_slot(&swarm));
+            }
+        }
         let unfinished = store.unfinished_tasks()?;
         let engine = Self {
             store,
@@ -168,7 +180,7 @@ impl AgentEngine {
             lock(&engine.scheduler).block(
                 task.id.clone(),
                 task.body.priority,
-                task.body.target.clone(),
+                task.body.route(),
                 waits,
             );
         }
@@ -197,7 +209,9 @@ impl AgentEngine {
                 .collect()
         };
         for (task, agent, internal) in assigned {
-            if internal {
+            if agent.is_empty() {
+                tokio::spawn(self.clone().complete_join(task));
+            } else if internal {
                 tokio::spawn(self.clone().run_attempt(task, agent));
             } else {
                 tokio::spawn(self.clone().lease(task, agent));

@@ -16,12 +16,11 @@
 //! - [`memory`]: an agent's vector collection: context for its tasks, and
 //!   their outputs written back.
 //! - [`workers`]: external workers (`Work`): leases, heartbeats, fencing.
+//! - [`swarms`]: CreateSwarm, GetSwarm, ListSwarms, DissolveSwarm, and how
+//!   a task sent to a swarm becomes steps on its members.
 //! - [`settings`]: `[agents]` in agentd.toml.
 //!
-//! Built so far: specs, agents, tasks on internal agents (targeted at an
-//! agent or a capability, with memory context), external workers and the
-//! log. Swarms and task graphs come next; their RPCs answer UNIMPLEMENTED,
-//! and the request fields that need them are refused, until then.
+//! Every RPC of the contract is served.
 
 pub(crate) mod activity;
 pub(crate) mod engine;
@@ -29,6 +28,7 @@ pub(crate) mod memory;
 pub(crate) mod roster;
 pub(crate) mod settings;
 pub(crate) mod specs;
+pub(crate) mod swarms;
 pub(crate) mod tasks;
 pub(crate) mod types;
 pub(crate) mod validate;
@@ -39,6 +39,6 @@ pub(crate) use memory::AgentMemory;
 pub use settings::AgentsConfig;
 pub(crate) use types::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
-    SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskBody, TaskError, TaskErrorKind, TaskState,
-    TaskTarget,
+    Execution, Routing, SpawnParams, Spec, SpecBody, SubmitParams, Swarm, SwarmBody, SwarmParams,
+    SwarmState, Task, TaskBody, TaskError, TaskErrorKind, TaskState, TaskTarget, Topology,
 };

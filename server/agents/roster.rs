@@ -105,6 +105,31 @@ impl AgentEngine {
             specs.insert(p.spec_name.clone(), spec_of(spec)?);
         }
 
+        // Swarms joined: checked and grown under the lock their other
+        // changes take, so max_agents holds against concurrent spawns.
+        let joins_swarm = requests.iter().any(|p| !p.swarm_id.is_empty());
+        let _writing = if joins_swarm {
+            Some(self.agent_writes.lock().await)
+        } else {
+            None
+        };
+        let mut swarms: HashMap<String, crate::agents::Swarm> = HashMap::new();
+        for (i, p) in requests.iter().enumerate() {
+            if p.swarm_id.is_empty() || replayed.contains_key(&i) {
+                continue;
+            }
+            if !swarms.contains_key(&p.swarm_id) {
+                let swarm = self.get_swarm(p.swarm_id.clone()).await?;
+                if swarm.state != crate::agents::SwarmState::Active {
+                    return Err(Error::WrongState(format!(
+                        "swarm {} is dissolved and takes no agents",
+                        swarm.id
+                    )));
+                }
+                swarms.insert(swarm.id.clone(), swarm);
+            }
+        }
+
         let mut write = SpawnWrite {
             agents: Vec::new(),
             specs: specs
@@ -112,6 +137,7 @@ impl AgentEngine {
                 .map(|s| (s.name.clone(), s.version))
                 .collect(),
             keys: Vec::new(),
+            swarms: Vec::new(),
             events: Vec::new(),
         };
         let mut made: Vec<Vec<Agent>> = Vec::with_capacity(requests.len());
@@ -154,10 +180,26 @@ impl AgentEngine {
                 );
                 event.agent_id = agent.id.clone();
                 event.spec_name = spec.name.clone();
+                event.swarm_id = p.swarm_id.clone();
                 event.details = json!({ "spec_version": spec.version }).to_string();
                 write.events.push(event);
                 write.agents.push(row_of(&agent));
                 agents.push(agent);
+            }
+            if let Some(swarm) = swarms.get_mut(&p.swarm_id) {
+                swarm
+                    .body
+                    .members
+                    .extend(agents.iter().map(|a| a.id.clone()));
+                if swarm.body.members.len() > swarm.body.max_agents as usize {
+                    return Err(Error::WrongState(format!(
+                        "{}swarm_id: swarm {} holds at most {} agents; this spawn would make {}",
+                        path(i),
+                        swarm.id,
+                        swarm.body.max_agents,
+                        swarm.body.members.len()
+                    )));
+                }
             }
             if !p.idempotency_key.is_empty() {
                 let ids = agents.iter().map(|a| a.id.clone()).collect();
@@ -168,6 +210,10 @@ impl AgentEngine {
             made.push(agents);
         }
 
+        write.swarms = swarms
+            .values()
+            .map(crate::agents::swarms::roster::swarm_row)
+            .collect();
         if !write.agents.is_empty() {
             let forget_before = now - KEY_RETENTION_MS;
             match with_store(&self.store, move |s| s.spawn(&write, forget_before)).await? {
@@ -180,6 +226,11 @@ impl AgentEngine {
                             scheduler
                                 .agents
                                 .insert(agent.id.clone(), slot_of(agent, spec));
+                        }
+                        for swarm in swarms.values() {
+                            if let Some(slot) = scheduler.swarms.get_mut(&swarm.id) {
+                                slot.members = swarm.body.members.clone();
+                            }
                         }
                     }
                     // Tasks waiting for a capability may have an agent now.

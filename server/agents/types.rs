@@ -452,6 +452,38 @@ pub struct TaskBody {
     pub checkpoint: Option<Map<String, Value>>,
     /// Tasks that must succeed first.
     pub depends_on: Vec<String>,
+    /// Sent to a swarm: only members with this capability.
+    pub required_capability: String,
+    /// How a swarm runs it.
+    pub execution: Execution,
+    /// Where the scheduler sends it (None: its target).
+    pub route: Option<Route>,
+    /// The task this one is a step of.
+    pub parent_task_id: String,
+    /// Its steps.
+    pub child_task_ids: Vec<String>,
+    /// Its part in a swarm's handling.
+    pub step: Step,
+}
+
+impl TaskBody {
+    /// Where the scheduler sends it.
+    pub fn route(&self) -> Route {
+        if let Some(route) = &self.route {
+            return route.clone();
+        }
+        let capability =
+            (!self.required_capability.is_empty()).then(|| self.required_capability.clone());
+        match &self.target {
+            TaskTarget::Agent(id) => Route::Agent(id.clone()),
+            TaskTarget::Capability(c) => Route::Capability(c.clone()),
+            TaskTarget::Swarm(id) => Route::Swarm {
+                id: id.clone(),
+                capability,
+                exclude: None,
+            },
+        }
+    }
 }
 
 /// A task.
@@ -490,8 +522,167 @@ pub struct SubmitParams {
     pub labels: BTreeMap<String, String>,
     /// Most attempts; 0 means 3.
     pub max_attempts: u32,
-    /// The execution strategy is anything but the default (swarms only).
-    pub strategy_set: bool,
+    /// How a swarm runs it.
+    pub execution: Execution,
+    /// Sent to a swarm: only members with this capability.
+    pub required_capability: String,
     /// The most its queries may cost together.
     pub max_cost_usd: Option<f64>,
+}
+
+/// How a swarm's members are connected (agent.proto's `SwarmTopology`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Topology {
+    /// A coordinator plans, members do, the coordinator merges.
+    Hierarchical,
+    /// Any member takes a task; members hand off.
+    #[default]
+    Mesh,
+    /// Each member gets the previous one's output, round after round.
+    Ring,
+    /// The hub fans out to every member and merges.
+    Star,
+}
+
+/// How a swarm picks a member for a task (agent.proto's `SwarmStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Routing {
+    /// Members in turn.
+    RoundRobin,
+    /// The member with the fewest running tasks.
+    #[default]
+    LeastBusy,
+    /// Only members with the task's capability.
+    CapabilityMatch,
+}
+
+/// Lifecycle state of a swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwarmState {
+    /// Takes tasks.
+    Active,
+    /// Dissolved; kept for history.
+    Dissolved,
+}
+
+impl SwarmState {
+    /// The name the store keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwarmState::Active => "active",
+            SwarmState::Dissolved => "dissolved",
+        }
+    }
+
+    /// The state of a stored name.
+    pub fn parse(name: &str) -> Option<SwarmState> {
+        match name {
+            "active" => Some(SwarmState::Active),
+            "dissolved" => Some(SwarmState::Dissolved),
+            _ => None,
+        }
+    }
+}
+
+/// A swarm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swarm {
+    /// Id (ULID).
+    pub id: String,
+    /// State.
+    pub state: SwarmState,
+    /// When it was created, Unix milliseconds.
+    pub created_at_ms: i64,
+    /// The rest.
+    pub body: SwarmBody,
+}
+
+/// Everything of a swarm the store keeps as JSON.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SwarmBody {
+    /// Name for humans.
+    pub name: String,
+    /// Topology.
+    pub topology: Topology,
+    /// Most members.
+    pub max_agents: u32,
+    /// Member selection.
+    pub routing: Routing,
+    /// Members in join order (the first is the coordinator or hub).
+    pub members: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// RING rounds.
+    pub max_rounds: u32,
+}
+
+/// A swarm to create.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SwarmParams {
+    /// Name for humans.
+    pub name: String,
+    /// Topology; None is invalid.
+    pub topology: Option<Topology>,
+    /// Most members.
+    pub max_agents: u32,
+    /// Member selection.
+    pub routing: Routing,
+    /// Existing agents to add.
+    pub member_ids: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Retry key, or empty.
+    pub idempotency_key: String,
+    /// RING rounds; 0 means 1.
+    pub max_rounds: u32,
+}
+
+/// How a task sent to a swarm is run (agent.proto's `ExecutionStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Execution {
+    /// As the swarm's topology says.
+    #[default]
+    Single,
+    /// Every eligible member at once.
+    Parallel,
+    /// Members one after another.
+    Sequential,
+    /// As SINGLE, after `depends_on` (the proto's DAG).
+    Dag,
+}
+
+/// Where the scheduler sends a task: its target made concrete (a swarm
+/// task's steps go to members), or a join that runs nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Route {
+    /// This agent.
+    Agent(String),
+    /// Any agent whose spec has this capability.
+    Capability(String),
+    /// A member of this swarm, picked by its routing.
+    Swarm {
+        /// The swarm.
+        id: String,
+        /// Only members with this capability.
+        capability: Option<String>,
+        /// Not this member (a coordinator keeps out of its plan's steps; a
+        /// member that hands off does not get the task back).
+        exclude: Option<String>,
+    },
+    /// No agent: the task ends when its steps (dependencies) have, with
+    /// their outputs listed.
+    Join,
+}
+
+/// What part a task plays in a swarm's handling of another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Step {
+    /// An ordinary task (or a plain step).
+    #[default]
+    Task,
+    /// A HIERARCHICAL coordinator's plan: its output is parsed into steps.
+    Plan,
+    /// The task itself, merging its steps' outputs (STAR, HIERARCHICAL).
+    Merge,
 }

@@ -171,12 +171,6 @@ pub fn check_spawn(prefix: &str, p: &SpawnParams, v: &mut Violations) {
             format!("must be 1 to {MAX_SPAWN}, got {}", p.count),
         );
     }
-    if !p.swarm_id.is_empty() {
-        v.add(
-            format!("{prefix}swarm_id"),
-            "swarms are not built yet: leave it empty",
-        );
-    }
     if p.idempotency_key.len() > MAX_KEY_BYTES {
         v.add(
             format!("{prefix}idempotency_key"),

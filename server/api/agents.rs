@@ -1,31 +1,22 @@
 //! `agentd.v1.AgentService`: convert, call the agents engine, convert back
 //! (conversions in [`super::convert::agents`]).
 //!
-//! Specs, agents, tasks, external workers (`Work`) and the activity log
-//! are served; swarms are not built yet and answer UNIMPLEMENTED naming
-//! the engine.
+//! Every RPC of the contract is served.
 
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::ResponseStream;
 use super::convert::agents::{agent_filter, spec_from, task_state_filter};
 use super::convert::workers::worker_message;
 use super::rpc::Rpc;
-use super::{ResponseStream, not_built};
 use crate::agents::tasks::graph::GraphNode;
 use crate::agents::workers::WorkerHello;
-use crate::agents::{ActivityFilter, AgentEngine, SpawnParams, SubmitParams};
-use crate::error::{Engine, Error};
+use crate::agents::{ActivityFilter, AgentEngine, SpawnParams, SubmitParams, SwarmParams};
+use crate::error::Error;
 use crate::pb::v1 as pb;
-use crate::pb::v1::agent_service_server::{AgentService, AgentServiceServer};
-use crate::pb::v1::{
-    CreateSwarmRequest, CreateSwarmResponse, DissolveSwarmRequest, DissolveSwarmResponse,
-    GetSwarmRequest, GetSwarmResponse, ListSwarmsRequest, ListSwarmsResponse, WorkRequest,
-    WorkResponse, work_request,
-};
-
-type Server = AgentServiceServer<AgentApi>;
-const ENGINE: Engine = Engine::Agents;
+use crate::pb::v1::agent_service_server::AgentService;
+use crate::pb::v1::{WorkRequest, WorkResponse, work_request};
 
 /// The AgentService handlers.
 #[derive(Debug, Clone)]
@@ -219,30 +210,79 @@ impl AgentService for AgentApi {
 
     async fn create_swarm(
         &self,
-        _: Request<CreateSwarmRequest>,
-    ) -> Result<Response<CreateSwarmResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "CreateSwarm")
+        request: Request<pb::CreateSwarmRequest>,
+    ) -> Result<Response<pb::CreateSwarmResponse>, Status> {
+        let request = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let swarm = self
+                    .engine
+                    .create_swarm(SwarmParams::try_from(request)?)
+                    .await?;
+                Ok(pb::CreateSwarmResponse {
+                    swarm: Some(swarm.into()),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_swarm(
         &self,
-        _: Request<GetSwarmRequest>,
-    ) -> Result<Response<GetSwarmResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "GetSwarm")
+        request: Request<pb::GetSwarmRequest>,
+    ) -> Result<Response<pb::GetSwarmResponse>, Status> {
+        let pb::GetSwarmRequest { id } = request.into_inner();
+        let rpc = Rpc::about("swarm", &id);
+        rpc.unary(
+            async {
+                let swarm = self.engine.get_swarm(id).await?;
+                Ok(pb::GetSwarmResponse {
+                    swarm: Some(swarm.into()),
+                })
+            }
+            .await,
+        )
     }
 
     async fn list_swarms(
         &self,
-        _: Request<ListSwarmsRequest>,
-    ) -> Result<Response<ListSwarmsResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "ListSwarms")
+        request: Request<pb::ListSwarmsRequest>,
+    ) -> Result<Response<pb::ListSwarmsResponse>, Status> {
+        let pb::ListSwarmsRequest {
+            include_dissolved,
+            page_size,
+            page_token,
+        } = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let page = self
+                    .engine
+                    .list_swarms(include_dissolved, page_size as usize, &page_token)
+                    .await?;
+                Ok(pb::ListSwarmsResponse {
+                    swarms: page.items.into_iter().map(Into::into).collect(),
+                    next_page_token: page.next_page_token,
+                })
+            }
+            .await,
+        )
     }
 
     async fn dissolve_swarm(
         &self,
-        _: Request<DissolveSwarmRequest>,
-    ) -> Result<Response<DissolveSwarmResponse>, Status> {
-        not_built::<Server, _>(ENGINE, "DissolveSwarm")
+        request: Request<pb::DissolveSwarmRequest>,
+    ) -> Result<Response<pb::DissolveSwarmResponse>, Status> {
+        let pb::DissolveSwarmRequest { id, stop_agents } = request.into_inner();
+        let rpc = Rpc::about("swarm", &id);
+        rpc.unary(
+            async {
+                let swarm = self.engine.dissolve_swarm(id, stop_agents).await?;
+                Ok(pb::DissolveSwarmResponse {
+                    swarm: Some(swarm.into()),
+                })
+            }
+            .await,
+        )
     }
 
     async fn submit_task(

@@ -124,6 +124,8 @@ pub struct SpawnWrite {
     pub specs: Vec<(String, u64)>,
     /// Idempotency keys to record: (key, fingerprint, ids of its agents).
     pub keys: Vec<(String, String, Vec<String>)>,
+    /// Swarms the agents join (their member lists grown).
+    pub swarms: Vec<crate::store::StoredSwarm>,
     /// The events.
     pub events: Vec<NewEvent>,
 }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_agent_tasks",
         include_str!("migrations/0007_agent_tasks.sql"),
     ),
+    ("0008_swarms", include_str!("migrations/0008_swarms.sql")),
 ];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.

@@ -23,6 +23,7 @@ mod migrations;
 mod points;
 mod queries;
 mod sqlite;
+mod swarms;
 mod tasks;
 
 pub(crate) use agents::{
@@ -36,10 +37,11 @@ pub(crate) use points::{
 };
 pub(crate) use queries::{QueryStore, StoredQuery};
 pub(crate) use sqlite::SqliteStore;
+pub(crate) use swarms::{StoredSwarm, SwarmStore, SwarmWrite};
 pub(crate) use tasks::{StoredTask, Submitted, TaskStore, TaskWrite};
 
 /// Everything the agents engine keeps: its records and its tasks, in one
 /// store (a task write also rewrites its agent's row).
-pub(crate) trait AgentsStore: AgentStore + TaskStore {}
+pub(crate) trait AgentsStore: AgentStore + TaskStore + SwarmStore {}
 
-impl<T: AgentStore + TaskStore> AgentsStore for T {}
+impl<T: AgentStore + TaskStore + SwarmStore> AgentsStore for T {}

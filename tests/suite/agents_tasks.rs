@@ -422,7 +422,11 @@ async fn retries_timeouts_cancellation_and_bad_input() {
     let mut parallel = to_agent(&silent.id, "x");
     parallel.strategy = ExecutionStrategy::Parallel as i32;
     let err = c.submit_task(parallel).await.unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "refused, not ignored");
+    assert_eq!(
+        violated_fields(&err),
+        ["strategy"],
+        "swarms only: refused, not ignored"
+    );
 
     // A budget: the query stops at the first token past it, the task
     // fails without retry.

@@ -8,6 +8,7 @@
 
 mod agents;
 mod agents_graphs;
+mod agents_swarms;
 mod agents_tasks;
 mod agents_workers;
 mod common;
@@ -31,4 +32,3 @@ mod reliability;
 mod response_fields;
 mod rpc_logs;
 mod shutdown;
-mod unimplemented;

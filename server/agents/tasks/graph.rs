@@ -168,7 +168,7 @@ impl AgentEngine {
         lock(&self.scheduler).block(
             task.id.clone(),
             task.body.priority,
-            task.body.target.clone(),
+            task.body.route(),
             waits,
         );
         None
@@ -177,7 +177,7 @@ impl AgentEngine {
     /// Registers new tasks (already recorded) with the scheduler, in an
     /// order where each comes after its dependencies; those that can never
     /// run end now.
-    pub(super) async fn schedule_new(
+    pub(crate) async fn schedule_new(
         &self,
         tasks: &[&Task],
         mut states: HashMap<String, TaskState>,
@@ -299,12 +299,25 @@ impl AgentEngine {
             .map(|(n, id)| (n.name.as_str(), id.as_str()))
             .collect();
         let mut tasks = Vec::with_capacity(nodes.len());
-        for (n, id) in nodes.iter().zip(&ids) {
+        let mut steps: Vec<Vec<Task>> = Vec::with_capacity(nodes.len());
+        for (i, (n, id)) in nodes.iter().zip(&ids).enumerate() {
             let mut depends_on = n.task.depends_on.clone();
             depends_on.extend(n.after.iter().map(|a| by_name[a.as_str()].to_owned()));
-            tasks.push(new_task(&n.task, id.clone(), now, depends_on));
+            let mut task = new_task(&n.task, id.clone(), now, depends_on);
+            steps.push(
+                self.expand(&mut task)
+                    .await
+                    .map_err(|e| e.within(&format!("nodes[{i}].task")))?,
+            );
+            tasks.push(task);
         }
-        let writes: Vec<TaskWrite> = tasks.iter().map(submission).collect();
+        // The graph's tasks first (a retried key answers with them), then
+        // the steps of those sent to swarms.
+        let writes: Vec<TaskWrite> = tasks
+            .iter()
+            .chain(steps.iter().flatten())
+            .map(submission)
+            .collect();
         let print = json!({
             "nodes": nodes.iter().map(|n| json!({
                 "name": n.name,
@@ -332,7 +345,10 @@ impl AgentEngine {
         match submitted {
             Submitted::Created(events) => {
                 self.appended(&events);
-                let ordered: Vec<&Task> = order.iter().map(|&i| &tasks[i]).collect();
+                let ordered: Vec<&Task> = order
+                    .iter()
+                    .flat_map(|&i| steps[i].iter().chain(std::iter::once(&tasks[i])))
+                    .collect();
                 self.schedule_new(&ordered, states).await;
                 Ok(tasks)
             }
@@ -343,9 +359,9 @@ impl AgentEngine {
                         "was used for a different graph within 24 hours",
                     ));
                 }
-                let mut tasks = Vec::with_capacity(ids.len());
-                for id in ids {
-                    tasks.push(self.load_task(&id).await?);
+                let mut tasks = Vec::with_capacity(nodes.len());
+                for id in ids.iter().take(nodes.len()) {
+                    tasks.push(self.load_task(id).await?);
                 }
                 Ok(tasks)
             }

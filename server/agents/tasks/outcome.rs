@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::agents::engine::{AgentEngine, agent_of, new_event, row_of, task_of, task_row};
-use crate::agents::types::{ActivityKind, AgentState, Task, TaskError, TaskErrorKind, TaskState};
+use crate::agents::swarms::expand::handoff_capability;
+use crate::agents::types::{
+    ActivityKind, AgentState, Route, Step, Task, TaskError, TaskErrorKind, TaskState,
+};
 use crate::common::blocking::with_store;
 use crate::common::clock::now_ms;
 use crate::common::sync::lock;
@@ -35,6 +38,9 @@ pub(crate) enum End {
     /// Its agent stopped: the task goes to another one (this attempt does
     /// not count as a failure).
     Requeued(String),
+    /// A MESH member handed the task off to a member with this
+    /// capability: it goes there as its next attempt.
+    Handoff(String),
     /// The worker holding its lease went away: the task goes to another
     /// agent while attempts are left, and fails otherwise.
     Lost(String),
@@ -126,8 +132,54 @@ impl AgentEngine {
                 agent.state = AgentState::Idle;
             }
         }
+        // In a MESH swarm, an answer may hand the task on instead.
+        let end = match end {
+            End::Succeeded { text, output } => match (task.body.route(), handoff_capability(&text))
+            {
+                (Route::Swarm { id, .. }, Some(cap)) if self.is_mesh(&id).await => {
+                    End::Handoff(cap)
+                }
+                _ => End::Succeeded { text, output },
+            },
+            other => other,
+        };
         let mut retry = None;
         let (kind, message, details) = match end {
+            End::Handoff(cap) => {
+                let message = format!(
+                    "task {task_id} handed off by agent {agent_id} to a member with capability {cap}"
+                );
+                if task.body.attempt < task.body.max_attempts {
+                    task.state = TaskState::Pending;
+                    retry = Some(Duration::ZERO);
+                    if let Route::Swarm { id, .. } = task.body.route() {
+                        task.body.route = Some(Route::Swarm {
+                            id,
+                            capability: Some(cap.clone()),
+                            exclude: Some(agent_id.to_owned()),
+                        });
+                    }
+                    (
+                        ActivityKind::TaskReassigned,
+                        message,
+                        json!({ "attempt": task.body.attempt, "handoff": cap }),
+                    )
+                } else {
+                    task.state = TaskState::Failed;
+                    task.body.error = Some(TaskError {
+                        kind: TaskErrorKind::Invalid,
+                        message: format!(
+                            "task {task_id} was handed off on each of its {} attempts",
+                            task.body.max_attempts
+                        ),
+                    });
+                    (
+                        ActivityKind::TaskFailed,
+                        message,
+                        json!({ "attempt": task.body.attempt, "handoff": cap, "retrying": false }),
+                    )
+                }
+            }
             End::Succeeded { text, output } => {
                 task.state = TaskState::Succeeded;
                 task.body.output_text = text;
@@ -252,6 +304,12 @@ impl AgentEngine {
         let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
         self.appended(&events);
         drop(_writing);
+        if task.state == TaskState::Succeeded
+            && task.body.step == Step::Plan
+            && let Err(e) = self.plan_done(&task, &task.body.output_text).await
+        {
+            tracing::error!(task = %task_id, error = %e, "cannot turn a plan into subtasks");
+        }
         if task.state.is_finished() {
             self.task_ended(task_id, task.state).await;
         }
@@ -273,11 +331,7 @@ impl AgentEngine {
                 let mut scheduler = lock(&engine.scheduler);
                 let cancelled = scheduler.cancelled.remove(&task.id);
                 if cancelled.is_none() {
-                    scheduler.enqueue(
-                        task.id.clone(),
-                        task.body.priority,
-                        task.body.target.clone(),
-                    );
+                    scheduler.enqueue(task.id.clone(), task.body.priority, task.body.route());
                 }
                 cancelled
             };

@@ -94,6 +94,9 @@ impl AgentEngine {
 
         // Outputs of its dependencies first, then the instruction.
         let mut prompt = self.dependency_context(&task).await?;
+        if task.body.step == crate::agents::types::Step::Merge {
+            prompt.push_str("Merge the outputs above into one answer to this task:\n\n");
+        }
         prompt.push_str(&task.body.prompt);
         if let Some(memory) = &self.memory {
             // Memory that cannot be read is the task's failure, not a

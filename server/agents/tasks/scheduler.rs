@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::agents::types::TaskTarget;
+use crate::agents::types::{Route, Routing};
 
 /// What the scheduler knows of an agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,20 +34,31 @@ impl Slot {
     }
 }
 
+/// What the scheduler knows of a swarm: whom it routes to, and how.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SwarmSlot {
+    /// Members in join order.
+    pub members: Vec<String>,
+    /// How a member is picked.
+    pub routing: Routing,
+    /// ROUND_ROBIN: the member to try first next time.
+    pub next: usize,
+}
+
 /// A task waiting for an agent.
 #[derive(Debug, Clone, PartialEq)]
 struct Waiting {
     priority: i32,
     arrival: u64,
     id: String,
-    target: TaskTarget,
+    route: Route,
 }
 
 /// A task waiting for its dependencies.
 #[derive(Debug, Clone, PartialEq)]
 struct Blocked {
     priority: i32,
-    target: TaskTarget,
+    route: Route,
     /// Dependencies that have not succeeded yet.
     left: HashSet<String>,
 }
@@ -61,6 +72,8 @@ pub struct Scheduler {
     dependents: HashMap<String, Vec<String>>,
     /// Agents by id.
     pub agents: HashMap<String, Slot>,
+    /// Active swarms by id.
+    pub swarms: HashMap<String, SwarmSlot>,
     queue: Vec<Waiting>,
     arrivals: u64,
     /// Tasks a client cancelled while they run or wait to retry: why.
@@ -71,13 +84,13 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Queues a task (by priority, then arrival).
-    pub fn enqueue(&mut self, id: String, priority: i32, target: TaskTarget) {
+    pub fn enqueue(&mut self, id: String, priority: i32, route: Route) {
         self.arrivals += 1;
         let waiting = Waiting {
             priority,
             arrival: self.arrivals,
             id,
-            target,
+            route,
         };
         let at = self
             .queue
@@ -95,9 +108,9 @@ impl Scheduler {
 
     /// Holds a task until every one of `deps` has succeeded (then queues
     /// it).
-    pub fn block(&mut self, id: String, priority: i32, target: TaskTarget, deps: HashSet<String>) {
+    pub fn block(&mut self, id: String, priority: i32, route: Route, deps: HashSet<String>) {
         if deps.is_empty() {
-            return self.enqueue(id, priority, target);
+            return self.enqueue(id, priority, route);
         }
         for dep in &deps {
             self.dependents
@@ -109,7 +122,7 @@ impl Scheduler {
             id,
             Blocked {
                 priority,
-                target,
+                route,
                 left: deps,
             },
         );
@@ -129,7 +142,7 @@ impl Scheduler {
                 if blocked.left.is_empty()
                     && let Some(b) = self.blocked.remove(&id)
                 {
-                    self.enqueue(id, b.priority, b.target);
+                    self.enqueue(id, b.priority, b.route);
                 }
             } else {
                 self.blocked.remove(&id);
@@ -145,23 +158,79 @@ impl Scheduler {
         self.queue.len()
     }
 
+    /// Adds `more` to what blocked task `id` waits for (a plan's steps).
+    pub fn also_wait_for(&mut self, id: &str, more: &[String]) {
+        if let Some(blocked) = self.blocked.get_mut(id) {
+            for dep in more {
+                blocked.left.insert(dep.clone());
+                self.dependents
+                    .entry(dep.clone())
+                    .or_default()
+                    .push(id.to_owned());
+            }
+        }
+    }
+
+    /// The free member of swarm `id` a task goes to.
+    fn pick_member(
+        &mut self,
+        id: &str,
+        capability: Option<&str>,
+        exclude: Option<&str>,
+    ) -> Option<String> {
+        let swarm = self.swarms.get(id)?;
+        let agents = &self.agents;
+        let eligible = |m: &String| {
+            Some(m.as_str()) != exclude
+                && agents.get(m).is_some_and(|s| {
+                    s.free() && capability.is_none_or(|c| s.capabilities.iter().any(|x| x == c))
+                })
+        };
+        match swarm.routing {
+            Routing::RoundRobin => {
+                let n = swarm.members.len();
+                let start = swarm.next;
+                let found = (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| eligible(&swarm.members[i]))?;
+                let member = swarm.members[found].clone();
+                if let Some(s) = self.swarms.get_mut(id) {
+                    s.next = found + 1;
+                }
+                Some(member)
+            }
+            Routing::LeastBusy | Routing::CapabilityMatch => swarm
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| eligible(m))
+                .min_by_key(|(i, m)| (agents[*m].running.len(), *i))
+                .map(|(_, m)| m.clone()),
+        }
+    }
+
     /// Assigns every waiting task that has a free agent, in queue order:
-    /// (task, agent) pairs, already counted as running on their agents.
+    /// (task, agent) pairs, already counted as running on their agents. A
+    /// join comes out with an empty agent: it runs nowhere.
     pub fn dispatch(&mut self) -> Vec<(String, String)> {
         let mut assigned = Vec::new();
         let mut i = 0;
         while i < self.queue.len() {
-            let agent = match &self.queue[i].target {
-                TaskTarget::Agent(id) => {
-                    self.agents.get(id).filter(|s| s.free()).map(|_| id.clone())
-                }
-                TaskTarget::Capability(c) => self
+            let route = self.queue[i].route.clone();
+            let agent = match &route {
+                Route::Agent(id) => self.agents.get(id).filter(|s| s.free()).map(|_| id.clone()),
+                Route::Capability(c) => self
                     .agents
                     .iter()
                     .filter(|(_, s)| s.free() && s.capabilities.contains(c))
                     .min_by(|(a, x), (b, y)| (x.running.len(), a).cmp(&(y.running.len(), b)))
                     .map(|(id, _)| id.clone()),
-                TaskTarget::Swarm(_) => None,
+                Route::Swarm {
+                    id,
+                    capability,
+                    exclude,
+                } => self.pick_member(id, capability.as_deref(), exclude.as_deref()),
+                Route::Join => Some(String::new()),
             };
             match agent {
                 Some(agent) => {
@@ -205,11 +274,11 @@ mod tests {
         let mut s = Scheduler::default();
         s.agents.insert("a".into(), slot(&["code"], 1));
         s.agents.insert("b".into(), slot(&["code"], 2));
-        s.enqueue("low".into(), 0, TaskTarget::Capability("code".into()));
-        s.enqueue("high".into(), 5, TaskTarget::Capability("code".into()));
-        s.enqueue("later".into(), 5, TaskTarget::Capability("code".into()));
-        s.enqueue("mine".into(), 9, TaskTarget::Agent("a".into()));
-        s.enqueue("none".into(), 0, TaskTarget::Capability("art".into()));
+        s.enqueue("low".into(), 0, Route::Capability("code".into()));
+        s.enqueue("high".into(), 5, Route::Capability("code".into()));
+        s.enqueue("later".into(), 5, Route::Capability("code".into()));
+        s.enqueue("mine".into(), 9, Route::Agent("a".into()));
+        s.enqueue("none".into(), 0, Route::Capability("art".into()));
         let got = s.dispatch();
         // "mine" takes a's only place; the others go to b (least busy),
         // highest priority first, two at most.
@@ -228,7 +297,7 @@ mod tests {
         assert_eq!(s.waiting(), 0);
         s.agents.get_mut("a").unwrap().stopped = true;
         s.release("a", "mine");
-        s.enqueue("x".into(), 0, TaskTarget::Agent("a".into()));
+        s.enqueue("x".into(), 0, Route::Agent("a".into()));
         assert!(s.dispatch().is_empty(), "a stopped agent takes nothing");
         s.agents.get_mut("a").unwrap().stopped = false;
         s.agents.get_mut("a").unwrap().online = false;
@@ -238,10 +307,48 @@ mod tests {
     }
 
     #[test]
+    fn swarms_route_round_robin_least_busy_and_by_capability() {
+        let mut s = Scheduler::default();
+        s.agents.insert("m1".into(), slot(&["code"], 5));
+        s.agents.insert("m2".into(), slot(&["art"], 5));
+        s.agents.insert("m3".into(), slot(&["code"], 5));
+        let members = vec!["m1".to_string(), "m2".into(), "m3".into()];
+        s.swarms.insert(
+            "rr".into(),
+            SwarmSlot {
+                members: members.clone(),
+                routing: Routing::RoundRobin,
+                next: 0,
+            },
+        );
+        let to = |cap: Option<&str>, exclude: Option<&str>| Route::Swarm {
+            id: "rr".into(),
+            capability: cap.map(str::to_owned),
+            exclude: exclude.map(str::to_owned),
+        };
+        for t in ["t1", "t2", "t3", "t4"] {
+            s.enqueue(t.into(), 0, to(None, None));
+        }
+        let got: Vec<String> = s.dispatch().into_iter().map(|(_, a)| a).collect();
+        assert_eq!(got, ["m1", "m2", "m3", "m1"], "in turn");
+        s.enqueue("c".into(), 0, to(Some("code"), Some("m3")));
+        assert_eq!(s.dispatch(), vec![("c".to_string(), "m1".to_string())]);
+        s.swarms.get_mut("rr").unwrap().routing = Routing::LeastBusy;
+        s.enqueue("l".into(), 0, to(None, None));
+        assert_eq!(
+            s.dispatch(),
+            vec![("l".to_string(), "m2".to_string())],
+            "m2 runs 1, m1 3, m3 1: first of the least busy"
+        );
+        s.enqueue("j".into(), 0, Route::Join);
+        assert_eq!(s.dispatch(), vec![("j".to_string(), String::new())]);
+    }
+
+    #[test]
     fn a_task_waits_for_all_its_dependencies_and_is_doomed_by_a_failed_one() {
         let mut s = Scheduler::default();
         s.agents.insert("a".into(), slot(&["code"], 10));
-        let code = || TaskTarget::Capability("code".into());
+        let code = || Route::Capability("code".into());
         let deps = |d: &[&str]| d.iter().map(|x| (*x).to_owned()).collect();
         s.block("c".into(), 0, code(), deps(&["a1", "b1"]));
         s.block("d".into(), 0, code(), deps(&["b1"]));

@@ -44,6 +44,8 @@ pub(super) fn fingerprint(p: &SubmitParams) -> String {
         "labels": p.labels,
         "max_attempts": p.max_attempts,
         "max_cost_usd": p.max_cost_usd,
+        "required_capability": p.required_capability,
+        "execution": format!("{:?}", p.execution),
     })
     .to_string()
 }
@@ -129,25 +131,19 @@ pub(super) fn check(p: &SubmitParams) -> Result<()> {
             v.add(format!("depends_on[{i}]"), "repeats an earlier id");
         }
     }
-    v.finish()?;
-    // Parts of the engine still to come are refused, never ignored.
-    if matches!(p.target, Some(TaskTarget::Swarm(_))) {
-        return Err(Error::WrongState(
-            "tasks for swarms are not built yet: send them to an agent or a capability".into(),
-        ));
+    if let Some(TaskTarget::Swarm(id)) = &p.target
+        && id.is_empty()
+    {
+        v.add("target.swarm_id", "must not be empty");
     }
-    if p.strategy_set {
-        return Err(Error::WrongState(
-            "the PARALLEL and SEQUENTIAL execution strategies are for swarms, which are not \
-             built yet"
-                .into(),
-        ));
+    if p.required_capability.len() > 64 {
+        v.add("required_capability", "must be at most 64 bytes");
     }
-    Ok(())
+    v.finish()
 }
 
 /// A new PENDING task of submission `p`.
-pub(super) fn new_task(p: &SubmitParams, id: String, now: i64, depends_on: Vec<String>) -> Task {
+pub(crate) fn new_task(p: &SubmitParams, id: String, now: i64, depends_on: Vec<String>) -> Task {
     Task {
         id,
         state: TaskState::Pending,
@@ -166,13 +162,15 @@ pub(super) fn new_task(p: &SubmitParams, id: String, now: i64, depends_on: Vec<S
             labels: p.labels.clone(),
             max_cost_usd: p.max_cost_usd,
             depends_on,
+            required_capability: p.required_capability.clone(),
+            execution: p.execution,
             ..Default::default()
         },
     }
 }
 
 /// The write that records `task` as submitted.
-pub(super) fn submission(task: &Task) -> TaskWrite {
+pub(crate) fn submission(task: &Task) -> TaskWrite {
     let mut event = new_event(
         ActivityKind::TaskSubmitted,
         format!("task {} submitted", task.id),
@@ -220,14 +218,19 @@ impl AgentEngine {
         self.check_target(&p).await?;
         let states = self.dependency_states(&p.depends_on, "depends_on").await?;
         let now = now_ms();
-        let task = new_task(&p, ulid::Ulid::new().to_string(), now, p.depends_on.clone());
-        let write = submission(&task);
+        let mut task = new_task(&p, ulid::Ulid::new().to_string(), now, p.depends_on.clone());
+        let steps = self.expand(&mut task).await?;
+        // The task first: a retried key answers with the first id.
+        let writes: Vec<TaskWrite> = std::iter::once(&task)
+            .chain(&steps)
+            .map(submission)
+            .collect();
         let key =
             (!p.idempotency_key.is_empty()).then(|| (p.idempotency_key.clone(), fingerprint(&p)));
         let since = now - KEY_RETENTION_MS;
         let submitted = with_store(&self.store, move |s| {
             s.submit_tasks(
-                std::slice::from_ref(&write),
+                &writes,
                 key.as_ref().map(|(k, f)| (k.as_str(), f.as_str())),
                 since,
             )
@@ -236,7 +239,9 @@ impl AgentEngine {
         match submitted {
             Submitted::Created(events) => {
                 self.appended(&events);
-                self.schedule_new(&[&task], states).await;
+                // Steps before the task, which waits for them.
+                let order: Vec<&Task> = steps.iter().chain(std::iter::once(&task)).collect();
+                self.schedule_new(&order, states).await;
                 Ok(task)
             }
             Submitted::Existing(ids, print) => {

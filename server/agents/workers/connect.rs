@@ -173,6 +173,7 @@ impl AgentEngine {
             agents: vec![row_of(&agent)],
             specs: vec![(spec.name.clone(), spec.version)],
             keys: Vec::new(),
+            swarms: Vec::new(),
             events: vec![spawned, connected],
         };
         match with_store(&self.store, move |s| s.spawn(&write, i64::MIN)).await? {

@@ -21,7 +21,8 @@ impl AgentEngine {
             let mut scheduler = lock(&self.scheduler);
             scheduler.release(&agent_id, &task_id);
             if let Some(task) = requeue.filter(|t| !t.state.is_finished()) {
-                scheduler.enqueue(task.id, task.body.priority, task.body.target);
+                let route = task.body.route();
+                scheduler.enqueue(task.id, task.body.priority, route);
             }
         }
     }

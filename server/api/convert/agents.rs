@@ -7,8 +7,8 @@ use super::{duration_from, json_object, proto_struct, timestamp};
 use crate::agents::tasks::graph::GraphNode;
 use crate::agents::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
-    SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskError, TaskErrorKind, TaskState,
-    TaskTarget,
+    Execution, SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskError, TaskErrorKind,
+    TaskState, TaskTarget,
 };
 use crate::api::error::stream_error;
 use crate::error::{Error, Result};
@@ -360,13 +360,26 @@ impl From<Task> for pb::Task {
             max_cost_usd,
             checkpoint,
             depends_on,
+            required_capability,
+            execution,
+            parent_task_id,
+            child_task_ids,
+            // How the engine runs it, not part of the contract.
+            route: _,
+            step: _,
         } = body;
         pb::Task {
             id,
             target: Some(target_of(target)),
             prompt,
             input: input.map(proto_struct),
-            strategy: pb::ExecutionStrategy::Single.into(),
+            strategy: match execution {
+                Execution::Single => pb::ExecutionStrategy::Single,
+                Execution::Parallel => pb::ExecutionStrategy::Parallel,
+                Execution::Sequential => pb::ExecutionStrategy::Sequential,
+                Execution::Dag => pb::ExecutionStrategy::Dag,
+            }
+            .into(),
             depends_on,
             priority,
             timeout: Some(prost_types::Duration {
@@ -394,6 +407,9 @@ impl From<Task> for pb::Task {
             cost_usd,
             max_cost_usd: max_cost_usd.unwrap_or(0.0),
             checkpoint: checkpoint.map(proto_struct),
+            required_capability,
+            parent_task_id,
+            child_task_ids,
         }
     }
 }
@@ -415,19 +431,20 @@ impl TryFrom<pb::SubmitTaskRequest> for SubmitParams {
             labels,
             max_attempts,
             max_cost_usd,
+            required_capability,
         } = r;
         let target = target.and_then(|t| t.target).map(|t| match t {
             Target::AgentId(id) => TaskTarget::Agent(id),
             Target::SwarmId(id) => TaskTarget::Swarm(id),
             Target::Capability(c) => TaskTarget::Capability(c),
         });
-        let strategy_set = match pb::ExecutionStrategy::try_from(strategy) {
-            Ok(
-                pb::ExecutionStrategy::Unspecified
-                | pb::ExecutionStrategy::Single
-                | pb::ExecutionStrategy::Dag,
-            ) => false,
-            Ok(_) => true,
+        let execution = match pb::ExecutionStrategy::try_from(strategy) {
+            Ok(pb::ExecutionStrategy::Unspecified | pb::ExecutionStrategy::Single) => {
+                Execution::Single
+            }
+            Ok(pb::ExecutionStrategy::Dag) => Execution::Dag,
+            Ok(pb::ExecutionStrategy::Parallel) => Execution::Parallel,
+            Ok(pb::ExecutionStrategy::Sequential) => Execution::Sequential,
             Err(_) => {
                 return Err(Error::invalid(
                     "strategy",
@@ -445,7 +462,8 @@ impl TryFrom<pb::SubmitTaskRequest> for SubmitParams {
             idempotency_key,
             labels: labels.into_iter().collect(),
             max_attempts,
-            strategy_set,
+            execution,
+            required_capability,
             max_cost_usd,
         })
     }

@@ -3,8 +3,8 @@
 //! destructure every field of the generated message: a field added to a
 //! .proto file fails to compile here until it is handled.
 //!
-//! - [`memory`], [`query`], [`embedding`], [`agents`] (and its Work stream:
-//!   [`workers`]): each service's messages.
+//! - [`memory`], [`query`], [`embedding`], [`agents`] (with [`swarms`] and
+//!   the Work stream's [`workers`]): each service's messages.
 //! - this file: protobuf's well-known types (`Struct` / `Value` as
 //!   `serde_json`, `Timestamp`, `Duration`) and the shared `Timing` and
 //!   `TokenUsage`.
@@ -17,6 +17,7 @@ pub(crate) mod agents;
 pub(crate) mod embedding;
 pub(crate) mod memory;
 pub(crate) mod query;
+pub(crate) mod swarms;
 pub(crate) mod workers;
 
 use std::time::{Duration, Instant};

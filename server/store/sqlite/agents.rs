@@ -285,6 +285,9 @@ impl AgentStore for SqliteStore {
                         .map_err(internal)?;
                 }
             }
+            for swarm in &write.swarms {
+                super::swarms::put_swarm(&tx, swarm).map_err(internal)?;
+            }
             let events = append(&tx, write.events.clone()).map_err(internal)?;
             tx.commit().map_err(internal)?;
             Ok(Spawned::Created(events))
@@ -441,6 +444,7 @@ mod tests {
             agents: vec![agent("a1", "coder", 1)],
             specs: vec![("coder".into(), 1)],
             keys: vec![],
+            swarms: vec![],
             events: vec![event("agent_spawned")],
         };
         assert_eq!(
@@ -452,6 +456,7 @@ mod tests {
             agents: vec![agent("a1", "coder", 2), agent("a2", "coder", 2)],
             specs: vec![("coder".into(), 2)],
             keys: vec![("k".into(), "f".into(), vec!["a1".into(), "a2".into()])],
+            swarms: vec![],
             events: vec![event("agent_spawned"), event("agent_spawned")],
         };
         let Spawned::Created(events) = store.spawn(&write, 0).unwrap() else {

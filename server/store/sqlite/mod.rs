@@ -14,6 +14,7 @@ mod collections;
 mod kv;
 mod points;
 mod queries;
+mod swarms;
 mod tasks;
 
 use std::path::{Path, PathBuf};

@@ -28,6 +28,11 @@
 //! scripted). Once the blocks are used up, the fake answers with the known
 //! text. Call ids are `call_<turn>_<i>` (OpenAI) and `toolu_<turn>_<i>`,
 //! or the id a line `call@<id> <name> <arguments>` gives (`call@ ...`: none).
+//!
+//! Plain replies (agent tests): a line `reply <text>` in the last user
+//! message makes the fake answer `<text>` instead of the known text, and
+//! `reply@<model id> <text>` only when the request is for that model id
+//! (any model id not listed above behaves like `echo`).
 
 #![allow(dead_code)]
 
@@ -196,9 +201,11 @@ impl FakeLlm {
             .unwrap_or("")
             .to_owned();
         let turn = script_turn(&body, &messages);
-        let text: &str = match &turn {
-            Some(turn) => &turn.say,
-            None => &ANSWER,
+        let reply = scripted_reply(&model, &messages);
+        let text: &str = match (&turn, &reply) {
+            (Some(turn), _) => &turn.say,
+            (None, Some(reply)) => reply,
+            (None, None) => &ANSWER,
         };
         let rest = text.strip_prefix(prefix.as_str()).unwrap_or(text);
         let mut words: Vec<String> = Vec::new();
@@ -372,6 +379,29 @@ struct ScriptTurn {
     say: String,
     /// (tool name, arguments as written, id if scripted).
     calls: Vec<(String, String, Option<String>)>,
+}
+
+/// The answer the last user message asks of `model`: its first line
+/// `reply@<model> <text>` for this model, or `reply <text>` for any (`\n`
+/// in the text is a line break).
+fn scripted_reply(model: &str, messages: &[Value]) -> Option<String> {
+    let last_user = messages.iter().rev().find(|m| m["role"] == "user")?;
+    let content = match &last_user["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => return None,
+    };
+    let mine = format!("reply@{model} ");
+    content.lines().find_map(|line| {
+        let text = line
+            .strip_prefix(&mine)
+            .or_else(|| line.strip_prefix("reply "))?;
+        Some(text.replace("\\n", "\n"))
+    })
 }
 
 /// The scripted turn this request asks for, if the request offers tools,

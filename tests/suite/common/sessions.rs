@@ -59,6 +59,7 @@ pub fn aliases(fake: &FakeLlm, key_file: &std::path::Path) -> Vec<ModelAliasSpec
     nokey.api_key_env = Some("AGENTD_TEST_KEY_THAT_IS_NOT_SET".into());
     vec![
         alias(fake, "oa", Openai, "echo", &[]),
+        alias(fake, "oa-2", Openai, "echo-2", &[]),
         alias(fake, "oa-slow", Openai, "slow", &[]),
         alias(fake, "oa-overload", Openai, "overload@20", &["an"]),
         alias(fake, "oa-down", Openai, "status@503", &["an"]),
