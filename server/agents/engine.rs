@@ -46,6 +46,8 @@ pub struct AgentEngine {
     /// Held while a new task's dependencies are read and it is registered,
     /// and while an ended task releases its dependents (`tasks::graph`).
     pub(super) dependencies: Arc<tokio::sync::Mutex<()>>,
+    /// Tasks that ended recently, for GetAgentStats.
+    pub(super) ended: Arc<Mutex<super::stats::Ended>>,
 }
 
 impl AgentEngine {
@@ -106,6 +108,7 @@ impl AgentEngine {
             settings: Arc::new(settings),
             workers: Arc::new(Mutex::new(Workers::default())),
             dependencies: Arc::new(tokio::sync::Mutex::new(())),
+            ended: Arc::default(),
         };
         let lapse_at = Instant::now() + engine.settings.worker_lease_timeout;
         for row in unfinished {

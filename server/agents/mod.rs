@@ -19,6 +19,7 @@
 //! - [`swarms`]: CreateSwarm, GetSwarm, ListSwarms, DissolveSwarm, and how
 //!   a task sent to a swarm becomes steps on its members.
 //! - [`settings`]: `[agents]` in agentd.toml.
+//! - [`stats`]: GetAgentStats.
 //!
 //! Every RPC of the contract is served.
 
@@ -28,6 +29,7 @@ pub(crate) mod memory;
 pub(crate) mod roster;
 pub(crate) mod settings;
 pub(crate) mod specs;
+pub(crate) mod stats;
 pub(crate) mod swarms;
 pub(crate) mod tasks;
 pub(crate) mod types;

@@ -551,4 +551,21 @@ impl AgentService for AgentApi {
             .await,
         )
     }
+
+    async fn get_agent_stats(
+        &self,
+        request: Request<pb::GetAgentStatsRequest>,
+    ) -> Result<Response<pb::GetAgentStatsResponse>, Status> {
+        let pb::GetAgentStatsRequest { window } = request.into_inner();
+        Rpc::begin().unary(
+            async {
+                let window = window
+                    .map(|w| super::convert::duration_from(w, "window"))
+                    .transpose()?;
+                let stats = self.engine.stats(window).await?;
+                Ok(pb::GetAgentStatsResponse::from(stats))
+            }
+            .await,
+        )
+    }
 }

@@ -191,4 +191,7 @@ pub trait AgentStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The id of the last event (0 for none).
     fn last_event_id(&self) -> Result<u64>;
+
+    /// How many agents are in each state: (state name, count).
+    fn count_agents_by_state(&self) -> Result<Vec<(String, u64)>>;
 }

@@ -74,4 +74,7 @@ pub trait TaskStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every task pending or running, in submission order (for a restart).
     fn unfinished_tasks(&self) -> Result<Vec<StoredTask>>;
+
+    /// How many tasks are in each state: (state name, count).
+    fn count_tasks_by_state(&self) -> Result<Vec<(String, u64)>>;
 }

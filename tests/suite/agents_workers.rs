@@ -266,6 +266,39 @@ async fn a_worker_takes_leases_reports_progress_and_results_and_is_acknowledged(
     assert_eq!(error.reason, "WORKER_FAILED");
     assert!(error.message.contains("bad input file"), "{error:?}");
     assert_eq!(agent(&mut c, &w.agent_id).await.tasks_failed, 2);
+
+    // The dashboard's view of all this.
+    let stats = c
+        .get_agent_stats(GetAgentStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.agents_by_state.get("idle"), Some(&1));
+    assert_eq!(stats.tasks_by_state.get("succeeded"), Some(&1));
+    assert_eq!(stats.tasks_by_state.get("failed"), Some(&1));
+    assert_eq!((stats.queue_depth, stats.workers_connected), (0, 1));
+    assert!(
+        (stats.tasks_per_second - 2.0 / 60.0).abs() < 1e-9,
+        "{stats:?}"
+    );
+    assert!(stats.task_latency_p50.is_some() && stats.task_latency_p99.is_some());
+    assert_eq!(
+        stats.window,
+        Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0
+        })
+    );
+    let err = c
+        .get_agent_stats(GetAgentStatsRequest {
+            window: Some(prost_types::Duration {
+                seconds: 7200,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), ["window"]);
     server.stop().await.unwrap();
 }
 

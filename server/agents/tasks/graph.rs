@@ -236,6 +236,7 @@ impl AgentEngine {
         let write = unrun(&mut task, dep, state);
         let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
         self.appended(&events);
+        self.note_end(task.created_at_ms);
         Ok(())
     }
 

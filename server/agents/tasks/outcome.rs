@@ -304,6 +304,9 @@ impl AgentEngine {
         let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
         self.appended(&events);
         drop(_writing);
+        if task.state.is_finished() {
+            self.note_end(task.created_at_ms);
+        }
         if task.state == TaskState::Succeeded
             && task.body.step == Step::Plan
             && let Err(e) = self.plan_done(&task, &task.body.output_text).await

@@ -152,10 +152,14 @@ impl Scheduler {
         doomed
     }
 
-    /// Tasks waiting now.
-    #[cfg(test)]
+    /// Tasks ready and waiting for an agent.
     pub fn waiting(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Tasks waiting for their dependencies.
+    pub fn blocked(&self) -> usize {
+        self.blocked.len()
     }
 
     /// Adds `more` to what blocked task `id` waits for (a plan's steps).

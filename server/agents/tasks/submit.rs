@@ -365,6 +365,7 @@ impl AgentEngine {
         };
         let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
         self.appended(&events);
+        self.note_end(task.created_at_ms);
         self.task_ended(id, TaskState::Cancelled).await;
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! Requests convert structurally here (enums, required messages); their
 //! limits are the engine's (`agents::validate`).
 
-use super::{duration_from, json_object, proto_struct, timestamp};
+use super::{duration, duration_from, json_object, proto_struct, timestamp};
+use crate::agents::stats::AgentStats;
 use crate::agents::tasks::graph::GraphNode;
 use crate::agents::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
@@ -480,5 +481,34 @@ impl TryFrom<pb::TaskGraphNode> for GraphNode {
             task: SubmitParams::try_from(task).map_err(|e| e.within("task"))?,
             after,
         })
+    }
+}
+
+impl From<AgentStats> for pb::GetAgentStatsResponse {
+    fn from(s: AgentStats) -> Self {
+        let AgentStats {
+            agents_by_state,
+            tasks_by_state,
+            queue_depth,
+            waiting_on_dependencies,
+            tasks_per_second,
+            task_latency_p50,
+            task_latency_p99,
+            workers_connected,
+            swarms_active,
+            window,
+        } = s;
+        pb::GetAgentStatsResponse {
+            agents_by_state: agents_by_state.into_iter().collect(),
+            tasks_by_state: tasks_by_state.into_iter().collect(),
+            queue_depth,
+            waiting_on_dependencies,
+            tasks_per_second,
+            task_latency_p50: task_latency_p50.map(duration),
+            task_latency_p99: task_latency_p99.map(duration),
+            workers_connected,
+            swarms_active,
+            window: Some(duration(window)),
+        }
     }
 }

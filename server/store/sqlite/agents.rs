@@ -388,6 +388,17 @@ impl AgentStore for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(internal)
     }
 
+    fn count_agents_by_state(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM agents GROUP BY state")
+            .map_err(internal)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
+            .map_err(internal)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(internal)
+    }
+
     fn last_event_id(&self) -> Result<u64> {
         let id: Option<i64> = self
             .conn()

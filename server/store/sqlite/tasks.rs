@@ -131,6 +131,17 @@ impl TaskStore for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(internal)
     }
 
+    fn count_tasks_by_state(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT state, COUNT(*) FROM agent_tasks GROUP BY state")
+            .map_err(internal)?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))
+            .map_err(internal)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(internal)
+    }
+
     fn unfinished_tasks(&self) -> Result<Vec<StoredTask>> {
         let conn = self.conn();
         let mut stmt = conn
