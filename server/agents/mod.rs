@@ -19,7 +19,7 @@
 //! - [`swarms`]: CreateSwarm, GetSwarm, ListSwarms, DissolveSwarm, and how
 //!   a task sent to a swarm becomes steps on its members.
 //! - [`settings`]: `[agents]` in agentd.toml.
-//! - [`stats`]: GetAgentStats.
+//! - [`stats`]: counts and rates for GetAgentStats.
 //!
 //! Every RPC of the contract is served.
 
@@ -39,8 +39,11 @@ pub(crate) mod workers;
 pub(crate) use engine::AgentEngine;
 pub(crate) use memory::AgentMemory;
 pub use settings::AgentsConfig;
+pub(crate) use stats::AgentStats;
+pub(crate) use tasks::graph::GraphNode;
 pub(crate) use types::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
     Execution, Routing, SpawnParams, Spec, SpecBody, SubmitParams, Swarm, SwarmBody, SwarmParams,
     SwarmState, Task, TaskBody, TaskError, TaskErrorKind, TaskState, TaskTarget, Topology,
 };
+pub(crate) use workers::{Ack, Checkpoint, Directive, WorkerHello, WorkerMessage};

@@ -10,9 +10,9 @@ use super::ResponseStream;
 use super::convert::agents::{agent_filter, spec_from, task_state_filter};
 use super::convert::workers::worker_message;
 use super::rpc::Rpc;
-use crate::agents::tasks::graph::GraphNode;
-use crate::agents::workers::WorkerHello;
-use crate::agents::{ActivityFilter, AgentEngine, SpawnParams, SubmitParams, SwarmParams};
+use crate::agents::{
+    ActivityFilter, AgentEngine, GraphNode, SpawnParams, SubmitParams, SwarmParams, WorkerHello,
+};
 use crate::error::Error;
 use crate::pb::v1 as pb;
 use crate::pb::v1::agent_service_server::AgentService;

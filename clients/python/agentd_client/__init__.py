@@ -12,11 +12,23 @@ agentd server and expose one stub per service:
 Request and response messages are the generated ones, importable from
 ``agentd.v1`` (e.g. ``from agentd.v1 import memory_pb2``). ``tool`` and
 ``arguments`` build tool definitions from dicts and read a call's arguments
-as one.
+as one. ``Worker`` serves a spec as an external worker (see its docs).
 """
 
 from ._client import AsyncClient, Client, SERVICES
 from ._errors import ErrorDetails, error_details
 from ._tools import arguments, tool
+from ._worker import TaskContext, TaskFailed, Worker
 
-__all__ = ["Client", "AsyncClient", "SERVICES", "ErrorDetails", "error_details", "tool", "arguments"]
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "SERVICES",
+    "ErrorDetails",
+    "error_details",
+    "tool",
+    "arguments",
+    "Worker",
+    "TaskContext",
+    "TaskFailed",
+]

@@ -59,7 +59,12 @@ def write_config(directory: Path, openai_url: str) -> None:
         f'[[query.models]]\nalias = "tools"\nprovider = "openai"\nmodel_id = "fake-tools"\n'
         f'base_url = "{openai_url}"\n\n'
     )
-    (directory / "agentd.toml").write_text("[query]\nlocal_threads = 2\n\n" + aliases)
+    # Short worker leases, so that the worker tests see lapses in seconds.
+    agents = (
+        '[agents]\nworker_heartbeat_interval = "200ms"\nworker_lease_timeout = "1500ms"\n'
+        'worker_grace = "500ms"\n\n'
+    )
+    (directory / "agentd.toml").write_text("[query]\nlocal_threads = 2\n\n" + agents + aliases)
 
 
 def free_port() -> int:

@@ -49,15 +49,24 @@ def test_health_check_answers_serving(server):
     assert one == {"status": "SERVING"}
 
 
-def test_unimplemented_engine_through_grpcurl(server):
-    result = subprocess.run(
-        [GRPCURL, "-plaintext", "-d", '{}', server.target,
-         "agentd.v1.AgentService/ListSwarms"],
-        capture_output=True, text=True, timeout=30,
-    )
-    assert result.returncode != 0
-    assert "Unimplemented" in result.stderr
-    assert "agents engine" in result.stderr
+def test_an_agents_session_through_grpcurl(server):
+    """The README's grpcurl session: a spec, agents of it, a task sent to a
+    worker agent no worker serves yet, and the dashboard's statistics."""
+    spec = json.loads(grpcurl(
+        "-d", '{"spec": {"name": "grpcurl-etl", "capabilities": ["etl"]}}',
+        server.target, "agentd.v1.AgentService/RegisterSpec"))
+    assert spec["spec"]["version"] == "1" and spec["created"] is True
+    spawned = json.loads(grpcurl(
+        "-d", '{"spec_name": "grpcurl-etl", "count": 2}',
+        server.target, "agentd.v1.AgentService/Spawn"))
+    assert [a["kind"] for a in spawned["agents"]] == ["AGENT_KIND_WORKER"] * 2
+    agent = spawned["agents"][0]["id"]
+    task = json.loads(grpcurl(
+        "-d", json.dumps({"target": {"agent_id": agent}, "prompt": "load it"}),
+        server.target, "agentd.v1.AgentService/SubmitTask"))
+    assert task["task"]["state"] == "TASK_STATE_PENDING"
+    stats = json.loads(grpcurl("-d", "{}", server.target, "agentd.v1.AgentService/GetAgentStats"))
+    assert int(stats["queueDepth"] if "queueDepth" in stats else stats["queue_depth"]) >= 1
 
 
 def test_error_details_are_decoded_through_reflection(server):

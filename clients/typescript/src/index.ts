@@ -26,6 +26,7 @@ import { ServerReflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
 
 export { AgentService, EmbeddingService, MemoryService, QueryControlService };
 export { ConnectError, Code } from "@connectrpc/connect";
+export { Worker, TaskFailed, type TaskContext, type TaskOutput, type WorkerOptions } from "./worker.js";
 
 /** Full names of the four agentd services, as health and reflection report them. */
 export const SERVICES = [

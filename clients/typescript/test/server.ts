@@ -55,7 +55,11 @@ function writeConfig(dir: string, openaiUrl: string): void {
   const tools =
     `[[query.models]]\nalias = "tools"\nprovider = "openai"\nmodel_id = "fake-tools"\n` +
     `base_url = "${openaiUrl}"\n\n`;
-  writeFileSync(join(dir, "agentd.toml"), `[query]\nlocal_threads = 2\n\n${aliases}${tools}`);
+  // Short worker leases, so that the worker tests see lapses in seconds.
+  const agents =
+    `[agents]\nworker_heartbeat_interval = "200ms"\nworker_lease_timeout = "1500ms"\n` +
+    `worker_grace = "500ms"\n\n`;
+  writeFileSync(join(dir, "agentd.toml"), `[query]\nlocal_threads = 2\n\n${agents}${aliases}${tools}`);
 }
 
 function freePort(): Promise<number> {

@@ -4,12 +4,10 @@
 //! limits are the engine's (`agents::validate`).
 
 use super::{duration, duration_from, json_object, proto_struct, timestamp};
-use crate::agents::stats::AgentStats;
-use crate::agents::tasks::graph::GraphNode;
 use crate::agents::{
     Activity, ActivityFilter, ActivityKind, Agent, AgentBody, AgentFilter, AgentKind, AgentState,
-    Execution, SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskError, TaskErrorKind,
-    TaskState, TaskTarget,
+    AgentStats, Execution, GraphNode, SpawnParams, Spec, SpecBody, SubmitParams, Task, TaskError,
+    TaskErrorKind, TaskState, TaskTarget,
 };
 use crate::api::error::stream_error;
 use crate::error::{Error, Result};

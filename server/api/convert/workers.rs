@@ -1,7 +1,7 @@
 //! `agentd.v1` Work stream messages ⇄ the agents engine's worker types.
 
 use super::{duration, json_object};
-use crate::agents::workers::{Ack, Checkpoint, Directive, WorkerHello, WorkerMessage};
+use crate::agents::{Ack, Checkpoint, Directive, WorkerHello, WorkerMessage};
 use crate::error::{Error, Result};
 use crate::pb::v1 as pb;
 

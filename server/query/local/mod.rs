@@ -71,6 +71,9 @@ struct Job {
 struct Waiting {
     jobs: VecDeque<Job>,
     busy: bool,
+    /// The provider is gone (its server was dropped): the worker ends and
+    /// frees the model.
+    closed: bool,
 }
 
 /// The calls waiting and the worker's wake-up.
@@ -128,6 +131,7 @@ impl LocalProvider {
             waiting: Mutex::new(Waiting {
                 jobs: VecDeque::new(),
                 busy: true,
+                closed: false,
             }),
             arrived: Condvar::new(),
         });
@@ -148,8 +152,18 @@ impl LocalProvider {
     }
 }
 
+impl Drop for LocalProvider {
+    /// Ends the worker (once its load, if under way, is over): a server
+    /// dropped inside a longer-lived process (an embedding application,
+    /// the test suite) must not keep the model and its threads.
+    fn drop(&mut self) {
+        lock(&self.queue.waiting).closed = true;
+        self.queue.arrived.notify_all();
+    }
+}
+
 /// The worker: loads the model, then runs the queued calls one by one
-/// until the process ends.
+/// until its provider is dropped.
 fn serve(
     spec: &ModelAliasSpec,
     pool: &rayon::ThreadPool,
@@ -180,6 +194,9 @@ fn serve(
             let mut waiting = lock(&queue.waiting);
             waiting.busy = false;
             loop {
+                if waiting.closed {
+                    return;
+                }
                 waiting.tidy();
                 if let Some(job) = waiting.jobs.pop_front() {
                     waiting.busy = true;
