@@ -1,15 +1,19 @@
 //! The activity log: every change of the engine is an event with a
 //! strictly increasing id, written in the same store transaction as the
 //! change. ListEvents pages through it; WatchEvents replays from an id and
-//! then follows live, reading the store after each wake-up, so there is
-//! no gap or duplicate at the seam between replay and live.
+//! then follows live, after each wake-up from the recent events kept in
+//! memory ([`super::tail`]) when they cover what comes next, else from the
+//! store, so there is no gap or duplicate at the seam between replay and
+//! live.
 
 use futures::Stream;
 
 use super::engine::{AgentEngine, activity_of};
+use super::tail::TailRead;
 use super::types::{Activity, ActivityFilter};
 use crate::common::blocking::with_store;
 use crate::common::page::{self, Page};
+use crate::common::sync::lock;
 use crate::error::{Error, Result};
 use crate::store::EventQuery;
 
@@ -73,18 +77,41 @@ impl AgentEngine {
         };
         let store = self.store.clone();
         let query = query_of(&filter);
-        let state = (store, query, wake, start, std::collections::VecDeque::new());
+        let tail = self.tail.clone();
+        let state = (
+            (store, tail, filter),
+            query,
+            wake,
+            start,
+            std::collections::VecDeque::new(),
+        );
         Ok(futures::stream::unfold(
             state,
-            |(store, query, mut wake, mut next, mut buffer)| async move {
+            |((store, tail, filter), query, mut wake, mut next, mut buffer)| async move {
                 loop {
                     if let Some(event) = buffer.pop_front() {
-                        return Some((Ok(event), (store, query, wake, next, buffer)));
+                        let state = ((store, tail, filter), query, wake, next, buffer);
+                        return Some((Ok(event), state));
                     }
                     // Marked as seen before the read: an event appended
                     // after this point wakes the wait below, so none is
                     // missed between an empty read and the wait.
                     wake.borrow_and_update();
+                    let recent = lock(&tail).read_after(next, &filter, WATCH_BATCH);
+                    match recent {
+                        TailRead::Events(events, upto) => {
+                            next = upto;
+                            buffer.extend(events);
+                            continue;
+                        }
+                        TailRead::UpToDate => {
+                            if wake.changed().await.is_err() {
+                                return None;
+                            }
+                            continue;
+                        }
+                        TailRead::Miss => {}
+                    }
                     let q = query.clone();
                     let read =
                         with_store(&store, move |s| s.list_events(&q, next, WATCH_BATCH)).await;
@@ -102,7 +129,10 @@ impl AgentEngine {
                                 return None;
                             }
                         }
-                        Err(e) => return Some((Err(e), (store, query, wake, next, buffer))),
+                        Err(e) => {
+                            let state = ((store, tail, filter), query, wake, next, buffer);
+                            return Some((Err(e), state));
+                        }
                     }
                 }
             },

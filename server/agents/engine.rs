@@ -48,6 +48,8 @@ pub struct AgentEngine {
     pub(super) dependencies: Arc<tokio::sync::Mutex<()>>,
     /// Tasks that ended recently, for GetAgentStats.
     pub(super) ended: Arc<Mutex<super::stats::Ended>>,
+    /// The most recent events, for live watchers.
+    pub(super) tail: Arc<Mutex<super::tail::Tail>>,
 }
 
 impl AgentEngine {
@@ -109,6 +111,7 @@ impl AgentEngine {
             workers: Arc::new(Mutex::new(Workers::default())),
             dependencies: Arc::new(tokio::sync::Mutex::new(())),
             ended: Arc::default(),
+            tail: Arc::default(),
         };
         let lapse_at = Instant::now() + engine.settings.worker_lease_timeout;
         for row in unfinished {
@@ -228,8 +231,20 @@ impl AgentEngine {
         Some(query.models().iter().any(|m| m.spec.alias == alias))
     }
 
-    /// Tells watchers about events just appended.
+    /// Tells watchers about events just appended (into the tail first, so
+    /// that a watcher woken finds them there).
     pub(super) fn appended(&self, events: &[StoredEvent]) {
+        {
+            let mut tail = lock(&self.tail);
+            for e in events {
+                match activity_of(e.clone()) {
+                    Ok(a) => tail.push(a),
+                    Err(err) => {
+                        tracing::error!(error = %err, "an event just appended is unreadable")
+                    }
+                }
+            }
+        }
         if let Some(last) = events.iter().map(|e| e.id).max() {
             self.last_event.send_if_modified(|current| {
                 let newer = last > *current;

@@ -11,7 +11,8 @@
 //! - [`specs`]: RegisterSpec, GetSpec, ListSpecs, DeleteSpec (versions).
 //! - [`roster`]: the agents: Spawn, SpawnBatch (all or none, idempotency
 //!   keys), GetAgent, ListAgents, StopAgent.
-//! - [`activity`]: ListEvents and WatchEvents (replay, then live).
+//! - [`activity`]: ListEvents and WatchEvents (replay, then live), with
+//!   the recent events in memory ([`tail`]).
 //! - [`tasks`]: tasks on internal agents, run as query sessions.
 //! - [`memory`]: an agent's vector collection: context for its tasks, and
 //!   their outputs written back.
@@ -31,6 +32,7 @@ pub(crate) mod settings;
 pub(crate) mod specs;
 pub(crate) mod stats;
 pub(crate) mod swarms;
+pub(crate) mod tail;
 pub(crate) mod tasks;
 pub(crate) mod types;
 pub(crate) mod validate;

@@ -53,17 +53,19 @@ pub(crate) enum End {
 impl AgentEngine {
     /// Records that an attempt runs: the task RUNNING (with its query, for
     /// internal agents), its attempt counted, the agent busy with it, and a
-    /// TaskAssigned event. The task as recorded.
+    /// TaskAssigned event. The task as recorded, or None when it had ended
+    /// already (cancelled while it waited): nothing is written then.
     pub(crate) async fn mark_running(
         &self,
         task_id: &str,
         agent_id: &str,
         query_id: &str,
-    ) -> Result<Task> {
+    ) -> Result<Option<Task>> {
         let _writing = self.agent_writes.lock().await;
-        let mut task = self.load_task(task_id).await?;
-        let key = agent_id.to_owned();
-        let stored = with_store(&self.store, move |s| s.get_agent(&key)).await?;
+        let (mut task, stored) = self.task_and_agent(task_id, agent_id).await?;
+        if task.state.is_finished() {
+            return Ok(None);
+        }
         let mut agent = agent_of(stored.ok_or(Error::NotFound {
             kind: "agent",
             name: agent_id.to_owned(),
@@ -102,7 +104,7 @@ impl AgentEngine {
         };
         let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
         self.appended(&events);
-        Ok(task)
+        Ok(Some(task))
     }
 
     /// Records how an attempt ended, on the task and its agent, and queues
@@ -116,9 +118,7 @@ impl AgentEngine {
         cost: f64,
     ) -> Result<()> {
         let _writing = self.agent_writes.lock().await;
-        let mut task = self.load_task(task_id).await?;
-        let key = agent_id.to_owned();
-        let stored = with_store(&self.store, move |s| s.get_agent(&key)).await?;
+        let (mut task, stored) = self.task_and_agent(task_id, agent_id).await?;
         let mut agent = stored.map(agent_of).transpose()?;
         task.body.input_tokens += usage.input;
         task.body.output_tokens += usage.output;
@@ -347,6 +347,26 @@ impl AgentEngine {
                 None => engine.dispatch(),
             }
         });
+    }
+
+    /// Task `task_id` and the row of agent `agent_id` (if any), in one
+    /// trip to the store: every attempt's start and end reads both.
+    async fn task_and_agent(
+        &self,
+        task_id: &str,
+        agent_id: &str,
+    ) -> Result<(Task, Option<crate::store::StoredAgent>)> {
+        let (t, a) = (task_id.to_owned(), agent_id.to_owned());
+        let (task, agent) = with_store(&self.store, move |s| {
+            let agent = if a.is_empty() { None } else { s.get_agent(&a)? };
+            Ok((s.get_task(&t)?, agent))
+        })
+        .await?;
+        let task = task_of(task.ok_or(Error::NotFound {
+            kind: "task",
+            name: task_id.to_owned(),
+        })?)?;
+        Ok((task, agent))
     }
 
     /// The task `id` from the store.

@@ -171,7 +171,17 @@ impl AgentEngine {
             }
         };
         let query_id = query.id();
-        self.mark_running(task_id, agent_id, &query_id).await?;
+        if self
+            .mark_running(task_id, agent_id, &query_id)
+            .await?
+            .is_none()
+        {
+            // It ended while the query started: the query is not wanted.
+            let _ = query_engine
+                .terminate(&query_id, "its task had ended".to_owned())
+                .await;
+            return Ok((End::AlreadyOver, TokenUsage::default(), 0.0));
+        }
         // Cancelled while the query started: end it now.
         let cancelled = crate::common::sync::lock(&self.scheduler)
             .cancelled

@@ -218,22 +218,61 @@ impl Scheduler {
     /// join comes out with an empty agent: it runs nowhere.
     pub fn dispatch(&mut self) -> Vec<(String, String)> {
         let mut assigned = Vec::new();
+        // Nothing frees up during a pass: the agents free at its start are
+        // all there is, and a capability or swarm that found none finds
+        // none for the rest of it. So a long queue behind busy agents costs
+        // one cheap look per task, not one scan of the agents per task.
+        let mut free: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, s)| s.free())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut no_capability: HashSet<String> = HashSet::new();
+        let mut no_member: HashSet<(String, Option<String>)> = HashSet::new();
         let mut i = 0;
         while i < self.queue.len() {
-            let route = self.queue[i].route.clone();
-            let agent = match &route {
+            let route = &self.queue[i].route;
+            if free.is_empty() && *route != Route::Join {
+                i += 1;
+                continue;
+            }
+            let agent = match route {
                 Route::Agent(id) => self.agents.get(id).filter(|s| s.free()).map(|_| id.clone()),
-                Route::Capability(c) => self
-                    .agents
-                    .iter()
-                    .filter(|(_, s)| s.free() && s.capabilities.contains(c))
-                    .min_by(|(a, x), (b, y)| (x.running.len(), a).cmp(&(y.running.len(), b)))
-                    .map(|(id, _)| id.clone()),
+                Route::Capability(c) if no_capability.contains(c) => None,
+                Route::Capability(c) => {
+                    let agents = &self.agents;
+                    let found = free
+                        .iter()
+                        .filter(|id| agents[*id].capabilities.contains(c))
+                        .min_by(|a, b| {
+                            (agents[*a].running.len(), a).cmp(&(agents[*b].running.len(), b))
+                        })
+                        .cloned();
+                    if found.is_none() {
+                        no_capability.insert(c.clone());
+                    }
+                    found
+                }
                 Route::Swarm {
                     id,
                     capability,
                     exclude,
-                } => self.pick_member(id, capability.as_deref(), exclude.as_deref()),
+                } => {
+                    let key = (id.clone(), capability.clone());
+                    if exclude.is_none() && no_member.contains(&key) {
+                        None
+                    } else {
+                        let (id, capability, exclude) =
+                            (id.clone(), capability.clone(), exclude.clone());
+                        let found =
+                            self.pick_member(&id, capability.as_deref(), exclude.as_deref());
+                        if found.is_none() && exclude.is_none() {
+                            no_member.insert(key);
+                        }
+                        found
+                    }
+                }
                 Route::Join => Some(String::new()),
             };
             match agent {
@@ -241,6 +280,9 @@ impl Scheduler {
                     let task = self.queue.remove(i);
                     if let Some(slot) = self.agents.get_mut(&agent) {
                         slot.running.push(task.id.clone());
+                        if !slot.free() {
+                            free.retain(|a| *a != agent);
+                        }
                     }
                     assigned.push((task.id, agent));
                 }

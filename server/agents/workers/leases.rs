@@ -28,14 +28,12 @@ impl AgentEngine {
     }
 
     async fn grant(&self, task_id: &str, agent_id: &str) -> Result<()> {
-        let task = self.load_task(task_id).await?;
-        if task.state.is_finished() {
+        let Some(task) = self.mark_running(task_id, agent_id, "").await? else {
             // Cancelled while it waited to be picked up.
             lock(&self.scheduler).release(agent_id, task_id);
             self.dispatch();
             return Ok(());
-        }
-        let task = self.mark_running(task_id, agent_id, "").await?;
+        };
         let dependency_outputs = self.dependency_outputs(&task).await?;
         {
             let mut workers = lock(&self.workers);
