@@ -568,8 +568,16 @@ fn main() {
             percentile(&dispatch, 0.5),
             percentile(&dispatch, 0.99)
         );
-        let (per_s, done) = throughput(&channel, 100, if full { 5000 } else { 200 }).await;
+        // On a server of its own, as the peer gets a fresh Redis.
+        let fleet_dir = tempfile::tempdir().unwrap();
+        let fleet_config = self::config(fleet_dir.path(), &fake);
+        let fleet_data = fleet_dir.path().join("data");
+        std::fs::create_dir_all(&fleet_data).unwrap();
+        let (fleet_server, fleet_channel) =
+            Binary::start_with(&fleet_data, &["--config", fleet_config.to_str().unwrap()]).await;
+        let (per_s, done) = throughput(&fleet_channel, 100, if full { 5000 } else { 200 }).await;
         eprintln!("100 workers: {per_s:.0} tasks/s ({done} tasks)");
+        fleet_server.stop();
         let crowd = internal_vs_sessions(&channel, 100, if full { 1000 } else { 50 }).await;
         eprintln!("internal agents vs sessions: {crowd}");
         let fan = fan_out(&channel, 100, 1000, if full { 10 } else { 1 }).await;

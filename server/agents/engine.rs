@@ -50,6 +50,9 @@ pub struct AgentEngine {
     pub(super) ended: Arc<Mutex<super::stats::Ended>>,
     /// The most recent events, for live watchers.
     pub(super) tail: Arc<Mutex<super::tail::Tail>>,
+    /// One bell per watched task, rung by its events (WatchTask), so that
+    /// a thousand watched tasks do not each wake on every event.
+    pub(super) bells: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
 }
 
 impl AgentEngine {
@@ -112,6 +115,7 @@ impl AgentEngine {
             dependencies: Arc::new(tokio::sync::Mutex::new(())),
             ended: Arc::default(),
             tail: Arc::default(),
+            bells: Arc::default(),
         };
         let lapse_at = Instant::now() + engine.settings.worker_lease_timeout;
         for row in unfinished {
@@ -231,6 +235,19 @@ impl AgentEngine {
         Some(query.models().iter().any(|m| m.spec.alias == alias))
     }
 
+    /// A receiver that changes when an event about task `id` is appended.
+    pub(super) fn task_bell(&self, id: &str) -> watch::Receiver<u64> {
+        let mut bells = lock(&self.bells);
+        if bells.len() > 4096 {
+            // Watchers gone without a last event of their task.
+            bells.retain(|_, bell| bell.receiver_count() > 0);
+        }
+        bells
+            .entry(id.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
     /// Tells watchers about events just appended (into the tail first, so
     /// that a watcher woken finds them there).
     pub(super) fn appended(&self, events: &[StoredEvent]) {
@@ -241,6 +258,20 @@ impl AgentEngine {
                     Ok(a) => tail.push(a),
                     Err(err) => {
                         tracing::error!(error = %err, "an event just appended is unreadable")
+                    }
+                }
+            }
+        }
+        {
+            let mut bells = lock(&self.bells);
+            if !bells.is_empty() {
+                for e in events {
+                    if let Some(bell) = bells.get(&e.event.task_id) {
+                        if bell.receiver_count() == 0 {
+                            bells.remove(&e.event.task_id);
+                        } else {
+                            bell.send_replace(e.id);
+                        }
                     }
                 }
             }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::outcome::End;
-use crate::agents::engine::{AgentEngine, agent_of, spec_of};
+use crate::agents::engine::{AgentEngine, agent_of, spec_of, task_of};
 use crate::agents::types::{TaskError, TaskErrorKind};
 use crate::common::blocking::with_store;
 use crate::error::{Error, Result};
@@ -30,7 +30,7 @@ impl AgentEngine {
     /// running there by the scheduler), records the outcome, and lets the
     /// scheduler go on.
     pub(crate) async fn run_attempt(self, task_id: String, agent_id: String) {
-        let (mut end, usage, cost) = match self.attempt(&task_id, &agent_id).await {
+        let (end, usage, cost) = match self.attempt(&task_id, &agent_id).await {
             Ok(done) => done,
             Err(e) => (
                 End::Failed(
@@ -44,17 +44,6 @@ impl AgentEngine {
                 0.0,
             ),
         };
-        if let End::Succeeded { text, .. } = &end
-            && let Err(e) = self.store_output(&task_id, &agent_id, text).await
-        {
-            end = End::Failed(
-                TaskError {
-                    kind: TaskErrorKind::Internal,
-                    message: format!("the output could not be written to the agent's memory: {e}"),
-                },
-                true,
-            );
-        }
         if matches!(end, End::AlreadyOver) {
             crate::common::sync::lock(&self.scheduler).release(&agent_id, &task_id);
             self.dispatch();
@@ -74,19 +63,29 @@ impl AgentEngine {
                 "the query service is disabled: internal agents cannot run tasks".into(),
             ));
         };
-        let task = self.load_task(task_id).await?;
+        // The task, its agent and the agent's spec version, in one trip.
+        let (t, a) = (task_id.to_owned(), agent_id.to_owned());
+        let (task, agent, spec) = with_store(&self.store, move |s| {
+            let agent = s.get_agent(&a)?;
+            let spec = match &agent {
+                Some(agent) => s.get_spec(&agent.spec_name, Some(agent.spec_version))?,
+                None => None,
+            };
+            Ok((s.get_task(&t)?, agent, spec))
+        })
+        .await?;
+        let task = task_of(task.ok_or(Error::NotFound {
+            kind: "task",
+            name: task_id.to_owned(),
+        })?)?;
         if task.state.is_finished() {
             // Cancelled while it waited to be picked up: nothing to run.
             return Ok((End::AlreadyOver, TokenUsage::default(), 0.0));
         }
-        let key = agent_id.to_owned();
-        let agent = with_store(&self.store, move |s| s.get_agent(&key)).await?;
         let agent = agent_of(agent.ok_or(Error::NotFound {
             kind: "agent",
             name: agent_id.to_owned(),
         })?)?;
-        let (name, version) = (agent.spec_name.clone(), agent.spec_version);
-        let spec = with_store(&self.store, move |s| s.get_spec(&name, Some(version))).await?;
         let spec =
             spec_of(spec.ok_or_else(|| {
                 Error::Internal(format!("agent {agent_id}'s spec version is gone"))
@@ -232,7 +231,7 @@ impl AgentEngine {
             break;
         }
         let info = query.info();
-        let end = end.unwrap_or_else(|| {
+        let mut end = end.unwrap_or_else(|| {
             End::Failed(
                 TaskError {
                     kind: TaskErrorKind::Internal,
@@ -241,27 +240,22 @@ impl AgentEngine {
                 false,
             )
         });
+        if let (End::Succeeded { text, .. }, Some(memory)) = (&end, &self.memory) {
+            // Its memory keeps the answer when the spec asks for it.
+            let mut done = task.clone();
+            done.body.output_text = text.clone();
+            if let Err(e) = memory.store_output(&spec, agent_id, &done).await {
+                end = End::Failed(
+                    TaskError {
+                        kind: TaskErrorKind::Internal,
+                        message: format!(
+                            "the output could not be written to the agent's memory: {e}"
+                        ),
+                    },
+                    true,
+                );
+            }
+        }
         Ok((end, info.usage, info.cost_usd))
-    }
-
-    /// Writes a successful attempt's output to the agent's memory, when
-    /// its spec asks for it.
-    async fn store_output(&self, task_id: &str, agent_id: &str, text: &str) -> Result<()> {
-        let Some(memory) = &self.memory else {
-            return Ok(());
-        };
-        let mut task = self.load_task(task_id).await?;
-        task.body.output_text = text.to_owned();
-        let key = agent_id.to_owned();
-        let agent = with_store(&self.store, move |s| s.get_agent(&key)).await?;
-        let Some(agent) = agent.map(agent_of).transpose()? else {
-            return Ok(());
-        };
-        let (name, version) = (agent.spec_name.clone(), agent.spec_version);
-        let spec = with_store(&self.store, move |s| s.get_spec(&name, Some(version))).await?;
-        let Some(spec) = spec.map(spec_of).transpose()? else {
-            return Ok(());
-        };
-        memory.store_output(&spec, agent_id, &task).await
     }
 }

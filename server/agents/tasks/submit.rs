@@ -12,7 +12,7 @@ use super::outcome::End;
 use super::runner::DEFAULT_TIMEOUT;
 use crate::agents::engine::{AgentEngine, new_event, task_of, task_row};
 use crate::agents::types::{
-    ActivityFilter, ActivityKind, AgentState, SubmitParams, Task, TaskBody, TaskState, TaskTarget,
+    ActivityKind, AgentState, SubmitParams, Task, TaskBody, TaskState, TaskTarget,
 };
 use crate::common::blocking::with_store;
 use crate::common::clock::now_ms;
@@ -375,32 +375,25 @@ impl AgentEngine {
         &self,
         id: String,
     ) -> Result<impl Stream<Item = Result<Task>> + Send + 'static> {
-        let from = *self.last_event.borrow();
+        // Subscribed before the first read: a change from here on rings,
+        // whichever side of the read it lands on. Changes that come
+        // together are read as one update (the task's state then).
+        let bell = self.task_bell(&id);
         let first = self.get_task(id.clone()).await?;
-        let changes = self
-            .watch_events(
-                ActivityFilter {
-                    task_id: id.clone(),
-                    ..Default::default()
-                },
-                Some(from),
-            )
-            .await?;
         let engine = self.clone();
         let done = first.state.is_finished();
         // Ends right after the update that shows the task finished, without
         // waiting for another event.
-        let state = (Box::pin(changes), engine, id, done);
-        let rest = futures::stream::unfold(state, |(mut changes, engine, id, done)| async move {
+        let state = (bell, engine, id, done);
+        let rest = futures::stream::unfold(state, |(mut bell, engine, id, done)| async move {
             if done {
                 return None;
             }
-            let task = match changes.next().await? {
-                Ok(_) => engine.load_task(&id).await,
-                Err(e) => Err(e),
-            };
+            bell.changed().await.ok()?;
+            bell.borrow_and_update();
+            let task = engine.load_task(&id).await;
             let done = task.as_ref().map_or(true, |t| t.state.is_finished());
-            Some((task, (changes, engine, id, done)))
+            Some((task, (bell, engine, id, done)))
         });
         let head = futures::stream::once(std::future::ready(Ok(first)));
         Ok(head.chain(rest))
