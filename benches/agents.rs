@@ -533,7 +533,15 @@ fn main() {
         let (server, channel) =
             Binary::start_with(&data, &["--config", config.to_str().unwrap()]).await;
 
-        // AGENTD_BENCH_ONLY=throughput runs that part alone (for profiling).
+        // AGENTD_BENCH_ONLY=throughput or =crowd runs that part alone (for
+        // profiling).
+        if std::env::var("AGENTD_BENCH_ONLY").as_deref() == Ok("crowd") {
+            eprintln!("agentd pid {}", server.pid());
+            let crowd = internal_vs_sessions(&channel, 100, if full { 1000 } else { 50 }).await;
+            eprintln!("internal agents vs sessions: {crowd}");
+            server.stop();
+            return;
+        }
         if std::env::var("AGENTD_BENCH_ONLY").as_deref() == Ok("throughput") {
             eprintln!("agentd pid {}", server.pid());
             let (per_s, done) = throughput(&channel, 100, if full { 5000 } else { 200 }).await;
@@ -578,8 +586,16 @@ fn main() {
         let (per_s, done) = throughput(&fleet_channel, 100, if full { 5000 } else { 200 }).await;
         eprintln!("100 workers: {per_s:.0} tasks/s ({done} tasks)");
         fleet_server.stop();
-        let crowd = internal_vs_sessions(&channel, 100, if full { 1000 } else { 50 }).await;
+        // Also on a server of its own: the 1,000 tasks and the 1,000
+        // sessions they are compared with run there one after the other.
+        let crowd_dir = tempfile::tempdir().unwrap();
+        let crowd_data = crowd_dir.path().join("data");
+        std::fs::create_dir_all(&crowd_data).unwrap();
+        let (crowd_server, crowd_channel) =
+            Binary::start_with(&crowd_data, &["--config", fleet_config.to_str().unwrap()]).await;
+        let crowd = internal_vs_sessions(&crowd_channel, 100, if full { 1000 } else { 50 }).await;
         eprintln!("internal agents vs sessions: {crowd}");
+        crowd_server.stop();
         let fan = fan_out(&channel, 100, 1000, if full { 10 } else { 1 }).await;
         eprintln!("event fan-out: {fan}");
 
