@@ -7,6 +7,7 @@
 //! roughly halves the suite's build time on a 2-core machine.
 
 mod agents;
+mod agents_crash;
 mod agents_graphs;
 mod agents_swarms;
 mod agents_tasks;
