@@ -31,5 +31,6 @@ mod query_tools;
 mod reflection;
 mod reliability;
 mod response_fields;
+mod response_fields_agents;
 mod rpc_logs;
 mod shutdown;

@@ -47,10 +47,11 @@ const NEVER_SET_HERE: &[(&str, &str)] = &[
 ];
 
 /// The services whose answers are checked: the ones with an engine.
-const SERVICES: [&str; 3] = [
+const SERVICES: [&str; 4] = [
     "agentd.v1.EmbeddingService",
     "agentd.v1.MemoryService",
     "agentd.v1.QueryControlService",
+    "agentd.v1.AgentService",
 ];
 
 /// The descriptors of the agentd messages, by full name.
@@ -126,7 +127,7 @@ impl Descriptors {
 }
 
 /// The fields seen set in answers.
-struct Seen<'a> {
+pub struct Seen<'a> {
     descriptors: &'a Descriptors,
     fields: BTreeSet<String>,
 }
@@ -146,7 +147,7 @@ fn varint(bytes: &[u8], at: &mut usize) -> u64 {
 
 impl Seen<'_> {
     /// Records the fields set in `message`, an answer of type `name`.
-    fn record(&mut self, name: &str, message: &impl prost::Message) {
+    pub fn record(&mut self, name: &str, message: &impl prost::Message) {
         self.walk(name, &message.encode_to_vec());
     }
 
@@ -201,6 +202,7 @@ async fn every_field_of_every_answer_is_set_by_some_call() {
     embedding_calls(&mut seen, &mut EmbeddingServiceClient::new(channel.clone())).await;
     memory_calls(&mut seen, &mut MemoryServiceClient::new(channel.clone())).await;
     query_calls(&mut seen, channel.clone()).await;
+    crate::response_fields_agents::agent_calls(&mut seen, channel.clone()).await;
 
     let reachable = descriptors.reachable_fields();
     let excused: BTreeMap<&str, &str> = NEVER_SET_HERE.iter().copied().collect();
