@@ -420,14 +420,6 @@ async fn fan_out(channel: &Channel, watchers: usize, rate: u64, secs: u64) -> se
         .await
         .unwrap();
     let task = w.assignment().await;
-    let from = c
-        .list_events(ListEventsRequest {
-            page_size: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let _ = from;
     let total = rate * secs;
     let mut handles = Vec::new();
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<()>();
