@@ -3,7 +3,8 @@
 //! (tests/suite/common/fake_llm.rs) on loopback:
 //!
 //! - **spawn 5**: Spawn of 5 agents over gRPC (p50/p99), and Spawn of
-//!   1,000 in one call (the client's time, an upper bound of the server's);
+//!   1,000 in one call: the client's time, and the server's (its handler's
+//!   time from its JSON debug log, on a server of its own);
 //! - **spawn 5 and give each a task**: from the Spawn call to the provider
 //!   receiving the fifth task's request (the first token follows at once);
 //! - **dispatch to an idle worker**: SubmitTask sent → the assignment
@@ -168,6 +169,60 @@ async fn spawn_latency(channel: &Channel, runs: usize) -> (Vec<f64>, f64) {
         .agents;
     assert_eq!(many.len(), 1000);
     (samples, ms(t.elapsed()))
+}
+
+/// Spawn of 1,000 agents in one call, `runs` times, on a server that logs
+/// each RPC's time in its handler (JSON, debug): (client ms, server ms).
+async fn spawn_1000_server_side(fake: &FakeLlm, runs: usize) -> (Vec<f64>, Vec<f64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), fake);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log_path = dir.path().join("agentd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--log",
+        "agentd=debug",
+    ];
+    let (server, channel) = Binary::start_logging(&data, &args, log).await;
+    let mut c = client(&channel);
+    register(&mut c, "many", "fake", 1).await;
+    let mut client_ms = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let made = c
+            .spawn(SpawnRequest {
+                spec_name: "many".into(),
+                count: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .agents;
+        client_ms.push(ms(t.elapsed()));
+        assert_eq!(made.len(), 1000);
+    }
+    drop(c);
+    drop(channel);
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    let server_ms: Vec<f64> = std::fs::read_to_string(&log_path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["message"] == "rpc finished" && v["span"]["method"] == "/agentd.v1.AgentService/Spawn"
+        })
+        .filter_map(|v| v["elapsed_ms"].as_f64())
+        .collect();
+    assert_eq!(server_ms.len(), runs, "one logged Spawn per call");
+    (client_ms, server_ms)
 }
 
 /// Spawn 5 and give each a task: Spawn sent → the provider has all 5
@@ -547,6 +602,13 @@ fn main() {
             percentile(&spawn5, 0.5),
             percentile(&spawn5, 0.99)
         );
+        let (spawn1000_client, spawn1000_server) =
+            spawn_1000_server_side(&fake, if full { 20 } else { 2 }).await;
+        eprintln!(
+            "spawn 1,000: p50 {:.1} ms in the server's handler, {:.1} ms at the client",
+            percentile(&spawn1000_server, 0.5),
+            percentile(&spawn1000_client, 0.5)
+        );
         let fast = FakeLlm::start(Duration::ZERO).await;
         let fast_dir = tempfile::tempdir().unwrap();
         let fast_config = self::config(fast_dir.path(), &fast);
@@ -595,6 +657,8 @@ fn main() {
             "spawn5_p50_ms": percentile(&spawn5, 0.5),
             "spawn5_p99_ms": percentile(&spawn5, 0.99),
             "spawn1000_ms": spawn1000,
+            "spawn1000_server_p50_ms": percentile(&spawn1000_server, 0.5),
+            "spawn1000_client_p50_ms": percentile(&spawn1000_client, 0.5),
             "spawn5_and_run_p50_ms": percentile(&first, 0.5),
             "spawn5_and_run_p99_ms": percentile(&first, 0.99),
             "dispatch_p50_ms": percentile(&dispatch, 0.5),
