@@ -37,29 +37,6 @@ impl fmt::Display for FieldViolation {
     }
 }
 
-/// Engines that are not built yet, named in the UNIMPLEMENTED answers of
-/// their RPCs. A variant goes away when its engine lands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// `server/agents`: specs, agents, swarms, tasks and workers.
-    Agents,
-}
-
-impl Engine {
-    /// Human-readable name, e.g. "embedding engine".
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Agents => "agents engine",
-        }
-    }
-}
-
-impl fmt::Display for Engine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// What can go wrong in an engine, by the kind of failure a caller must
 /// handle differently.
 #[derive(Debug, thiserror::Error)]
@@ -155,15 +132,6 @@ pub enum Error {
     #[error("superseded: {0}")]
     Superseded(String),
 
-    /// The RPC's engine is not part of this build yet.
-    #[error("{method} is not implemented yet: the {engine} is not built in this version of agentd")]
-    NotImplemented {
-        /// The engine that will serve the RPC.
-        engine: Engine,
-        /// Full method name, e.g. `agentd.v1.EmbeddingService/Embed`.
-        method: String,
-    },
-
     /// An unexpected failure inside the server.
     #[error("internal error: {0}")]
     Internal(String),
@@ -190,14 +158,6 @@ impl Error {
                     .collect(),
             ),
             other => other,
-        }
-    }
-
-    /// The RPC `method` of `engine`'s service has no engine behind it yet.
-    pub fn not_implemented(engine: Engine, method: impl Into<String>) -> Self {
-        Error::NotImplemented {
-            engine,
-            method: method.into(),
         }
     }
 }
@@ -304,13 +264,5 @@ mod tests {
             ["searches[2].k", "searches[2].filter", "searches[2]"]
         );
         assert!(Violations::new().finish().is_ok());
-    }
-
-    #[test]
-    fn not_implemented_names_engine_and_method() {
-        let err = Error::not_implemented(Engine::Agents, "agentd.v1.AgentService/Spawn");
-        let text = err.to_string();
-        assert!(text.contains("agents engine"), "{text}");
-        assert!(text.contains("agentd.v1.AgentService/Spawn"), "{text}");
     }
 }

@@ -60,11 +60,6 @@ impl From<Error> for Status {
             Error::LeaseLost(_) => (Code::Unavailable, ErrorReason::LeaseLost),
             Error::Superseded(_) => (Code::Aborted, ErrorReason::Superseded),
             Error::DependencyFailed(_) => (Code::FailedPrecondition, ErrorReason::DependencyFailed),
-            Error::NotImplemented { engine, method } => {
-                metadata.insert("engine".to_owned(), engine.name().to_owned());
-                metadata.insert("method".to_owned(), method);
-                (Code::Unimplemented, ErrorReason::NotImplemented)
-            }
             Error::Internal(_) => (Code::Internal, ErrorReason::Internal),
         };
         details.set_error_info(reason_name(reason), ERROR_DOMAIN, metadata);
@@ -108,7 +103,7 @@ pub fn reason_name(reason: ErrorReason) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{Engine, FieldViolation};
+    use crate::error::FieldViolation;
 
     #[test]
     fn invalid_argument_carries_field_violations_and_reason() {
@@ -181,11 +176,6 @@ mod tests {
                 Error::WrongState("running".into()),
                 Code::FailedPrecondition,
                 "WRONG_STATE",
-            ),
-            (
-                Error::not_implemented(Engine::Agents, "agentd.v1.AgentService/Spawn"),
-                Code::Unimplemented,
-                "NOT_IMPLEMENTED",
             ),
         ];
         for (err, code, reason) in cases {

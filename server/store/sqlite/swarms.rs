@@ -5,6 +5,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::agents::append;
+use super::tasks::{KeyTable, claim_key};
 use super::{SqliteStore, internal};
 use crate::error::Result;
 use crate::store::{StoredEvent, StoredSwarm, Submitted, SwarmStore, SwarmWrite};
@@ -51,30 +52,17 @@ impl SwarmStore for SqliteStore {
         self.track(|| {
             let mut conn = self.conn();
             let tx = conn.transaction().map_err(internal)?;
-            tx.execute(
-                "DELETE FROM agent_swarm_keys WHERE created_at < ?1",
-                params![since],
-            )
-            .map_err(internal)?;
-            if let Some((key, fingerprint)) = key {
-                let existing: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT swarm_id, fingerprint FROM agent_swarm_keys WHERE key = ?1",
-                        params![key],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
-                    .optional()
-                    .map_err(internal)?;
-                if let Some((id, print)) = existing {
-                    tx.commit().map_err(internal)?;
-                    return Ok(Submitted::Existing(vec![id], print));
-                }
-                tx.execute(
-                    "INSERT INTO agent_swarm_keys (key, fingerprint, swarm_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![key, fingerprint, write.swarm.id, write.swarm.created_at],
-                )
-                .map_err(internal)?;
+            let keys = KeyTable {
+                table: "agent_swarm_keys",
+                ids: "swarm_id",
+            };
+            let id = [write.swarm.id.as_str()];
+            let created = write.swarm.created_at;
+            if let Some((ids, print)) =
+                claim_key(&tx, &keys, key, &id, created, since).map_err(internal)?
+            {
+                tx.commit().map_err(internal)?;
+                return Ok(Submitted::Existing(ids, print));
             }
             let events = apply(&tx, write).map_err(internal)?;
             tx.commit().map_err(internal)?;

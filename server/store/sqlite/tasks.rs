@@ -20,6 +20,52 @@ fn stored_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredTask> {
     })
 }
 
+/// An idempotency key's table: `agent_task_keys` (ids: `task_id`) or
+/// `agent_swarm_keys` (`swarm_id`).
+pub(super) struct KeyTable {
+    pub table: &'static str,
+    pub ids: &'static str,
+}
+
+/// In `tx`: forgets the keys of `keys` older than `since`; then, for
+/// `key` = (key, fingerprint), the ids and fingerprint it recorded before,
+/// or None after recording it for `ids` (comma-separated: ULIDs have no
+/// commas).
+pub(super) fn claim_key(
+    tx: &Transaction<'_>,
+    keys: &KeyTable,
+    key: Option<(&str, &str)>,
+    ids: &[&str],
+    created_at: i64,
+    since: i64,
+) -> rusqlite::Result<Option<(Vec<String>, String)>> {
+    let KeyTable { table, ids: column } = keys;
+    tx.execute(
+        &format!("DELETE FROM {table} WHERE created_at < ?1"),
+        params![since],
+    )?;
+    let Some((key, fingerprint)) = key else {
+        return Ok(None);
+    };
+    let existing: Option<(String, String)> = tx
+        .query_row(
+            &format!("SELECT {column}, fingerprint FROM {table} WHERE key = ?1"),
+            params![key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    if let Some((ids, print)) = existing {
+        return Ok(Some((ids.split(',').map(str::to_owned).collect(), print)));
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} (key, fingerprint, {column}, created_at) VALUES (?1, ?2, ?3, ?4)"
+        ),
+        params![key, fingerprint, ids.join(","), created_at],
+    )?;
+    Ok(None)
+}
+
 /// Writes the task and agent rows of `write` in `tx`, and its events.
 fn apply(tx: &Transaction<'_>, write: &TaskWrite) -> rusqlite::Result<Vec<StoredEvent>> {
     let t = &write.task;
@@ -49,34 +95,17 @@ impl TaskStore for SqliteStore {
         self.track(|| {
             let mut conn = self.conn();
             let tx = conn.transaction().map_err(internal)?;
-            tx.execute(
-                "DELETE FROM agent_task_keys WHERE created_at < ?1",
-                params![since],
-            )
-            .map_err(internal)?;
-            if let Some((key, fingerprint)) = key {
-                let existing: Option<(String, String)> = tx
-                    .query_row(
-                        "SELECT task_id, fingerprint FROM agent_task_keys WHERE key = ?1",
-                        params![key],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )
-                    .optional()
-                    .map_err(internal)?;
-                if let Some((task_ids, print)) = existing {
-                    tx.commit().map_err(internal)?;
-                    let ids = task_ids.split(',').map(str::to_owned).collect();
-                    return Ok(Submitted::Existing(ids, print));
-                }
-                // A graph's ids, comma-separated (ULIDs have no commas).
-                let ids: Vec<&str> = writes.iter().map(|w| w.task.id.as_str()).collect();
-                let created = writes.first().map_or(0, |w| w.task.created_at);
-                tx.execute(
-                    "INSERT INTO agent_task_keys (key, fingerprint, task_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![key, fingerprint, ids.join(","), created],
-                )
-                .map_err(internal)?;
+            let ids: Vec<&str> = writes.iter().map(|w| w.task.id.as_str()).collect();
+            let created = writes.first().map_or(0, |w| w.task.created_at);
+            let keys = KeyTable {
+                table: "agent_task_keys",
+                ids: "task_id",
+            };
+            if let Some((ids, print)) =
+                claim_key(&tx, &keys, key, &ids, created, since).map_err(internal)?
+            {
+                tx.commit().map_err(internal)?;
+                return Ok(Submitted::Existing(ids, print));
             }
             let mut events = Vec::new();
             for write in writes {
