@@ -83,25 +83,23 @@ impl AgentEngine {
         end: End,
         cancel: Option<String>,
     ) -> std::result::Result<u32, Refusal> {
-        let lease = {
-            let mut workers = lock(&self.workers);
-            let lease = workers.take(task_id, agent_id, attempt)?;
-            if let Some(reason) = cancel {
-                workers.send(
-                    agent_id,
-                    Directive::Cancel {
-                        task_id: task_id.to_owned(),
-                        reason,
-                    },
-                );
-            }
-            lease
-        };
+        // Taken first: from here on the worker's reports are refused.
+        let lease = lock(&self.workers).take(task_id, agent_id, attempt)?;
         if let Err(e) = self
             .record_end(task_id, agent_id, end, TokenUsage::default(), 0.0)
             .await
         {
             tracing::error!(task = %task_id, error = %e, "cannot record the end of a lease");
+        }
+        // Told once the end is recorded, so what it reads back agrees.
+        if let Some(reason) = cancel {
+            lock(&self.workers).send(
+                agent_id,
+                Directive::Cancel {
+                    task_id: task_id.to_owned(),
+                    reason,
+                },
+            );
         }
         lock(&self.scheduler).release(agent_id, task_id);
         self.dispatch();
