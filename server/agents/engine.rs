@@ -120,6 +120,21 @@ impl AgentEngine {
         let lapse_at = Instant::now() + engine.settings.worker_lease_timeout;
         for row in unfinished {
             let mut task = task_of(row)?;
+            if task.body.tool_call.is_some() {
+                // The query that waited for this call ended with the
+                // server: its result has nowhere to go.
+                let mut write = super::tasks::tools::orphaned(&mut task);
+                if let Some(row) = engine.store.get_agent(&task.agent_id)? {
+                    let mut agent = agent_of(row)?;
+                    agent.body.running_task_ids.retain(|t| *t != task.id);
+                    if agent.body.running_task_ids.is_empty() && agent.state == AgentState::Busy {
+                        agent.state = AgentState::Idle;
+                    }
+                    write.agent = Some(row_of(&agent));
+                }
+                engine.store.save_task(&write)?;
+                continue;
+            }
             let on_worker = task.state == TaskState::Running
                 && lock(&engine.scheduler)
                     .agents
@@ -198,10 +213,13 @@ impl AgentEngine {
     }
 
     /// Starts the tasks the store had pending or running (at start-up),
-    /// and the workers' clock (abort the handle to stop it).
-    pub fn resume(&self) -> tokio::task::JoinHandle<()> {
+    /// the workers' clock, and the leasing of worker tool calls; abort the
+    /// handles to stop them.
+    pub fn resume(&self) -> Vec<tokio::task::JoinHandle<()>> {
         self.dispatch();
-        self.watch_workers()
+        let mut background = vec![self.watch_workers()];
+        background.extend(self.serve_worker_tools());
+        background
     }
 
     /// Starts every task that has a free agent now: a runner for an

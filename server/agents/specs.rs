@@ -4,7 +4,7 @@
 
 use super::engine::{AgentEngine, new_event, spec_of};
 use super::types::{ActivityKind, Spec, SpecBody};
-use super::validate::{check_name, check_spec};
+use super::validate::{check_name, check_spec, check_spec_tools};
 use crate::common::blocking::with_store;
 use crate::common::clock::now_ms;
 use crate::common::page::{self, Page};
@@ -25,6 +25,13 @@ impl AgentEngine {
     pub async fn register_spec(&self, name: String, body: SpecBody) -> Result<Registered> {
         let mut v = Violations::new();
         check_spec(&name, &body, &|alias| self.is_model(alias), &mut v);
+        match &self.query {
+            Some(query) => check_spec_tools(&body, query, &mut v),
+            None if !body.tools.is_empty() => {
+                v.add("spec.tools", "the query service is disabled on this server")
+            }
+            None => {}
+        }
         v.finish()?;
         let json = serde_json::to_string(&body)
             .map_err(|e| Error::Internal(format!("spec {name}: {e}")))?;

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::query::{ToolCall, ToolSpec};
+
 /// A template for agents.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Spec {
@@ -48,6 +50,10 @@ pub struct SpecBody {
     pub memory_top_k: u32,
     /// Write outputs back to memory.
     pub store_output: bool,
+    /// Tools the model may call during a task (server and worker tools).
+    pub tools: Vec<ToolSpec>,
+    /// Most model turns of a task's query; 0 is the query default.
+    pub max_turns: u32,
 }
 
 impl Spec {
@@ -192,11 +198,15 @@ pub enum ActivityKind {
     WorkerDisconnected,
     /// A task's attempt was lost; it goes to another agent.
     TaskReassigned,
+    /// A task's model called a tool.
+    TaskToolCall,
+    /// A task's tool call got its result.
+    TaskToolResult,
 }
 
 impl ActivityKind {
     /// Every kind.
-    pub const ALL: [ActivityKind; 16] = [
+    pub const ALL: [ActivityKind; 18] = [
         ActivityKind::SpecRegistered,
         ActivityKind::SpecDeleted,
         ActivityKind::AgentSpawned,
@@ -213,6 +223,8 @@ impl ActivityKind {
         ActivityKind::WorkerConnected,
         ActivityKind::WorkerDisconnected,
         ActivityKind::TaskReassigned,
+        ActivityKind::TaskToolCall,
+        ActivityKind::TaskToolResult,
     ];
 
     /// The name the store keeps.
@@ -234,6 +246,8 @@ impl ActivityKind {
             ActivityKind::WorkerConnected => "worker_connected",
             ActivityKind::WorkerDisconnected => "worker_disconnected",
             ActivityKind::TaskReassigned => "task_reassigned",
+            ActivityKind::TaskToolCall => "task_tool_call",
+            ActivityKind::TaskToolResult => "task_tool_result",
         }
     }
 
@@ -464,6 +478,8 @@ pub struct TaskBody {
     pub child_task_ids: Vec<String>,
     /// Its part in a swarm's handling.
     pub step: Step,
+    /// The worker tool call it runs, if it runs one.
+    pub tool_call: Option<ToolCall>,
 }
 
 impl TaskBody {
@@ -660,6 +676,9 @@ pub enum Route {
     Agent(String),
     /// Any agent whose spec has this capability.
     Capability(String),
+    /// Any external worker whose spec has this capability (a worker tool's
+    /// call: agentd does not run it on a model).
+    Worker(String),
     /// A member of this swarm, picked by its routing.
     Swarm {
         /// The swarm.

@@ -4,6 +4,7 @@
 
 use super::types::{SpawnParams, SpecBody};
 use crate::error::Violations;
+use crate::query::{QueryEngine, ToolChoice, ToolLocation, check_tools};
 
 /// Longest spec name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -160,6 +161,54 @@ pub fn check_spec(
         );
     }
     check_labels("spec.labels", &body.labels, v);
+}
+
+/// A spec's tools and turn limit, under `spec.`: the rules of a Start's
+/// tools (`query`'s built-in tools), a model that can call them, and no
+/// client tools (no client answers an agent's calls).
+pub fn check_spec_tools(body: &SpecBody, query: &QueryEngine, v: &mut Violations) {
+    check_tools(
+        "spec.",
+        &body.tools,
+        &ToolChoice::Auto,
+        body.max_turns,
+        query.server_tools(),
+        v,
+    );
+    for (i, t) in body.tools.iter().enumerate() {
+        if t.location == ToolLocation::Client {
+            v.add(
+                format!("spec.tools[{i}].location"),
+                "an agent's tools run on the server (TOOL_LOCATION_SERVER) or on a worker \
+                 (TOOL_LOCATION_WORKER): no client answers the calls of an agent's task",
+            );
+        }
+    }
+    if body.tools.is_empty() {
+        return;
+    }
+    if body.model.is_empty() {
+        v.add(
+            "spec.tools",
+            "need a model to call them (spec.model is empty: a worker-only spec)",
+        );
+    }
+    for (field, alias) in std::iter::once(("spec.model".to_owned(), &body.model)).chain(
+        body.fallback_models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("spec.fallback_models[{i}]"), m)),
+    ) {
+        if query.supports_tools(alias) == Some(false) {
+            v.add(
+                field,
+                format!(
+                    "model {alias:?} cannot call tools, and spec.tools is set (see \
+                     ListQueryModels: supports_tools)"
+                ),
+            );
+        }
+    }
 }
 
 /// A spawn request's fields, under `prefix` (`` or `requests[i].`).

@@ -38,10 +38,11 @@ impl AgentService for AgentApi {
         request: Request<pb::RegisterSpecRequest>,
     ) -> Result<Response<pb::RegisterSpecResponse>, Status> {
         let pb::RegisterSpecRequest { spec } = request.into_inner();
-        let (name, body) = spec_from(spec.unwrap_or_default());
-        let rpc = Rpc::about("spec", &name);
+        let spec = spec.unwrap_or_default();
+        let rpc = Rpc::about("spec", &spec.name);
         rpc.unary(
             async {
+                let (name, body) = spec_from(spec)?;
                 let registered = self.engine.register_spec(name, body).await?;
                 Ok(pb::RegisterSpecResponse {
                     spec: Some(registered.spec.into()),

@@ -16,7 +16,7 @@ use super::models::{ModelListing, ModelRegistry};
 use super::semantic::{SemanticCache, SemanticKey};
 use super::session::{Control, Query};
 use super::settings::QueryConfig;
-use super::tools::{ServerTools, ToolLocation, ToolOutcome};
+use super::tools::{ServerTools, ToolLocation, ToolOutcome, WorkerToolCall, WorkerTools};
 use super::types::{
     CacheKind, CacheMode, ChatMessage, FinishReason, QueryState, Rule, StartQuery, SwitchReason,
     TokenUsage,
@@ -45,6 +45,8 @@ pub struct Shared {
     pub rules: Vec<Rule>,
     /// The tools agentd runs itself.
     pub server_tools: ServerTools,
+    /// Where calls of worker tools go (the Agent engine takes them).
+    pub worker_tools: WorkerTools,
     store: Arc<dyn QueryStore>,
     cache: AnswerCache,
     semantic: SemanticCache,
@@ -154,6 +156,7 @@ impl QueryEngine {
                 settings,
                 rules,
                 server_tools,
+                worker_tools: WorkerTools::default(),
                 store,
                 cache,
                 semantic,
@@ -249,6 +252,7 @@ impl QueryEngine {
                 settings: &shared.settings,
                 semantic_unavailable: shared.semantic.unavailable_reason(),
                 server_tools: &shared.server_tools,
+                worker_tools: shared.worker_tools.available(),
             },
         )?;
         // Built-in tools are described by agentd; a tool without a schema
@@ -435,6 +439,30 @@ impl QueryEngine {
         query
             .command(|reply| Control::Inject { message, reply })
             .await
+    }
+
+    /// The tools agentd runs itself.
+    pub fn server_tools(&self) -> &ServerTools {
+        &self.shared.server_tools
+    }
+
+    /// Whether `alias` names a model that can call tools (None: no such
+    /// alias).
+    pub fn supports_tools(&self, alias: &str) -> Option<bool> {
+        self.shared
+            .registry
+            .get(alias)
+            .ok()
+            .map(|entry| entry.spec.supports_tools())
+    }
+
+    /// Calls of worker tools go from now on to the receiver returned (the
+    /// Agent engine's, which leases them to workers); before, a Start
+    /// offering a worker tool is refused. None when taken already.
+    pub fn take_worker_tool_calls(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<WorkerToolCall>> {
+        self.shared.worker_tools.take()
     }
 
     /// Gives the result of client tool call `call_id` (fields `call_id`,

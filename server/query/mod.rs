@@ -20,7 +20,7 @@
 //! - [`validate`]: every limit and rule a request must meet.
 //! - [`local`]: the `local` provider, Gemma 3 on candle.
 //! - [`tools`]: tool calling: tools, calls, results, argument schemas, the
-//!   built-in tools' interface.
+//!   built-in tools' interface, the way out to workers.
 //! - [`settings`]: `[query]` of agentd.toml.
 
 pub(crate) mod anthropic;
@@ -41,6 +41,8 @@ pub(crate) mod tools;
 pub(crate) mod types;
 pub(crate) mod validate;
 
+pub(crate) use validate::check_tools;
+
 pub(crate) use engine::{QueryEngine, QueryStats, SHUTDOWN_REASON, Switched};
 pub(crate) use events::{Event, EventKind, ModelSpan, QueryError, QueryErrorKind, QueryInfo};
 pub(crate) use local::LocalProvider;
@@ -52,7 +54,7 @@ pub(crate) use provider::ModelProvider;
 pub use settings::{ModelAliasSpec, ProviderKind, QueryConfig, RuleSpec};
 pub use tools::{
     ServerTool, ServerTools, ToolCall, ToolCallRecord, ToolChoice, ToolDescription, ToolLocation,
-    ToolOutcome, ToolSpec, schema_of,
+    ToolOutcome, ToolSpec, WorkerToolCall, WorkerTools, schema_of,
 };
 pub(crate) use types::{
     CacheKind, CacheMode, CachePolicy, ChatMessage, DEFAULT_SIMILARITY, FinishReason,

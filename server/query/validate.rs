@@ -63,18 +63,21 @@ pub struct StartContext<'a> {
     pub semantic_unavailable: Option<&'a str>,
     /// The built-in tools a query may name.
     pub server_tools: &'a ServerTools,
+    /// Whether worker tools can be leased (the Agent engine runs).
+    pub worker_tools: bool,
 }
 
 /// Checks every field of a Start. All invalid fields are reported at once;
 /// when every field is valid but the model alias is unknown, the answer is
 /// NotFound naming it; a model that cannot serve the tools, or a worker
-/// tool (no Agent engine yet), is FailedPrecondition.
+/// tool when no Agent engine leases them, is FailedPrecondition.
 pub fn check_start(start: &StartQuery, context: StartContext<'_>) -> Result<()> {
     let StartContext {
         registry,
         settings,
         semantic_unavailable,
         server_tools,
+        worker_tools,
     } = context;
     let mut v = Violations::new();
     if start.model.is_empty() {
@@ -99,7 +102,14 @@ pub fn check_start(start: &StartQuery, context: StartContext<'_>) -> Result<()> 
     }
     check_tool_history(&start.messages, &mut v);
     check_content("system_prompt", &start.system_prompt, &mut v);
-    check_tools(start, server_tools, &mut v);
+    check_tools(
+        "",
+        &start.tools,
+        &start.tool_choice,
+        start.max_turns,
+        server_tools,
+        &mut v,
+    );
 
     let p = &start.params;
     if let Some(t) = p.temperature
@@ -230,31 +240,36 @@ pub fn check_start(start: &StartQuery, context: StartContext<'_>) -> Result<()> 
         .iter()
         .enumerate()
         .find(|(_, t)| t.location == ToolLocation::Worker)
+        && !worker_tools
     {
         return Err(Error::WrongState(format!(
-            "tools[{i}] ({:?}) runs on a worker (TOOL_LOCATION_WORKER), which needs the Agent \
-             engine; it is not available yet",
+            "tools[{i}] ({:?}) runs on a worker (TOOL_LOCATION_WORKER), which the Agent engine \
+             leases; the Agent service is disabled on this server",
             t.name
         )));
     }
     Ok(())
 }
 
-/// The tools of a Start: names, descriptions, schemas, the choice and the
-/// turn limit.
-fn check_tools(start: &StartQuery, server_tools: &ServerTools, v: &mut Violations) {
-    if start.tools.len() > MAX_TOOLS {
+/// Tools offered to a model (a Start's, or an agent spec's with `prefix`
+/// `spec.`): names, descriptions, schemas, the choice and the turn limit.
+pub fn check_tools(
+    prefix: &str,
+    tools: &[ToolSpec],
+    tool_choice: &ToolChoice,
+    max_turns: u32,
+    server_tools: &ServerTools,
+    v: &mut Violations,
+) {
+    if tools.len() > MAX_TOOLS {
         v.add(
-            "tools",
-            format!(
-                "must hold at most {MAX_TOOLS} tools, got {}",
-                start.tools.len()
-            ),
+            format!("{prefix}tools"),
+            format!("must hold at most {MAX_TOOLS} tools, got {}", tools.len()),
         );
     }
     let mut names = HashSet::new();
-    for (i, t) in start.tools.iter().enumerate() {
-        let path = format!("tools[{i}]");
+    for (i, t) in tools.iter().enumerate() {
+        let path = format!("{prefix}tools[{i}]");
         check_tool_name(&format!("{path}.name"), &t.name, v);
         if !names.insert(t.name.as_str()) {
             v.add(
@@ -292,22 +307,25 @@ fn check_tools(start: &StartQuery, server_tools: &ServerTools, v: &mut Violation
             check_duration(&format!("{path}.timeout"), timeout, v);
         }
     }
-    match &start.tool_choice {
-        ToolChoice::Required if start.tools.is_empty() => {
-            v.add("tool_choice.mode", "REQUIRED needs at least one tool");
-        }
-        ToolChoice::Named(name) if !start.tools.iter().any(|t| t.name == *name) => {
+    match tool_choice {
+        ToolChoice::Required if tools.is_empty() => {
             v.add(
-                "tool_choice.name",
+                format!("{prefix}tool_choice.mode"),
+                "REQUIRED needs at least one tool",
+            );
+        }
+        ToolChoice::Named(name) if !tools.iter().any(|t| t.name == *name) => {
+            v.add(
+                format!("{prefix}tool_choice.name"),
                 format!("names no tool of this query: {name:?}"),
             );
         }
         _ => {}
     }
-    if start.max_turns > MAX_TURNS {
+    if max_turns > MAX_TURNS {
         v.add(
-            "max_turns",
-            format!("must be at most {MAX_TURNS}, got {}", start.max_turns),
+            format!("{prefix}max_turns"),
+            format!("must be at most {MAX_TURNS}, got {max_turns}"),
         );
     }
 }

@@ -124,9 +124,9 @@ impl Server {
             )
         });
         if services.agents {
-            let (_, clock) =
+            let (_, tasks) =
                 services::agents(&config, &mut routes, &store, query.clone(), agent_memory)?;
-            background.push(clock);
+            background.extend(tasks);
         }
         // Embedding reports its own readiness (above).
         let ready = Services {

@@ -195,14 +195,15 @@ pub fn query(
 
 /// Builds the agents engine on `store` (tasks run on `query`, agents'
 /// memories in `memory`) and adds AgentService. Returns the engine and its
-/// workers' clock, stopped at shutdown.
+/// background tasks (the workers' clock, the leasing of worker tool
+/// calls), stopped at shutdown.
 pub fn agents(
     config: &Config,
     routes: &mut RoutesBuilder,
     store: &Arc<SqliteStore>,
     query: Option<QueryEngine>,
     memory: Option<(Collections, Points)>,
-) -> anyhow::Result<(AgentEngine, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<(AgentEngine, Vec<JoinHandle<()>>)> {
     let memory = memory.map(|(collections, points)| AgentMemory {
         collections,
         points,
@@ -211,10 +212,10 @@ pub fn agents(
     let engine = AgentEngine::new(store.clone(), query, memory, config.agents.clone())
         .context("starting the agents engine")?;
     // Tasks left pending or running by the last run start again.
-    let clock = engine.resume();
+    let background = engine.resume();
     routes.add_service(configured!(
         AgentServiceServer::new(api::agents::AgentApi::new(engine.clone())),
         config
     ));
-    Ok((engine, clock))
+    Ok((engine, background))
 }

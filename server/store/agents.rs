@@ -184,6 +184,10 @@ pub trait AgentStore: Send + Sync + std::fmt::Debug + 'static {
     /// Rewrites an agent's state and body, and appends `events`.
     fn update_agent(&self, agent: &StoredAgent, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>>;
 
+    /// Appends `events` that record no change of a stored record (a
+    /// task's tool calls: the query keeps them).
+    fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>>;
+
     /// Events with id greater than `after`, matching `query`, in id order;
     /// at most `limit`.
     fn list_events(&self, query: &EventQuery, after: u64, limit: usize)

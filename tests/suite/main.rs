@@ -11,6 +11,7 @@ mod agents_crash;
 mod agents_graphs;
 mod agents_swarms;
 mod agents_tasks;
+mod agents_tools;
 mod agents_workers;
 mod common;
 mod embedding;

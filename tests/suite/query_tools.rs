@@ -807,11 +807,11 @@ async fn bad_tool_definitions_are_refused_naming_the_field() {
             "start.messages[2].tool_call_id"
         ]
     );
-    // Worker tools need the Agent engine.
+    // Worker tools name the capability of their workers (and need the
+    // Agent service: tests/suite/agents_tools.rs).
     let worker = StartCommand {
         tools: vec![ToolDefinition {
             location: ToolLocation::Worker as i32,
-            worker_capability: "browser".into(),
             ..time()
         }],
         ..start_with_user("oa", "hi")
@@ -820,8 +820,11 @@ async fn bad_tool_definitions_are_refused_naming_the_field() {
         .await
         .err()
         .unwrap();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("Agent engine"), "{err:?}");
+    assert_eq!(
+        violated_fields(&err),
+        ["start.tools[0].worker_capability"],
+        "{err:?}"
+    );
     server.stop().await.unwrap();
 }
 

@@ -10,6 +10,7 @@ use agentd::pb::v1::*;
 use tonic::transport::Channel;
 
 use crate::common::agents::task_when;
+use crate::common::sessions::{Session, start, user};
 use crate::common::workers::{TestWorker, heartbeat};
 use crate::response_fields::Seen;
 
@@ -39,6 +40,28 @@ async fn directive(seen: &mut Seen<'_>, w: &mut TestWorker) -> work_response::Di
     d
 }
 
+/// A worker tool with every field of its definition set.
+fn lookup_tool() -> ToolDefinition {
+    let mut parameters = prost_types::Struct::default();
+    parameters.fields.insert(
+        "type".into(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue("object".into())),
+        },
+    );
+    ToolDefinition {
+        name: "lookup".into(),
+        description: "Looks up.".into(),
+        parameters: Some(parameters),
+        location: ToolLocation::Worker as i32,
+        worker_capability: "etl".into(),
+        timeout: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+    }
+}
+
 async fn assignment(seen: &mut Seen<'_>, w: &mut TestWorker) -> TaskAssignment {
     loop {
         if let work_response::Directive::Assign(a) = directive(seen, w).await {
@@ -62,6 +85,8 @@ pub async fn agent_calls(seen: &mut Seen<'_>, channel: Channel) {
         labels: [("team".to_string(), "a".to_string())].into(),
         memory_top_k: 1,
         store_output: true,
+        tools: vec![lookup_tool()],
+        max_turns: 4,
         ..Default::default()
     };
     let r = c
@@ -242,6 +267,28 @@ pub async fn agent_calls(seen: &mut Seen<'_>, channel: Channel) {
             directive: Some(work_response::Directive::Registered(w.registered.clone())),
         },
     );
+    // A query's worker tool call, leased to the worker as a task.
+    let mut session = Session::open(
+        channel.clone(),
+        StartCommand {
+            tools: vec![lookup_tool()],
+            messages: vec![user("call lookup {}")],
+            ..start("oa")
+        },
+    )
+    .await
+    .expect("Session");
+    let call = assignment(seen, &mut w).await.task.unwrap();
+    assert!(call.tool_call.is_some(), "{call:?}");
+    w.send(Work::Result(TaskResult {
+        task_id: call.id.clone(),
+        output_text: "found".into(),
+        attempt: call.attempt,
+        ..Default::default()
+    }));
+    directive(seen, &mut w).await;
+    session.finish().await;
+
     let graph = c
         .submit_task_graph(SubmitTaskGraphRequest {
             nodes: vec![

@@ -9,9 +9,12 @@
 //! - [`runner`]: one attempt on an internal agent, as a query session.
 //! - [`outcome`]: how an attempt ended (internal agents and workers alike),
 //!   recorded, and retries.
+//! - [`tools`]: worker tool calls leased as tasks; tool calls in the
+//!   activity log.
 
 pub(crate) mod graph;
 pub(crate) mod outcome;
 pub(crate) mod runner;
 pub(crate) mod scheduler;
 pub(crate) mod submit;
+pub(crate) mod tools;

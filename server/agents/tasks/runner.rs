@@ -13,8 +13,9 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::outcome::End;
+use super::tools::{AGENT_LABEL, TASK_LABEL, call_details, result_details};
 use crate::agents::engine::{AgentEngine, agent_of, spec_of, task_of};
-use crate::agents::types::{TaskError, TaskErrorKind};
+use crate::agents::types::{ActivityKind, TaskError, TaskErrorKind};
 use crate::common::blocking::with_store;
 use crate::error::{Error, Result};
 use crate::query::{
@@ -147,9 +148,11 @@ impl AgentEngine {
             fallback_models: spec.body.fallback_models.clone(),
             timeout: Some(Duration::from_millis(task.body.timeout_ms)),
             labels: BTreeMap::from([
-                ("agentd.task".to_owned(), task.id.clone()),
-                ("agentd.agent".to_owned(), agent.id.clone()),
+                (TASK_LABEL.to_owned(), task.id.clone()),
+                (AGENT_LABEL.to_owned(), agent.id.clone()),
             ]),
+            tools: spec.body.tools.clone(),
+            max_turns: spec.body.max_turns,
             ..Default::default()
         };
         let query = match query_engine.start(start).await {
@@ -194,6 +197,50 @@ impl AgentEngine {
         let mut end = None;
         while let Some(event) = events.next().await {
             end = match event.kind {
+                EventKind::ToolCall {
+                    call,
+                    location,
+                    turn,
+                    ..
+                } => {
+                    let message = format!(
+                        "task {task_id}'s model called tool {} (call {})",
+                        call.name, call.id
+                    );
+                    let details = call_details(&call, location, turn);
+                    self.record_tool_event(
+                        task_id,
+                        agent_id,
+                        ActivityKind::TaskToolCall,
+                        message,
+                        details,
+                    )
+                    .await;
+                    continue;
+                }
+                EventKind::ToolResult {
+                    call_id,
+                    name,
+                    outcome,
+                } => {
+                    let how = if outcome.is_error {
+                        "an error"
+                    } else {
+                        "its result"
+                    };
+                    let message =
+                        format!("task {task_id}'s call {call_id} of tool {name} got {how}");
+                    let details = result_details(&call_id, &name, &outcome);
+                    self.record_tool_event(
+                        task_id,
+                        agent_id,
+                        ActivityKind::TaskToolResult,
+                        message,
+                        details,
+                    )
+                    .await;
+                    continue;
+                }
                 EventKind::Completed { text, .. } => Some(End::Succeeded { text, output: None }),
                 EventKind::Failed { error } => {
                     let (kind, retryable) = match error.kind {

@@ -229,6 +229,7 @@ impl Scheduler {
             .map(|(id, _)| id.clone())
             .collect();
         let mut no_capability: HashSet<String> = HashSet::new();
+        let mut no_worker: HashSet<String> = HashSet::new();
         let mut no_member: HashSet<(String, Option<String>)> = HashSet::new();
         let mut i = 0;
         while i < self.queue.len() {
@@ -240,17 +241,26 @@ impl Scheduler {
             let agent = match route {
                 Route::Agent(id) => self.agents.get(id).filter(|s| s.free()).map(|_| id.clone()),
                 Route::Capability(c) if no_capability.contains(c) => None,
-                Route::Capability(c) => {
+                Route::Worker(c) if no_worker.contains(c) => None,
+                Route::Capability(c) | Route::Worker(c) => {
                     let agents = &self.agents;
+                    let workers_only = matches!(route, Route::Worker(_));
                     let found = free
                         .iter()
-                        .filter(|id| agents[*id].capabilities.contains(c))
+                        .filter(|id| {
+                            let slot = &agents[*id];
+                            slot.capabilities.contains(c) && !(workers_only && slot.internal)
+                        })
                         .min_by(|a, b| {
                             (agents[*a].running.len(), a).cmp(&(agents[*b].running.len(), b))
                         })
                         .cloned();
                     if found.is_none() {
-                        no_capability.insert(c.clone());
+                        if workers_only {
+                            no_worker.insert(c.clone());
+                        } else {
+                            no_capability.insert(c.clone());
+                        }
                     }
                     found
                 }
@@ -313,6 +323,26 @@ mod tests {
             internal: true,
             online: true,
         }
+    }
+
+    #[test]
+    fn a_worker_tool_call_goes_to_a_worker_never_to_an_internal_agent() {
+        let mut s = Scheduler::default();
+        s.agents.insert("model".into(), slot(&["search"], 4));
+        s.enqueue("call".into(), 100, Route::Worker("search".into()));
+        s.enqueue("task".into(), 0, Route::Capability("search".into()));
+        // The internal agent takes the ordinary task; the call waits.
+        assert_eq!(
+            s.dispatch(),
+            vec![("task".to_string(), "model".to_string())]
+        );
+        let mut worker = slot(&["search"], 1);
+        worker.internal = false;
+        s.agents.insert("worker".into(), worker);
+        assert_eq!(
+            s.dispatch(),
+            vec![("call".to_string(), "worker".to_string())]
+        );
     }
 
     #[test]

@@ -10,12 +10,13 @@ use crate::agents::{
     TaskErrorKind, TaskState, TaskTarget,
 };
 use crate::api::error::stream_error;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Violations};
 use crate::pb::v1 as pb;
+use crate::query::ToolSpec;
 
 /// A RegisterSpec's spec: its name and body (`version`, `updated_at`
-/// ignored, as the proto says).
-pub fn spec_from(s: pb::AgentSpec) -> (String, SpecBody) {
+/// ignored, as the proto says); its tools convert as a Start's do.
+pub fn spec_from(s: pb::AgentSpec) -> Result<(String, SpecBody)> {
     let pb::AgentSpec {
         name,
         description,
@@ -31,8 +32,19 @@ pub fn spec_from(s: pb::AgentSpec) -> (String, SpecBody) {
         updated_at: _,
         memory_top_k,
         store_output,
+        tools,
+        max_turns,
     } = s;
-    (
+    let mut v = Violations::new();
+    let mut specs = Vec::with_capacity(tools.len());
+    for (i, t) in tools.into_iter().enumerate() {
+        match ToolSpec::try_from(t) {
+            Ok(t) => specs.push(t),
+            Err(e) => v.absorb(e.within(&format!("spec.tools[{i}]")))?,
+        }
+    }
+    v.finish()?;
+    Ok((
         name,
         SpecBody {
             description,
@@ -46,8 +58,10 @@ pub fn spec_from(s: pb::AgentSpec) -> (String, SpecBody) {
             labels: labels.into_iter().collect(),
             memory_top_k,
             store_output,
+            tools: specs,
+            max_turns,
         },
-    )
+    ))
 }
 
 impl From<Spec> for pb::AgentSpec {
@@ -70,6 +84,8 @@ impl From<Spec> for pb::AgentSpec {
             labels,
             memory_top_k,
             store_output,
+            tools,
+            max_turns,
         } = body;
         pb::AgentSpec {
             name,
@@ -86,6 +102,8 @@ impl From<Spec> for pb::AgentSpec {
             updated_at: Some(timestamp(updated_at_ms)),
             memory_top_k,
             store_output,
+            tools: tools.into_iter().map(Into::into).collect(),
+            max_turns,
         }
     }
 }
@@ -212,6 +230,8 @@ impl From<ActivityKind> for pb::AgentEventKind {
             ActivityKind::WorkerConnected => pb::AgentEventKind::WorkerConnected,
             ActivityKind::WorkerDisconnected => pb::AgentEventKind::WorkerDisconnected,
             ActivityKind::TaskReassigned => pb::AgentEventKind::TaskReassigned,
+            ActivityKind::TaskToolCall => pb::AgentEventKind::TaskToolCall,
+            ActivityKind::TaskToolResult => pb::AgentEventKind::TaskToolResult,
         }
     }
 }
@@ -366,6 +386,7 @@ impl From<Task> for pb::Task {
             // How the engine runs it, not part of the contract.
             route: _,
             step: _,
+            tool_call,
         } = body;
         pb::Task {
             id,
@@ -409,6 +430,7 @@ impl From<Task> for pb::Task {
             required_capability,
             parent_task_id,
             child_task_ids,
+            tool_call: tool_call.map(Into::into),
         }
     }
 }

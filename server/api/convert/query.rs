@@ -310,6 +310,30 @@ impl TryFrom<pb::ToolDefinition> for ToolSpec {
     }
 }
 
+impl From<ToolSpec> for pb::ToolDefinition {
+    fn from(t: ToolSpec) -> Self {
+        let ToolSpec {
+            name,
+            description,
+            parameters,
+            location,
+            worker_capability,
+            timeout,
+        } = t;
+        pb::ToolDefinition {
+            name,
+            description,
+            parameters: match parameters {
+                Value::Object(map) => Some(proto_struct(map)),
+                _ => None,
+            },
+            location: pb::ToolLocation::from(location).into(),
+            worker_capability,
+            timeout: timeout.map(super::duration),
+        }
+    }
+}
+
 impl TryFrom<pb::ToolChoice> for ToolChoice {
     type Error = Error;
 

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::query::events::EventKind;
 use crate::query::tools::turn::Refused;
 use crate::query::tools::{
-    ToolCall, ToolCallRecord, ToolChoice, ToolLocation, ToolOutcome, ToolTurn,
+    ToolCall, ToolCallRecord, ToolChoice, ToolLocation, ToolOutcome, ToolTurn, WorkerToolCall,
 };
 use crate::query::types::{FinishReason, QueryState};
 
@@ -96,6 +96,8 @@ impl Driver {
                 self.resolve(&call.id, ToolOutcome::error(problem));
             } else if *location == ToolLocation::Server {
                 self.run_server_tool(call);
+            } else if *location == ToolLocation::Worker {
+                self.lease_worker_tool(call);
             }
         }
         if last_turn {
@@ -136,6 +138,41 @@ impl Driver {
         }
     }
 
+    /// Hands a worker tool's call to the Agent engine and waits for its
+    /// result in a task of its own, which the driver aborts when the call
+    /// is answered otherwise (its time is up, the query ended): the Agent
+    /// engine then withdraws the lease.
+    fn lease_worker_tool(&mut self, call: &ToolCall) {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let info = self.query.info();
+        let request = WorkerToolCall {
+            query_id: info.id.clone(),
+            labels: info.labels.clone(),
+            call: call.clone(),
+            capability: self.tools.capability(&call.name).unwrap_or_default(),
+            timeout: self
+                .tools
+                .timeout(&call.name)
+                .unwrap_or(self.shared.settings.tool_timeout),
+            reply,
+        };
+        let results = self.tool_results_tx.clone();
+        let id = call.id.clone();
+        let sent = self.shared.worker_tools.send(request);
+        let task = tokio::spawn(async move {
+            let outcome = match sent {
+                Ok(()) => outcome.await.unwrap_or_else(|_| {
+                    ToolOutcome::error("the Agent engine dropped the call without a result")
+                }),
+                Err(refused) => refused,
+            };
+            let _ = results.send((id, outcome)).await;
+        });
+        if let Some(turn) = &mut self.awaiting {
+            turn.running(&call.id, task.abort_handle());
+        }
+    }
+
     /// A result for call `id` from `from` (a client), checked: answers the
     /// calls of the turn still waiting.
     pub(super) fn submit(
@@ -169,6 +206,12 @@ impl Driver {
             Err(Refused::Answered) => {
                 return Err(Error::WrongState(format!(
                     "tool call {id} already has its result"
+                )));
+            }
+            Err(Refused::NotYours(ToolLocation::Worker)) => {
+                return Err(Error::WrongState(format!(
+                    "tool call {id} is of a worker tool: the worker it is leased to gives its \
+                     result"
                 )));
             }
             Err(Refused::NotYours(_)) => {

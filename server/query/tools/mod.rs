@@ -14,12 +14,14 @@
 //! - [`builtin`]: the tools agentd runs itself (the `ServerTool` trait; the
 //!   tools are `crate::tools`).
 //! - [`turn`]: the calls of one model turn, until each has its result.
+//! - [`worker`]: the way out for calls that external workers run.
 
 pub(crate) mod builtin;
 pub(crate) mod offered;
 pub(crate) mod schema;
 pub(crate) mod turn;
 pub(crate) mod types;
+pub(crate) mod worker;
 
 pub use builtin::{ServerTool, ServerTools, schema_of};
 pub(crate) use offered::OfferedTools;
@@ -27,3 +29,4 @@ pub(crate) use turn::ToolTurn;
 pub use types::{
     ToolCall, ToolCallRecord, ToolChoice, ToolDescription, ToolLocation, ToolOutcome, ToolSpec,
 };
+pub use worker::{WorkerToolCall, WorkerTools};

@@ -50,6 +50,11 @@ impl OfferedTools {
         self.spec(name).and_then(|t| t.timeout)
     }
 
+    /// The capability worker tool `name` needs, if the query offers it.
+    pub fn capability(&self, name: &str) -> Option<String> {
+        self.spec(name).map(|t| t.worker_capability.clone())
+    }
+
     /// Why `call` cannot run, or None when it can: a tool the query does
     /// not offer, or arguments that are not an object matching its schema.
     pub fn problem(&self, call: &ToolCall) -> Option<String> {

@@ -95,8 +95,10 @@ impl ToolTurn {
         if c.outcome.is_some() {
             return Err(Refused::Answered);
         }
+        // Server and worker calls are answered only where they run; a
+        // client may answer a call of a tool the query does not offer.
         match from {
-            Some(from) if c.location == ToolLocation::Server && from != ToolLocation::Server => {
+            Some(from) if c.location != ToolLocation::Client && from != c.location => {
                 Err(Refused::NotYours(c.location))
             }
             _ => Ok(()),

@@ -352,6 +352,16 @@ impl AgentStore for SqliteStore {
         })
     }
 
+    fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>> {
+        self.track(|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction().map_err(internal)?;
+            let events = append(&tx, events).map_err(internal)?;
+            tx.commit().map_err(internal)?;
+            Ok(events)
+        })
+    }
+
     fn list_events(
         &self,
         query: &EventQuery,
