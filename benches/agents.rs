@@ -580,12 +580,22 @@ fn main() {
         let (server, channel) =
             Binary::start_with(&data, &["--config", config.to_str().unwrap()]).await;
 
-        // AGENTD_BENCH_ONLY=throughput or =crowd runs that part alone (for
-        // profiling).
+        // AGENTD_BENCH_ONLY=throughput, =crowd or =spawn runs that part
+        // alone (for profiling).
         if std::env::var("AGENTD_BENCH_ONLY").as_deref() == Ok("crowd") {
             eprintln!("agentd pid {}", server.pid());
             let crowd = internal_vs_sessions(&channel, 100, if full { 1000 } else { 50 }).await;
             eprintln!("internal agents vs sessions: {crowd}");
+            server.stop();
+            return;
+        }
+        if std::env::var("AGENTD_BENCH_ONLY").as_deref() == Ok("spawn") {
+            let (client, handler) = spawn_1000_server_side(&fake, if full { 20 } else { 2 }).await;
+            eprintln!(
+                "spawn 1,000: p50 {:.1} ms in the server's handler, {:.1} ms at the client",
+                percentile(&handler, 0.5),
+                percentile(&client, 0.5)
+            );
             server.stop();
             return;
         }

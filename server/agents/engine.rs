@@ -33,9 +33,8 @@ pub struct AgentEngine {
     pub(super) last_event: Arc<watch::Sender<u64>>,
     /// Which task runs where (derived from the store).
     pub(super) scheduler: Arc<Mutex<Scheduler>>,
-    /// Serialises the read-modify-write of agent rows by tasks running on
-    /// the same agent at once.
-    pub(super) agent_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises the read-modify-writes of each agent's row.
+    pub(super) agent_writes: Arc<super::locks::AgentWrites>,
     /// The memory engine, for agents' context and outputs; None when the
     /// memory service is off.
     pub(super) memory: Option<AgentMemory>,
@@ -108,7 +107,7 @@ impl AgentEngine {
             query,
             last_event: Arc::new(watch::channel(last).0),
             scheduler: Arc::new(Mutex::new(scheduler)),
-            agent_writes: Arc::new(tokio::sync::Mutex::new(())),
+            agent_writes: Arc::default(),
             memory,
             settings: Arc::new(settings),
             workers: Arc::new(Mutex::new(Workers::default())),

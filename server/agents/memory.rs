@@ -1,7 +1,8 @@
 //! An agent's memory: the vector collection its spec names (or
 //! `agent-<spec>`), created on first use with the server's default
 //! embedding model. A task gets the `memory_top_k` closest memories to its
-//! prompt as context, and with `store_output` its answer is written back as
+//! prompt as context (`tasks::context` fits them in the window), and with
+//! `store_output` its answer is written back as
 //! a point whose payload names the task.
 
 use serde_json::{Map, Value, json};
@@ -49,12 +50,13 @@ impl AgentMemory {
         }
     }
 
-    /// The prompt of `task` with the closest memories of `spec`'s
-    /// collection before it (the prompt alone when `memory_top_k` is 0).
-    pub async fn with_context(&self, spec: &Spec, prompt: String) -> Result<String> {
+    /// The texts of the `memory_top_k` memories of `spec`'s collection
+    /// closest to `text`, most similar first (none when `memory_top_k` is
+    /// 0).
+    pub async fn recall(&self, spec: &Spec, text: &str) -> Result<Vec<String>> {
         let k = spec.body.memory_top_k as usize;
-        if k == 0 || prompt.is_empty() {
-            return Ok(prompt);
+        if k == 0 || text.is_empty() {
+            return Ok(Vec::new());
         }
         let collection = spec.memory_collection();
         self.ensure(&collection).await?;
@@ -62,7 +64,7 @@ impl AgentMemory {
             .points
             .search(SearchParams {
                 collection,
-                query: Some(Query::Text(prompt.clone())),
+                query: Some(Query::Text(text.to_owned())),
                 k,
                 filter: None,
                 ef_search: None,
@@ -72,19 +74,17 @@ impl AgentMemory {
                 with_vector: false,
             })
             .await?;
-        if found.hits.is_empty() {
-            return Ok(prompt);
-        }
-        let mut context = String::from("Relevant memories, most similar first:\n");
-        for hit in found.hits {
-            let payload = hit.point.payload.unwrap_or_default();
-            let text = match payload.get("text") {
-                Some(Value::String(t)) => t.clone(),
-                _ => Value::Object(payload).to_string(),
-            };
-            context.push_str(&format!("- {text}\n"));
-        }
-        Ok(format!("{context}\n{prompt}"))
+        Ok(found
+            .hits
+            .into_iter()
+            .map(|hit| {
+                let payload = hit.point.payload.unwrap_or_default();
+                match payload.get("text") {
+                    Some(Value::String(t)) => t.clone(),
+                    _ => Value::Object(payload).to_string(),
+                }
+            })
+            .collect())
     }
 
     /// Writes a finished task's output to `spec`'s collection (when the

@@ -8,6 +8,7 @@
 //! - [`types`]: specs, agents, activity events.
 //! - [`validate`]: every limit and rule of the requests.
 //! - [`engine`]: the engine's handle and the record conversions.
+//! - [`locks`]: who may rewrite an agent's row (one agent, or all).
 //! - [`specs`]: RegisterSpec, GetSpec, ListSpecs, DeleteSpec (versions).
 //! - [`roster`]: the agents: Spawn, SpawnBatch (all or none, idempotency
 //!   keys), GetAgent, ListAgents, StopAgent.
@@ -26,6 +27,7 @@
 
 pub(crate) mod activity;
 pub(crate) mod engine;
+pub(crate) mod locks;
 pub(crate) mod memory;
 pub(crate) mod roster;
 pub(crate) mod settings;

@@ -109,7 +109,7 @@ impl AgentEngine {
         // changes take, so max_agents holds against concurrent spawns.
         let joins_swarm = requests.iter().any(|p| !p.swarm_id.is_empty());
         let _writing = if joins_swarm {
-            Some(self.agent_writes.lock().await)
+            Some(self.agent_writes.every().await)
         } else {
             None
         };
@@ -296,7 +296,7 @@ impl AgentEngine {
     /// cancelled (`cancel_tasks`) or go to another agent; a worker's stream
     /// is closed and it may not reattach.
     pub async fn stop_agent(&self, id: String, cancel_tasks: bool) -> Result<Agent> {
-        let writing = self.agent_writes.lock().await;
+        let writing = self.agent_writes.every().await;
         let mut agent = self.get_agent(id).await?;
         if agent.state == AgentState::Stopped {
             if !agent.body.stopped_by_client {

@@ -446,6 +446,17 @@ impl QueryEngine {
         &self.shared.server_tools
     }
 
+    /// The context window of model `alias`, in tokens (None: no such
+    /// alias, or its configuration does not say).
+    pub fn context_window(&self, alias: &str) -> Option<u32> {
+        self.shared
+            .registry
+            .get(alias)
+            .ok()
+            .map(|entry| entry.spec.context_window)
+            .filter(|&w| w > 0)
+    }
+
     /// Whether `alias` names a model that can call tools (None: no such
     /// alias).
     pub fn supports_tools(&self, alias: &str) -> Option<bool> {

@@ -50,7 +50,7 @@ pub(crate) use local::LocalProvider;
 /// hold them against llama.cpp.
 pub use local::{Gemma3, Tokenizer};
 pub(crate) use models::{ModelListing, ModelRegistry};
-pub(crate) use provider::ModelProvider;
+pub(crate) use provider::{ModelProvider, estimate_tokens};
 pub use settings::{ModelAliasSpec, ProviderKind, QueryConfig, RuleSpec};
 pub use tools::{
     ServerTool, ServerTools, ToolCall, ToolCallRecord, ToolChoice, ToolDescription, ToolLocation,

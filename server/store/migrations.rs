@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("migrations/0007_agent_tasks.sql"),
     ),
     ("0008_swarms", include_str!("migrations/0008_swarms.sql")),
+    (
+        "0009_activity_indexes",
+        include_str!("migrations/0009_activity_indexes.sql"),
+    ),
 ];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.

@@ -541,6 +541,38 @@ async fn agents_remember_outputs_and_recall_them_as_context() {
         "the first task's answer is recalled"
     );
     assert!(content.ends_with("w1 w2 w3 w4 w5"));
+
+    // A window with no room for the memories (the answer recalled is
+    // ~450 tokens; 200 leave 150 for a prompt): the prompt goes alone. A
+    // prompt that does not fit fails the task before any model call.
+    c.register_spec(RegisterSpecRequest {
+        spec: Some(AgentSpec {
+            name: "librarian".into(),
+            model: "oa".into(),
+            memory_top_k: 2,
+            context_window: 200,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let small = spawn(&mut c, "librarian", 1).await.remove(0);
+    let third = submit(&mut c, to_agent(&small.id, "w1 w2 w3")).await;
+    let (done, _) = finish(&mut c, &third.id).await;
+    assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
+    let request = fake.requests().pop().unwrap().body;
+    assert_eq!(request["messages"][0]["content"], "w1 w2 w3");
+    let before = fake.requests().len();
+    let long = "word ".repeat(200);
+    let fourth = submit(&mut c, to_agent(&small.id, &long)).await;
+    let (done, _) = finish(&mut c, &fourth.id).await;
+    assert_eq!(done.state, TaskState::Failed as i32, "{done:?}");
+    let error = done.error.unwrap();
+    assert!(
+        error.message.contains("250 tokens") && error.message.contains("context window of 200"),
+        "{error:?}"
+    );
+    assert_eq!(fake.requests().len(), before, "no model call");
     server.stop().await.unwrap();
 }
 

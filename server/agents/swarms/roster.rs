@@ -117,7 +117,7 @@ impl AgentEngine {
     /// CreateSwarmRequest's).
     pub async fn create_swarm(&self, p: SwarmParams) -> Result<Swarm> {
         check(&p)?;
-        let _writing = self.agent_writes.lock().await;
+        let _writing = self.agent_writes.every().await;
         // A retry answers with the first swarm (whose members are taken by
         // now, so before they are checked).
         if !p.idempotency_key.is_empty() {
@@ -280,7 +280,7 @@ impl AgentEngine {
                 self.stop_agent(member.clone(), false).await?;
             }
         }
-        let _writing = self.agent_writes.lock().await;
+        let _writing = self.agent_writes.every().await;
         let mut agents = Vec::new();
         for member in &swarm.body.members {
             let key = member.clone();

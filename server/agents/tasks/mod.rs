@@ -7,11 +7,13 @@
 //! - [`scheduler`]: the roster and the queue (derived from the store).
 //! - [`graph`]: dependencies between tasks, and SubmitTaskGraph.
 //! - [`runner`]: one attempt on an internal agent, as a query session.
+//! - [`context`]: its prompt within the agent's context window.
 //! - [`outcome`]: how an attempt ended (internal agents and workers alike),
 //!   recorded, and retries.
 //! - [`tools`]: worker tool calls leased as tasks; tool calls in the
 //!   activity log.
 
+pub(crate) mod context;
 pub(crate) mod graph;
 pub(crate) mod outcome;
 pub(crate) mod runner;

@@ -61,7 +61,7 @@ impl AgentEngine {
         agent_id: &str,
         query_id: &str,
     ) -> Result<Option<Task>> {
-        let _writing = self.agent_writes.lock().await;
+        let _writing = self.agent_writes.agent(agent_id).await;
         let (mut task, stored) = self.task_and_agent(task_id, agent_id).await?;
         if task.state.is_finished() {
             return Ok(None);
@@ -117,7 +117,7 @@ impl AgentEngine {
         usage: TokenUsage,
         cost: f64,
     ) -> Result<()> {
-        let _writing = self.agent_writes.lock().await;
+        let _writing = self.agent_writes.agent(agent_id).await;
         let (mut task, stored) = self.task_and_agent(task_id, agent_id).await?;
         let mut agent = stored.map(agent_of).transpose()?;
         task.body.input_tokens += usage.input;

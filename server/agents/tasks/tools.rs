@@ -66,9 +66,10 @@ impl AgentEngine {
             mut reply,
         } = request;
         let parent = labels.get(TASK_LABEL).cloned().unwrap_or_default();
+        let parent_agent = labels.get(AGENT_LABEL).cloned().unwrap_or_default();
         let task = tool_task(&query_id, &parent, call, capability, timeout);
         let id = task.id.clone();
-        if let Err(e) = self.submit_tool_task(task).await {
+        if let Err(e) = self.submit_tool_task(task, &parent_agent).await {
             let _ = reply.send(ToolOutcome::error(format!(
                 "the call could not be handed to a worker: {e}"
             )));
@@ -107,9 +108,10 @@ impl AgentEngine {
     }
 
     /// Records a tool call's task (and, in the same transaction, its place
-    /// among its parent's children) and queues it.
-    async fn submit_tool_task(&self, task: Task) -> Result<()> {
-        let _writing = self.agent_writes.lock().await;
+    /// among its parent's children, under the lock of the parent's agent
+    /// `parent_agent`, which rewrites the parent too) and queues it.
+    async fn submit_tool_task(&self, task: Task, parent_agent: &str) -> Result<()> {
+        let _writing = self.agent_writes.agent(parent_agent).await;
         let mut writes = vec![submission(&task)];
         if !task.body.parent_task_id.is_empty() {
             let parent_id = task.body.parent_task_id.clone();

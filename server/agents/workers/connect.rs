@@ -54,7 +54,7 @@ impl AgentEngine {
     /// and the leases the agent still holds are sent again).
     pub async fn connect_worker(&self, hello: WorkerHello) -> Result<WorkerSession> {
         check_hello(&hello)?;
-        let writing = self.agent_writes.lock().await;
+        let writing = self.agent_writes.every().await;
         let now = now_ms();
         let (agent, spec, events) = if hello.agent_id.is_empty() {
             self.register_worker(&hello, now).await?
@@ -329,7 +329,7 @@ impl AgentEngine {
             return Ok(());
         }
         {
-            let _writing = self.agent_writes.lock().await;
+            let _writing = self.agent_writes.agent(agent_id).await;
             let id = agent_id.to_owned();
             let Some(found) = with_store(&self.store, move |s| s.get_agent(&id)).await? else {
                 return Ok(());
@@ -385,7 +385,7 @@ impl AgentEngine {
         }
         // Under the lock every task rewrite takes, so that the lease
         // checked is still the lease when the task is written.
-        let _writing = self.agent_writes.lock().await;
+        let _writing = self.agent_writes.agent(agent_id).await;
         let attempt = match lock(&self.workers).held(&task_id, agent_id, attempt) {
             Ok(a) => a,
             Err(r) => return Ok(ack("checkpoint", task_id, attempt, Err(r))),
@@ -429,7 +429,7 @@ impl AgentEngine {
                 format!("must be at most {MAX_PROGRESS_MESSAGE} bytes"),
             ));
         }
-        let _writing = self.agent_writes.lock().await;
+        let _writing = self.agent_writes.agent(agent_id).await;
         let attempt = match lock(&self.workers).held(&task_id, agent_id, attempt) {
             Ok(a) => a,
             Err(r) => return Ok(ack("progress", task_id, attempt, Err(r))),

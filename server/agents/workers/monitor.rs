@@ -97,7 +97,7 @@ impl AgentEngine {
     }
 
     async fn record_gone(&self, agent_id: &str, state: AgentState, why: &str) -> Result<()> {
-        let _writing = self.agent_writes.lock().await;
+        let _writing = self.agent_writes.agent(agent_id).await;
         let id = agent_id.to_owned();
         let Some(found) = with_store(&self.store, move |s| s.get_agent(&id)).await? else {
             return Ok(());

@@ -2,7 +2,7 @@
 //! `agent_spawn_keys` and `agent_events`, each write one transaction with
 //! the events it causes.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, internal};
 use crate::error::Result;
@@ -12,32 +12,28 @@ use crate::store::{
 };
 
 /// Appends `events` in `tx`; their ids, in order.
-pub(super) fn append(
-    tx: &Transaction<'_>,
-    events: Vec<NewEvent>,
-) -> rusqlite::Result<Vec<StoredEvent>> {
+pub(super) fn append(tx: &Connection, events: Vec<NewEvent>) -> rusqlite::Result<Vec<StoredEvent>> {
+    // A plain insert and the connection's last rowid: RETURNING costs a
+    // result row per event (a Spawn of 1,000 writes 1,000).
     let mut stmt = tx.prepare_cached(
         "INSERT INTO agent_events (time, kind, agent_id, swarm_id, task_id, spec_name, message, details)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     events
         .into_iter()
         .map(|e| {
-            let id: i64 = stmt.query_row(
-                params![
-                    e.time,
-                    e.kind,
-                    e.agent_id,
-                    e.swarm_id,
-                    e.task_id,
-                    e.spec_name,
-                    e.message,
-                    e.details
-                ],
-                |row| row.get(0),
-            )?;
+            stmt.execute(params![
+                e.time,
+                e.kind,
+                e.agent_id,
+                e.swarm_id,
+                e.task_id,
+                e.spec_name,
+                e.message,
+                e.details
+            ])?;
             Ok(StoredEvent {
-                id: id as u64,
+                id: tx.last_insert_rowid() as u64,
                 event: e,
             })
         })
@@ -137,7 +133,7 @@ impl AgentStore for SqliteStore {
     }
 
     fn get_spec(&self, name: &str, version: Option<u64>) -> Result<Option<StoredSpec>> {
-        let conn = self.conn();
+        let conn = self.read();
         match version {
             None => conn.query_row(
                 "SELECT name, version, updated_at, body FROM agent_specs
@@ -157,7 +153,7 @@ impl AgentStore for SqliteStore {
     }
 
     fn list_specs(&self, capability: &str, after: &str, limit: usize) -> Result<Vec<StoredSpec>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT name, version, updated_at, body FROM agent_specs
@@ -211,7 +207,7 @@ impl AgentStore for SqliteStore {
 
     fn spawn_key(&self, key: &str, since: i64) -> Result<Option<(String, Vec<String>)>> {
         let found: Option<(String, String)> = self
-            .conn()
+            .read()
             .query_row(
                 "SELECT fingerprint, agent_ids FROM agent_spawn_keys
                  WHERE key = ?1 AND created_at >= ?2",
@@ -295,7 +291,7 @@ impl AgentStore for SqliteStore {
     }
 
     fn get_agent(&self, id: &str) -> Result<Option<StoredAgent>> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"),
                 params![id],
@@ -311,28 +307,31 @@ impl AgentStore for SqliteStore {
         after: &str,
         limit: usize,
     ) -> Result<Vec<StoredAgent>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT {AGENT_COLUMNS} FROM agents
-                 WHERE seq > COALESCE((SELECT seq FROM agents WHERE id = ?1), 0)
-                   AND (?2 = '' OR spec_name = ?2)
-                   AND (?3 = '' OR swarm_id = ?3)
-                   AND (?4 = '' OR state = ?4)
-                 ORDER BY seq LIMIT ?5"
-            ))
-            .map_err(internal)?;
+        // Only the filters that are set (a swarm's repeating its partial
+        // index's condition), so that SQLite can use an index for them.
+        let mut sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents
+             WHERE seq > COALESCE((SELECT seq FROM agents WHERE id = ?), 0)"
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![after.to_owned().into()];
+        if !query.spec_name.is_empty() {
+            sql.push_str(" AND spec_name = ?");
+            values.push(query.spec_name.clone().into());
+        }
+        if !query.swarm_id.is_empty() {
+            sql.push_str(" AND swarm_id = ? AND swarm_id <> ''");
+            values.push(query.swarm_id.clone().into());
+        }
+        if !query.state.is_empty() {
+            sql.push_str(" AND state = ?");
+            values.push(query.state.clone().into());
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        values.push((limit as i64).into());
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
         let rows = stmt
-            .query_map(
-                params![
-                    after,
-                    query.spec_name,
-                    query.swarm_id,
-                    query.state,
-                    limit as i64
-                ],
-                stored_agent,
-            )
+            .query_map(rusqlite::params_from_iter(values), stored_agent)
             .map_err(internal)?;
         rows.collect::<rusqlite::Result<_>>().map_err(internal)
     }
@@ -353,13 +352,7 @@ impl AgentStore for SqliteStore {
     }
 
     fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>> {
-        self.track(|| {
-            let mut conn = self.conn();
-            let tx = conn.transaction().map_err(internal)?;
-            let events = append(&tx, events).map_err(internal)?;
-            tx.commit().map_err(internal)?;
-            Ok(events)
-        })
+        self.grouped(move |tx| append(tx, events).map_err(internal))
     }
 
     fn list_events(
@@ -368,38 +361,44 @@ impl AgentStore for SqliteStore {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
-        let kinds = serde_json::to_string(&query.kinds).unwrap_or_else(|_| "[]".into());
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, time, kind, agent_id, swarm_id, task_id, spec_name, message, details
-                 FROM agent_events
-                 WHERE id > ?1
-                   AND (?2 = '[]' OR kind IN (SELECT value FROM json_each(?2)))
-                   AND (?3 = '' OR agent_id = ?3)
-                   AND (?4 = '' OR swarm_id = ?4)
-                   AND (?5 = '' OR task_id = ?5)
-                 ORDER BY id LIMIT ?6",
-            )
-            .map_err(internal)?;
+        // Only the filters that are set, each repeating its index's
+        // condition (`<> ''`), so that SQLite seeks the partial index of
+        // an agent, swarm or task instead of scanning the log.
+        let mut sql = String::from(
+            "SELECT id, time, kind, agent_id, swarm_id, task_id, spec_name, message, details
+             FROM agent_events WHERE id > ?",
+        );
+        let mut values: Vec<rusqlite::types::Value> = vec![(after as i64).into()];
+        for (column, value) in [
+            ("agent_id", &query.agent_id),
+            ("swarm_id", &query.swarm_id),
+            ("task_id", &query.task_id),
+        ] {
+            if !value.is_empty() {
+                sql.push_str(&format!(" AND {column} = ? AND {column} <> ''"));
+                values.push(value.clone().into());
+            }
+        }
+        if !query.kinds.is_empty() {
+            sql.push_str(" AND kind IN (SELECT value FROM json_each(?))");
+            values.push(
+                serde_json::to_string(&query.kinds)
+                    .unwrap_or_else(|_| "[]".into())
+                    .into(),
+            );
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        values.push((limit as i64).into());
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&sql).map_err(internal)?;
         let rows = stmt
-            .query_map(
-                params![
-                    after as i64,
-                    kinds,
-                    query.agent_id,
-                    query.swarm_id,
-                    query.task_id,
-                    limit as i64
-                ],
-                stored_event,
-            )
+            .query_map(rusqlite::params_from_iter(values), stored_event)
             .map_err(internal)?;
         rows.collect::<rusqlite::Result<_>>().map_err(internal)
     }
 
     fn count_agents_by_state(&self) -> Result<Vec<(String, u64)>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached("SELECT state, COUNT(*) FROM agents GROUP BY state")
             .map_err(internal)?;
@@ -411,7 +410,7 @@ impl AgentStore for SqliteStore {
 
     fn last_event_id(&self) -> Result<u64> {
         let id: Option<i64> = self
-            .conn()
+            .read()
             .query_row("SELECT MAX(id) FROM agent_events", [], |row| row.get(0))
             .map_err(internal)?;
         Ok(id.unwrap_or(0) as u64)

@@ -11,6 +11,7 @@
 
 mod agents;
 mod collections;
+mod group;
 mod kv;
 mod points;
 mod queries;
@@ -40,12 +41,24 @@ pub struct SqliteStore {
     /// Whether the last write found the disk full: set by the first write
     /// refused for lack of space, cleared by the next write that succeeds.
     full: watch::Sender<bool>,
+    /// Writes committed together (the agents engine's task writes).
+    group: group::Group,
+    /// A second connection for the agents' and queries' reads: in WAL mode
+    /// it reads the last commit while the writer waits for the disk
+    /// (None in memory, where a second connection is another database).
+    reader: Option<Mutex<Connection>>,
 }
 
 /// A SQLite failure as the engines' error, by what the caller can do about
 /// it: a full disk is RESOURCE_EXHAUSTED (free space, then retry), an I/O
 /// failure or a locked file UNAVAILABLE (retry), anything else a bug.
 fn internal(e: rusqlite::Error) -> Error {
+    internal_ref(&e)
+}
+
+/// [`internal`] of an error that stays with its owner (one failed commit
+/// is every grouped write's error).
+fn internal_ref(e: &rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => Error::StorageFull(format!("store: {e}")),
         Some(
@@ -66,9 +79,21 @@ impl SqliteStore {
     /// Opens (creating if needed) `agentd.db` in `data_dir` and migrates it.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join(DB_FILE);
-        let conn = Connection::open(&path)
-            .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display())))?;
-        Self::init(conn, Some(data_dir.to_path_buf()))
+        let open = || {
+            Connection::open(&path)
+                .map_err(|e| Error::Internal(format!("opening {}: {e}", path.display())))
+        };
+        let mut store = Self::init(open()?, Some(data_dir.to_path_buf()))?;
+        // After the writer: the file exists and is in WAL mode.
+        let reader = open()?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(internal)?;
+        reader
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(internal)?;
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     /// An in-memory store, for unit tests.
@@ -92,6 +117,14 @@ impl SqliteStore {
             .map_err(internal)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(internal)?;
+        // Statement journals (the undo of one statement inside a larger
+        // transaction, opened by an insert into a table with a UNIQUE
+        // index) in memory rather than in a temporary file: one write
+        // system call per page saved otherwise. Measured on Spawn of 1,000
+        // agents, where they took 62% of the handler's thread. Durability
+        // is the WAL's, unchanged.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(internal)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(internal)?;
         migrations::apply(&mut conn)?;
@@ -99,6 +132,8 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             dir,
             full: watch::channel(false).0,
+            group: group::Group::default(),
+            reader: None,
         })
     }
 
@@ -150,6 +185,24 @@ impl SqliteStore {
             tracing::info!("storage has space again: writes accepted");
         }
         written.is_ok()
+    }
+
+    /// Runs `write` in a transaction committed together with the grouped
+    /// writes that arrive meanwhile ([`group`]); its result once durable.
+    fn grouped<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.track(|| self.group.write(&self.conn, write))
+    }
+
+    /// The connection for reads outside a transaction: the reader when
+    /// there is one, which never waits for a commit's fsync.
+    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(reader) => lock(reader),
+            None => self.conn(),
+        }
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

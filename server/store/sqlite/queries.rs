@@ -35,7 +35,7 @@ impl QueryStore for SqliteStore {
     }
 
     fn get_query(&self, id: &str) -> Result<Option<StoredQuery>> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT id, created_at, state, info, events FROM queries WHERE id = ?1",
                 params![id],
@@ -53,7 +53,7 @@ impl QueryStore for SqliteStore {
     ) -> Result<Vec<StoredQuery>> {
         // Without a cursor every row is before (i64::MAX, "").
         let (before_time, before_id) = before.unwrap_or((i64::MAX, ""));
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, created_at, state, info, '' FROM queries

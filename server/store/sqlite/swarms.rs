@@ -2,7 +2,7 @@
 //! the member agents' rows and activity events of each change in the same
 //! transaction.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::agents::append;
 use super::tasks::{KeyTable, claim_key};
@@ -22,7 +22,7 @@ fn stored_swarm(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSwarm> {
 }
 
 /// Upserts `swarm` in `tx`.
-pub(super) fn put_swarm(tx: &Transaction<'_>, s: &StoredSwarm) -> rusqlite::Result<()> {
+pub(super) fn put_swarm(tx: &Connection, s: &StoredSwarm) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO agent_swarms (id, state, created_at, body) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body",
@@ -71,7 +71,7 @@ impl SwarmStore for SqliteStore {
     }
 
     fn swarm_key(&self, key: &str, since: i64) -> Result<Option<(String, String)>> {
-        self.conn()
+        self.read()
             .query_row(
                 "SELECT swarm_id, fingerprint FROM agent_swarm_keys
                  WHERE key = ?1 AND created_at >= ?2",
@@ -93,7 +93,7 @@ impl SwarmStore for SqliteStore {
     }
 
     fn get_swarm(&self, id: &str) -> Result<Option<StoredSwarm>> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {SWARM_COLUMNS} FROM agent_swarms WHERE id = ?1"),
                 params![id],
@@ -109,7 +109,7 @@ impl SwarmStore for SqliteStore {
         after: &str,
         limit: usize,
     ) -> Result<Vec<StoredSwarm>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {SWARM_COLUMNS} FROM agent_swarms

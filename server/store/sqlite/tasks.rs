@@ -1,7 +1,7 @@
 //! [`TaskStore`] on SQLite: `agent_tasks` and `agent_task_keys`, with the
 //! agent row and activity events of each change in the same transaction.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::agents::append;
 use super::{SqliteStore, internal};
@@ -32,7 +32,7 @@ pub(super) struct KeyTable {
 /// or None after recording it for `ids` (comma-separated: ULIDs have no
 /// commas).
 pub(super) fn claim_key(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     keys: &KeyTable,
     key: Option<(&str, &str)>,
     ids: &[&str],
@@ -67,7 +67,7 @@ pub(super) fn claim_key(
 }
 
 /// Writes the task and agent rows of `write` in `tx`, and its events.
-fn apply(tx: &Transaction<'_>, write: &TaskWrite) -> rusqlite::Result<Vec<StoredEvent>> {
+fn apply(tx: &Connection, write: &TaskWrite) -> rusqlite::Result<Vec<StoredEvent>> {
     let t = &write.task;
     tx.execute(
         "INSERT INTO agent_tasks (id, state, agent_id, created_at, body)
@@ -92,42 +92,36 @@ impl TaskStore for SqliteStore {
         key: Option<(&str, &str)>,
         since: i64,
     ) -> Result<Submitted> {
-        self.track(|| {
-            let mut conn = self.conn();
-            let tx = conn.transaction().map_err(internal)?;
+        let writes = writes.to_vec();
+        let key = key.map(|(k, f)| (k.to_owned(), f.to_owned()));
+        self.grouped(move |tx| {
             let ids: Vec<&str> = writes.iter().map(|w| w.task.id.as_str()).collect();
             let created = writes.first().map_or(0, |w| w.task.created_at);
             let keys = KeyTable {
                 table: "agent_task_keys",
                 ids: "task_id",
             };
+            let key = key.as_ref().map(|(k, f)| (k.as_str(), f.as_str()));
             if let Some((ids, print)) =
-                claim_key(&tx, &keys, key, &ids, created, since).map_err(internal)?
+                claim_key(tx, &keys, key, &ids, created, since).map_err(internal)?
             {
-                tx.commit().map_err(internal)?;
                 return Ok(Submitted::Existing(ids, print));
             }
             let mut events = Vec::new();
-            for write in writes {
-                events.extend(apply(&tx, write).map_err(internal)?);
+            for write in &writes {
+                events.extend(apply(tx, write).map_err(internal)?);
             }
-            tx.commit().map_err(internal)?;
             Ok(Submitted::Created(events))
         })
     }
 
     fn save_task(&self, write: &TaskWrite) -> Result<Vec<StoredEvent>> {
-        self.track(|| {
-            let mut conn = self.conn();
-            let tx = conn.transaction().map_err(internal)?;
-            let events = apply(&tx, write).map_err(internal)?;
-            tx.commit().map_err(internal)?;
-            Ok(events)
-        })
+        let write = write.clone();
+        self.grouped(move |tx| apply(tx, &write).map_err(internal))
     }
 
     fn get_task(&self, id: &str) -> Result<Option<StoredTask>> {
-        self.conn()
+        self.read()
             .query_row(
                 &format!("SELECT {TASK_COLUMNS} FROM agent_tasks WHERE id = ?1"),
                 params![id],
@@ -144,7 +138,7 @@ impl TaskStore for SqliteStore {
         before: &str,
         limit: usize,
     ) -> Result<Vec<StoredTask>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM agent_tasks
@@ -161,7 +155,7 @@ impl TaskStore for SqliteStore {
     }
 
     fn count_tasks_by_state(&self) -> Result<Vec<(String, u64)>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached("SELECT state, COUNT(*) FROM agent_tasks GROUP BY state")
             .map_err(internal)?;
@@ -172,7 +166,7 @@ impl TaskStore for SqliteStore {
     }
 
     fn unfinished_tasks(&self) -> Result<Vec<StoredTask>> {
-        let conn = self.conn();
+        let conn = self.read();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM agent_tasks
