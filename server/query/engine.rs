@@ -521,6 +521,18 @@ impl QueryEngine {
         Ok(query.follow(position))
     }
 
+    /// Query `id`'s events but its deltas, from the first, as they come:
+    /// what a follower that needs only the turns' outcomes reads (an
+    /// agent's task: tool calls, results, the end), without a copy of
+    /// every delta.
+    pub async fn attach_outline(
+        &self,
+        id: &str,
+    ) -> Result<impl Stream<Item = Event> + Send + 'static> {
+        let query = self.find(id).await?;
+        Ok(query.follow_where(0, |kind| !matches!(kind, EventKind::Delta { .. })))
+    }
+
     /// Queries newest first, optionally in one state; `page_token` is the
     /// previous page's `next_page_token`.
     pub async fn list(

@@ -244,31 +244,49 @@ impl Query {
     /// The log from position `from` (0-based) on, then every later event as
     /// it is recorded; ends after the query's final event.
     pub fn follow(self: Arc<Self>, from: usize) -> impl Stream<Item = Event> + Send + 'static {
+        self.follow_where(from, |_| true)
+    }
+
+    /// [`Query::follow`], with only the events whose kind `keep` accepts
+    /// (the others are not even copied).
+    pub fn follow_where(
+        self: Arc<Self>,
+        from: usize,
+        keep: fn(&EventKind) -> bool,
+    ) -> impl Stream<Item = Event> + Send + 'static {
         let rx = self.grown.subscribe();
         let state = (self, rx, from, std::collections::VecDeque::new());
-        stream::unfold(state, |(query, mut rx, mut next, mut buffer)| async move {
-            loop {
-                if let Some(event) = buffer.pop_front() {
-                    return Some((event, (query, rx, next, buffer)));
-                }
-                rx.borrow_and_update();
-                {
-                    let r = lock(&query.record);
-                    if next < r.events.len() {
-                        // A bounded copy per wake-up keeps the lock short.
-                        let end = r.events.len().min(next + 256);
-                        buffer.extend(r.events[next..end].iter().cloned());
-                        next = end;
-                        continue;
+        stream::unfold(
+            state,
+            move |(query, mut rx, mut next, mut buffer)| async move {
+                loop {
+                    if let Some(event) = buffer.pop_front() {
+                        return Some((event, (query, rx, next, buffer)));
                     }
-                    if r.events.last().is_some_and(|e| e.kind.is_final()) {
+                    rx.borrow_and_update();
+                    {
+                        let r = lock(&query.record);
+                        if next < r.events.len() {
+                            // A bounded copy per wake-up keeps the lock short.
+                            let end = r.events.len().min(next + 256);
+                            buffer.extend(
+                                r.events[next..end]
+                                    .iter()
+                                    .filter(|e| keep(&e.kind))
+                                    .cloned(),
+                            );
+                            next = end;
+                            continue;
+                        }
+                        if r.events.last().is_some_and(|e| e.kind.is_final()) {
+                            return None;
+                        }
+                    }
+                    if rx.changed().await.is_err() {
                         return None;
                     }
                 }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        })
+            },
+        )
     }
 }

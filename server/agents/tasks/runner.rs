@@ -225,7 +225,7 @@ impl AgentEngine {
             let _ = query_engine.terminate(&query_id, reason).await;
         }
 
-        let mut events = Box::pin(query_engine.attach(&query_id, 0).await?);
+        let mut events = Box::pin(query_engine.attach_outline(&query_id).await?);
         let mut end = None;
         while let Some(event) = events.next().await {
             end = match event.kind {

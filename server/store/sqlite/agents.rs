@@ -352,7 +352,7 @@ impl AgentStore for SqliteStore {
     }
 
     fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<StoredEvent>> {
-        self.grouped(move |tx| append(tx, events).map_err(internal))
+        self.grouped(move |tx| append(tx, events.clone()).map_err(internal))
     }
 
     fn list_events(

@@ -5,9 +5,9 @@
 //! has one writer: a thousand tasks starting at once made a thousand
 //! fsyncs in a row. Here the first writer to find no commit under way
 //! becomes the leader: it takes every write queued so far (its own first),
-//! applies each inside a savepoint of one transaction (a write that fails
-//! rolls back alone and gets its own error), commits once, and hands each
-//! writer its result. Writers that came meanwhile wait for the next
+//! applies them in one transaction, commits once, and hands each writer
+//! its result (a write that fails sends the others back to be written each
+//! on its own, so that it alone gets the error). Writers that came meanwhile wait for the next
 //! leader, which is one of them. No write is acknowledged before the
 //! commit that holds it is durable; if that commit fails, every write in
 //! it gets the error.
@@ -29,7 +29,7 @@ use crate::error::Result;
 const MAX_GROUP: usize = 256;
 
 type Value = Box<dyn Any + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Result<Value> + Send>;
+type Job = Box<dyn Fn(&Connection) -> Result<Value> + Send>;
 
 /// The queue of writes and their results.
 #[derive(Default)]
@@ -63,7 +63,7 @@ impl Group {
     pub(super) fn write<T: Send + 'static>(
         &self,
         conn: &Mutex<Connection>,
-        write: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        write: impl Fn(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let job: Job = Box::new(move |tx| write(tx).map(|v| Box::new(v) as Value));
         let mut state = lock(&self.state);
@@ -98,46 +98,57 @@ impl Group {
     }
 }
 
-/// Applies `batch` in one transaction, each write in a savepoint, and
-/// commits: each write's result.
+/// Applies `batch` in one transaction and commits: each write's result.
+/// When a write fails, that transaction is rolled back and each write runs
+/// again in a transaction of its own, so that the failure stays its own
+/// (cheaper than a savepoint around every write, since writes rarely
+/// fail).
 fn commit(conn: &Mutex<Connection>, batch: Vec<(u64, Job)>) -> Vec<(u64, Result<Value>)> {
     let mut conn = lock(conn);
-    let mut tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            return batch
-                .into_iter()
-                .map(|(ticket, _)| (ticket, Err(super::internal_ref(&e))))
-                .collect();
-        }
-    };
-    let mut results = Vec::with_capacity(batch.len());
-    for (ticket, job) in batch {
-        let result = match tx.savepoint() {
-            Ok(mut sp) => {
-                let result = job(&sp);
-                let ended = if result.is_ok() {
-                    sp.commit()
-                } else {
-                    sp.rollback()
-                };
-                match ended {
-                    Ok(()) => result,
-                    Err(e) => Err(super::internal(e)),
-                }
+    if batch.len() > 1 {
+        match together(&mut conn, &batch) {
+            Ok(Ok(values)) => {
+                return batch
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .zip(values.into_iter().map(Ok))
+                    .collect();
             }
-            Err(e) => Err(super::internal(e)),
-        };
-        results.push((ticket, result));
-    }
-    if let Err(e) = tx.commit() {
-        for (_, result) in &mut results {
-            if result.is_ok() {
-                *result = Err(super::internal_ref(&e));
+            Ok(Err(commit_failed)) => {
+                return batch
+                    .iter()
+                    .map(|(t, _)| (*t, Err(super::internal_ref(&commit_failed))))
+                    .collect();
             }
+            Err(_) => {} // one write failed: each on its own below
         }
     }
-    results
+    batch
+        .iter()
+        .map(|(ticket, job)| (*ticket, alone(&mut conn, job)))
+        .collect()
+}
+
+/// Every write of `batch` in one transaction: their values, or the
+/// commit's failure; Err when a write failed (nothing was kept).
+fn together(
+    conn: &mut Connection,
+    batch: &[(u64, Job)],
+) -> Result<std::result::Result<Vec<Value>, rusqlite::Error>> {
+    let tx = conn.transaction().map_err(super::internal)?;
+    let mut values = Vec::with_capacity(batch.len());
+    for (_, job) in batch {
+        values.push(job(&tx)?);
+    }
+    Ok(tx.commit().map(|()| values))
+}
+
+/// One write in a transaction of its own.
+fn alone(conn: &mut Connection, job: &Job) -> Result<Value> {
+    let tx = conn.transaction().map_err(super::internal)?;
+    let value = job(&tx)?;
+    tx.commit().map_err(super::internal)?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -181,6 +192,29 @@ mod tests {
         got.sort();
         assert_eq!(got, (0..32).map(|i| i * 10).collect::<Vec<_>>());
         assert_eq!(count(&conn), 32);
+    }
+
+    #[test]
+    fn in_a_batch_a_failing_write_fails_alone() {
+        let conn = table();
+        let insert = |k: i64| -> Job {
+            Box::new(move |tx| {
+                tx.execute("INSERT INTO t (k, v) VALUES (?1, 'x')", [k])
+                    .map_err(super::super::internal)?;
+                Ok(Box::new(k) as Value)
+            })
+        };
+        // 2 twice: the second fails, the others land.
+        let batch = vec![
+            (0, insert(1)),
+            (1, insert(2)),
+            (2, insert(2)),
+            (3, insert(3)),
+        ];
+        let results = commit(&conn, batch);
+        let ok: Vec<bool> = results.iter().map(|(_, r)| r.is_ok()).collect();
+        assert_eq!(ok, [true, true, false, true]);
+        assert_eq!(count(&conn), 3);
     }
 
     #[test]

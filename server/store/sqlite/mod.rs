@@ -191,7 +191,7 @@ impl SqliteStore {
     /// writes that arrive meanwhile ([`group`]); its result once durable.
     fn grouped<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        write: impl Fn(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.track(|| self.group.write(&self.conn, write))
     }
