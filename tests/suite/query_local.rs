@@ -282,6 +282,11 @@ async fn a_full_local_queue_refuses_at_start_and_admitted_queries_complete() {
         run_one(server.channel().await, "local", 2).await,
         Outcome::Completed { .. }
     ));
+    // The model's thread goes back to its queue just after the last token
+    // of that answer is sent; under a loaded machine it may not be there
+    // yet, and the first of the 12 would wait behind it (found in a full
+    // run: 3 admitted). Give it the moment it needs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut sessions = Vec::new();
     for _ in 0..12 {
         let channel = server.channel().await;
