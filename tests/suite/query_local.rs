@@ -282,17 +282,32 @@ async fn a_full_local_queue_refuses_at_start_and_admitted_queries_complete() {
         run_one(server.channel().await, "local", 2).await,
         Outcome::Completed { .. }
     ));
-    // The model's thread goes back to its queue just after the last token
-    // of that answer is sent; under a loaded machine it may not be there
-    // yet, and the first of the 12 would wait behind it (found in a full
-    // run: 3 admitted). Give it the moment it needs.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One query runs (its first token is out) before the others come: the
+    // running query holds no place in the queue, so the others compete for
+    // its three places. (Sent all at once, the first of them could still be
+    // waiting for the model's thread to wake when the rest were answered:
+    // a full run under load admitted 3.)
+    let mut first = Session::open(
+        server.channel().await,
+        start("local", "Count to ten.", "", 24),
+    )
+    .await
+    .expect("an idle model admits a query");
+    first.until(|k| matches!(k, Kind::Delta(_))).await;
     let mut sessions = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..11 {
         let channel = server.channel().await;
         sessions.push(tokio::spawn(run_one(channel, "local", 12)));
     }
-    let (mut completed, mut refused, mut queued) = (0, 0, 0);
+    let first_events = first.finish().await;
+    assert!(
+        matches!(
+            first_events.last().and_then(|e| e.kind.as_ref()),
+            Some(Kind::Completed(_))
+        ),
+        "{first_events:?}"
+    );
+    let (mut completed, mut refused, mut queued) = (1, 0, 0);
     for s in sessions {
         match s.await.unwrap() {
             Outcome::Completed { queued: q } => {
