@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::common::TestServer;
-use crate::common::agents::{agents, spawn, task as get_task, task_when};
+use crate::common::agents::{agents, ended, spawn, task as get_task, task_when};
 use crate::common::fake_llm::{ANSWER, FakeLlm};
 use crate::common::sessions::{aliases, start_server};
 use crate::common::violated_fields;
@@ -75,10 +75,6 @@ async fn task_count(c: &mut AgentServiceClient<Channel>) -> usize {
     .into_inner()
     .tasks
     .len()
-}
-
-fn ended(t: &Task) -> bool {
-    ![TaskState::Pending as i32, TaskState::Running as i32].contains(&t.state)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use agentd::pb::v1::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::agents::{agents, spawn, task as get_task, task_when};
+use crate::common::agents::{agents, ended, spawn, submit, task as get_task, task_when, to_swarm};
 use crate::common::fake_llm::{ANSWER, FakeLlm};
 use crate::common::sessions::start_server;
 use crate::common::violated_fields;
@@ -49,29 +49,6 @@ async fn swarm(
     .into_inner()
     .swarm
     .unwrap()
-}
-
-fn to_swarm(id: &str, prompt: &str) -> SubmitTaskRequest {
-    SubmitTaskRequest {
-        target: Some(TaskTarget {
-            target: Some(task_target::Target::SwarmId(id.into())),
-        }),
-        prompt: prompt.into(),
-        ..Default::default()
-    }
-}
-
-async fn submit(c: &mut AgentServiceClient<Channel>, r: SubmitTaskRequest) -> Task {
-    c.submit_task(r)
-        .await
-        .expect("SubmitTask")
-        .into_inner()
-        .task
-        .unwrap()
-}
-
-fn ended(t: &Task) -> bool {
-    ![TaskState::Pending as i32, TaskState::Running as i32].contains(&t.state)
 }
 
 async fn done(c: &mut AgentServiceClient<Channel>, id: &str) -> Task {

@@ -12,7 +12,9 @@ use agentd::pb::v1::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::agents::{agents, spawn, task as get_task, task_when};
+use crate::common::agents::{
+    agents, spawn, submit, task as get_task, task_when, to_agent, to_capability,
+};
 use crate::common::fake_llm::{ANSWER, FakeLlm};
 use crate::common::sessions::{aliases, client as query_client, query_info, start_server};
 use crate::common::{TestServer, violated_fields};
@@ -36,35 +38,6 @@ async fn register(
     })
     .await
     .expect("RegisterSpec");
-}
-
-fn to_agent(id: &str, prompt: &str) -> SubmitTaskRequest {
-    SubmitTaskRequest {
-        target: Some(TaskTarget {
-            target: Some(task_target::Target::AgentId(id.into())),
-        }),
-        prompt: prompt.into(),
-        ..Default::default()
-    }
-}
-
-fn to_capability(capability: &str, prompt: &str) -> SubmitTaskRequest {
-    SubmitTaskRequest {
-        target: Some(TaskTarget {
-            target: Some(task_target::Target::Capability(capability.into())),
-        }),
-        prompt: prompt.into(),
-        ..Default::default()
-    }
-}
-
-async fn submit(c: &mut AgentServiceClient<Channel>, r: SubmitTaskRequest) -> Task {
-    c.submit_task(r)
-        .await
-        .expect("SubmitTask")
-        .into_inner()
-        .task
-        .unwrap()
 }
 
 /// Watches a task to its end; every state seen.

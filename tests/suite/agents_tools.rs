@@ -18,7 +18,9 @@ use agentd::pb::v1::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::agents::{agents, spawn, task as get_task, task_when};
+use crate::common::agents::{
+    agents, ended, spawn, struct_of, submit, task as get_task, task_when, to_agent,
+};
 use crate::common::fake_llm::{ANSWER, FakeLlm};
 use crate::common::sessions::{Session, aliases, client as query_client, query_info, start, user};
 use crate::common::workers::TestWorker;
@@ -107,25 +109,6 @@ async fn register(c: &mut AgentServiceClient<Channel>, tools: Vec<ToolDefinition
     .expect("RegisterSpec searcher");
 }
 
-async fn submit(c: &mut AgentServiceClient<Channel>, agent: &str, prompt: &str) -> Task {
-    c.submit_task(SubmitTaskRequest {
-        target: Some(TaskTarget {
-            target: Some(task_target::Target::AgentId(agent.into())),
-        }),
-        prompt: prompt.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("SubmitTask")
-    .into_inner()
-    .task
-    .expect("task")
-}
-
-fn finished(t: &Task) -> bool {
-    ![TaskState::Pending as i32, TaskState::Running as i32].contains(&t.state)
-}
-
 async fn worker(server: &TestServer) -> TestWorker {
     let mut w = TestWorker::connect(server.channel().await, "searcher", "").await;
     w.heartbeat_every(HEARTBEAT);
@@ -166,29 +149,6 @@ fn detail(e: &AgentEvent, key: &str) -> String {
     }
 }
 
-fn struct_of(v: serde_json::Value) -> prost_types::Struct {
-    use prost_types::value::Kind;
-    fn value(v: serde_json::Value) -> prost_types::Value {
-        let kind = match v {
-            serde_json::Value::String(s) => Kind::StringValue(s),
-            serde_json::Value::Bool(b) => Kind::BoolValue(b),
-            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-            serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-                values: a.into_iter().map(value).collect(),
-            }),
-            serde_json::Value::Object(_) => Kind::StructValue(struct_of(v)),
-            serde_json::Value::Null => Kind::NullValue(0),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
-    let serde_json::Value::Object(map) = v else {
-        panic!("not an object")
-    };
-    prost_types::Struct {
-        fields: map.into_iter().map(|(k, v)| (k, value(v))).collect(),
-    }
-}
-
 /// Answers a tool task with `output` as structured output.
 async fn answer(w: &mut TestWorker, task: &Task, output: serde_json::Value) -> WorkAck {
     w.send(Message::Result(TaskResult {
@@ -222,7 +182,7 @@ async fn an_agents_task_runs_the_whole_tool_loop_with_memory_and_worker_tools() 
     let script = "call memory_put {\"namespace\":\"notes\",\"key\":\"topic\",\"value\":\"rust\"}\n\
                   call lookup {\"q\":\"rust crates\"}\n---\n\
                   call memory_get {\"namespace\":\"notes\",\"key\":\"topic\"}";
-    let task = submit(&mut c, &agent.id, script).await;
+    let task = submit(&mut c, to_agent(&agent.id, script)).await;
 
     // The worker gets the call as a task of its own.
     let lease = w.assignment().await;
@@ -248,7 +208,7 @@ async fn an_agents_task_runs_the_whole_tool_loop_with_memory_and_worker_tools() 
     let ack = answer(&mut w, &call_task, serde_json::json!({"best": "serde"})).await;
     assert!(ack.accepted, "{ack:?}");
 
-    let done = task_when(&mut c, &task.id, finished).await;
+    let done = task_when(&mut c, &task.id, ended).await;
     assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
     assert_eq!(done.output_text, *ANSWER);
     let child = get_task(&mut c, &call_task.id).await;
@@ -349,7 +309,7 @@ async fn a_worker_tool_call_survives_its_worker_and_ends_with_its_query() {
 
     // A worker that dies holding the call loses it to another: attempt 2.
     let mut first = worker(&server).await;
-    let task = submit(&mut c, &agent.id, "call lookup {\"q\":\"a\"}").await;
+    let task = submit(&mut c, to_agent(&agent.id, "call lookup {\"q\":\"a\"}")).await;
     let lease = first.assignment().await.task.unwrap();
     assert_eq!(lease.attempt, 1);
     let mut second = worker(&server).await;
@@ -361,15 +321,15 @@ async fn a_worker_tool_call_survives_its_worker_and_ends_with_its_query() {
             .await
             .accepted
     );
-    let done = task_when(&mut c, &task.id, finished).await;
+    let done = task_when(&mut c, &task.id, ended).await;
     assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
     let info = query_info(query_client(server.channel().await), &done.query_id, false).await;
     assert_eq!(info.tool_calls[0].result, r#"{"r":"second"}"#);
 
     // No worker has the capability: the call's timeout answers it with an
     // error, its task is cancelled, and the model goes on.
-    let task = submit(&mut c, &agent.id, "call slow {\"q\":\"b\"}").await;
-    let done = task_when(&mut c, &task.id, finished).await;
+    let task = submit(&mut c, to_agent(&agent.id, "call slow {\"q\":\"b\"}")).await;
+    let done = task_when(&mut c, &task.id, ended).await;
     assert_eq!(done.state, TaskState::Succeeded as i32, "{done:?}");
     assert_eq!(done.output_text, *ANSWER);
     let info = query_info(query_client(server.channel().await), &done.query_id, false).await;
@@ -387,7 +347,7 @@ async fn a_worker_tool_call_survives_its_worker_and_ends_with_its_query() {
 
     // The task is cancelled while its call runs on a worker: the query
     // ends, and the worker is told to stop the call.
-    let task = submit(&mut c, &agent.id, "call lookup {\"q\":\"c\"}").await;
+    let task = submit(&mut c, to_agent(&agent.id, "call lookup {\"q\":\"c\"}")).await;
     let lease = second.assignment().await.task.unwrap();
     c.cancel_task(CancelTaskRequest {
         id: task.id.clone(),
@@ -405,7 +365,7 @@ async fn a_worker_tool_call_survives_its_worker_and_ends_with_its_query() {
             other => panic!("expected the call's cancellation, got {other:?}"),
         }
     }
-    let parent = task_when(&mut c, &task.id, finished).await;
+    let parent = task_when(&mut c, &task.id, ended).await;
     assert_eq!(parent.state, TaskState::Cancelled as i32, "{parent:?}");
     task_when(&mut c, &lease.id, |t| {
         t.state == TaskState::Cancelled as i32

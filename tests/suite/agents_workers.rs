@@ -16,7 +16,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::common::agents::{agents, spawn, task as get_task, task_when};
+use crate::common::agents::{agents, spawn, struct_of, task as get_task, task_when};
 use crate::common::workers::{TestWorker, heartbeat, hello, open};
 use crate::common::{TestServer, test_config, violated_fields};
 
@@ -102,27 +102,6 @@ fn reason(status: &tonic::Status) -> String {
         .error_info()
         .map(|i| i.reason.clone())
         .unwrap_or_default()
-}
-
-fn struct_of(v: serde_json::Value) -> prost_types::Struct {
-    let serde_json::Value::Object(map) = v else {
-        panic!("not an object")
-    };
-    prost_types::Struct {
-        fields: map
-            .into_iter()
-            .map(|(k, v)| {
-                let kind = match v {
-                    serde_json::Value::Number(n) => {
-                        prost_types::value::Kind::NumberValue(n.as_f64().unwrap())
-                    }
-                    serde_json::Value::String(s) => prost_types::value::Kind::StringValue(s),
-                    other => panic!("unsupported {other}"),
-                };
-                (k, prost_types::Value { kind: Some(kind) })
-            })
-            .collect(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

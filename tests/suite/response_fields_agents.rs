@@ -9,24 +9,10 @@ use agentd::pb::v1::work_request::Message as Work;
 use agentd::pb::v1::*;
 use tonic::transport::Channel;
 
-use crate::common::agents::task_when;
+use crate::common::agents::{ended, task_when, to};
 use crate::common::sessions::{Session, start, user};
 use crate::common::workers::{TestWorker, heartbeat};
 use crate::response_fields::Seen;
-
-fn to(target: task_target::Target, prompt: &str) -> SubmitTaskRequest {
-    SubmitTaskRequest {
-        target: Some(TaskTarget {
-            target: Some(target),
-        }),
-        prompt: prompt.into(),
-        ..Default::default()
-    }
-}
-
-fn ended(t: &Task) -> bool {
-    ![TaskState::Pending as i32, TaskState::Running as i32].contains(&t.state)
-}
 
 /// The worker's next directive, recorded as the WorkResponse it came in.
 async fn directive(seen: &mut Seen<'_>, w: &mut TestWorker) -> work_response::Directive {

@@ -1,5 +1,6 @@
-//! Helpers for AgentService tests: a client, spawning, and reading a task
-//! (now, or once it reaches a state).
+//! Helpers for AgentService tests: a client, spawning, submitting to an
+//! agent, a capability or a swarm, and reading a task (now, or once it
+//! reaches a state); protobuf Structs from JSON.
 
 #![allow(dead_code)]
 
@@ -54,5 +55,70 @@ pub async fn task_when(
             "task {id} did not get there within 10 s: {t:?}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether a task has ended (any state but pending and running).
+pub fn ended(t: &Task) -> bool {
+    ![TaskState::Pending as i32, TaskState::Running as i32].contains(&t.state)
+}
+
+/// A SubmitTask of `prompt` to `target`.
+pub fn to(target: task_target::Target, prompt: &str) -> SubmitTaskRequest {
+    SubmitTaskRequest {
+        target: Some(TaskTarget {
+            target: Some(target),
+        }),
+        prompt: prompt.into(),
+        ..Default::default()
+    }
+}
+
+/// A SubmitTask of `prompt` to agent `id`.
+pub fn to_agent(id: &str, prompt: &str) -> SubmitTaskRequest {
+    to(task_target::Target::AgentId(id.into()), prompt)
+}
+
+/// A SubmitTask of `prompt` to any agent with `capability`.
+pub fn to_capability(capability: &str, prompt: &str) -> SubmitTaskRequest {
+    to(task_target::Target::Capability(capability.into()), prompt)
+}
+
+/// A SubmitTask of `prompt` to swarm `id`.
+pub fn to_swarm(id: &str, prompt: &str) -> SubmitTaskRequest {
+    to(task_target::Target::SwarmId(id.into()), prompt)
+}
+
+/// Submits `r`; the task as recorded.
+pub async fn submit(c: &mut AgentServiceClient<Channel>, r: SubmitTaskRequest) -> Task {
+    c.submit_task(r)
+        .await
+        .expect("SubmitTask")
+        .into_inner()
+        .task
+        .expect("task")
+}
+
+/// A protobuf Struct from a JSON object.
+pub fn struct_of(v: serde_json::Value) -> prost_types::Struct {
+    use prost_types::value::Kind;
+    fn value(v: serde_json::Value) -> prost_types::Value {
+        let kind = match v {
+            serde_json::Value::String(s) => Kind::StringValue(s),
+            serde_json::Value::Bool(b) => Kind::BoolValue(b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+            serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+                values: a.into_iter().map(value).collect(),
+            }),
+            serde_json::Value::Object(_) => Kind::StructValue(struct_of(v)),
+            serde_json::Value::Null => Kind::NullValue(0),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    let serde_json::Value::Object(map) = v else {
+        panic!("not an object")
+    };
+    prost_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, value(v))).collect(),
     }
 }
