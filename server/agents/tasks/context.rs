@@ -1,4 +1,4 @@
-//! A task's prompt within its agent's context window.
+//! A task's prompt: what it is made of, within its agent's context window.
 //!
 //! The window is the spec's `context_window`, or the model's when that is 0
 //! or larger. The prompt (the spec's system prompt and the task's message:
@@ -9,7 +9,10 @@
 //! call, saying how many tokens it needs. Tokens are estimated at four
 //! bytes each, as the query engine estimates usage it is not told.
 
-use crate::query::estimate_tokens;
+use crate::agents::engine::AgentEngine;
+use crate::agents::types::{Spec, Step, Task, TaskError, TaskErrorKind};
+use crate::error::Result;
+use crate::query::{QueryEngine, estimate_tokens};
 
 /// The share of the window a prompt may take, in quarters.
 const PROMPT_QUARTERS: u64 = 3;
@@ -79,6 +82,81 @@ pub(crate) fn fit(
     text.push('\n');
     text.push_str(message);
     Ok(text)
+}
+
+impl AgentEngine {
+    /// The user message of `task` on `spec`: its dependencies' outputs,
+    /// its instruction and input, and the closest memories before them, as
+    /// many as the context window holds. Err (the task's failure, not to be
+    /// retried) when the memory cannot be read or the prompt does not fit.
+    pub(crate) async fn task_prompt(
+        &self,
+        task: &Task,
+        spec: &Spec,
+        query_engine: &QueryEngine,
+    ) -> Result<std::result::Result<String, TaskError>> {
+        // Outputs of its dependencies first, then the instruction, then
+        // its input; the closest memories go before all of it, as many as
+        // the context window holds.
+        let mut message = self.dependency_context(task).await?;
+        if task.body.step == Step::Merge {
+            message.push_str("Merge the outputs above into one answer to this task:\n\n");
+        }
+        message.push_str(&task.body.prompt);
+        let memories = match (&self.memory, spec.body.memory_top_k) {
+            (_, 0) => Vec::new(),
+            // Memory that cannot be read is the task's failure, not a
+            // silently missing context.
+            (Some(memory), _) => match memory.recall(spec, &message).await {
+                Ok(found) => found,
+                Err(e) => {
+                    let error = TaskError {
+                        kind: TaskErrorKind::Invalid,
+                        message: format!("the agent's memory could not be read: {e}"),
+                    };
+                    return Ok(Err(error));
+                }
+            },
+            (None, _) => {
+                let error = TaskError {
+                    kind: TaskErrorKind::Invalid,
+                    message: "the spec asks for memory_top_k, and the memory service is \
+                              disabled"
+                        .into(),
+                };
+                return Ok(Err(error));
+            }
+        };
+        if let Some(input) = &task.body.input {
+            if !message.is_empty() {
+                message.push_str("\n\n");
+            }
+            message.push_str(&format!(
+                "Input:\n{}",
+                serde_json::Value::Object(input.clone())
+            ));
+        }
+        let tokens = window(
+            spec.body.context_window,
+            query_engine.context_window(&spec.body.model),
+        );
+        let budget = tokens.map(prompt_budget);
+        Ok(
+            fit(&spec.body.system_prompt, &memories, &message, budget).map_err(|too_long| {
+                TaskError {
+                    kind: TaskErrorKind::Invalid,
+                    message: format!(
+                        "the task's prompt needs about {} tokens with the spec's system \
+                         prompt, over the {} its context window of {} tokens leaves for a \
+                         prompt (AgentSpec.context_window, or the model's)",
+                        too_long.needed,
+                        too_long.budget,
+                        tokens.unwrap_or_default()
+                    ),
+                }
+            }),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! - [`scheduler`]: the roster and the queue (derived from the store).
 //! - [`graph`]: dependencies between tasks, and SubmitTaskGraph.
 //! - [`runner`]: one attempt on an internal agent, as a query session.
-//! - [`context`]: its prompt within the agent's context window.
+//! - [`context`]: its prompt, made to fit the agent's context window.
 //! - [`outcome`]: how an attempt ended (internal agents and workers alike),
 //!   recorded, and retries.
 //! - [`tools`]: worker tool calls leased as tasks; tool calls in the

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::context;
 use super::outcome::End;
 use super::tools::{AGENT_LABEL, TASK_LABEL, call_details, result_details};
 use crate::agents::engine::{AgentEngine, agent_of, spec_of, task_of};
@@ -93,72 +92,9 @@ impl AgentEngine {
                 Error::Internal(format!("agent {agent_id}'s spec version is gone"))
             })?)?;
 
-        // Outputs of its dependencies first, then the instruction, then
-        // its input; the closest memories go before all of it, as many as
-        // the context window holds.
-        let mut message = self.dependency_context(&task).await?;
-        if task.body.step == crate::agents::types::Step::Merge {
-            message.push_str("Merge the outputs above into one answer to this task:\n\n");
-        }
-        message.push_str(&task.body.prompt);
-        let memories = match (&self.memory, spec.body.memory_top_k) {
-            (_, 0) => Vec::new(),
-            // Memory that cannot be read is the task's failure, not a
-            // silently missing context.
-            (Some(memory), _) => match memory.recall(&spec, &message).await {
-                Ok(found) => found,
-                Err(e) => {
-                    let error = TaskError {
-                        kind: TaskErrorKind::Invalid,
-                        message: format!("the agent's memory could not be read: {e}"),
-                    };
-                    return Ok((End::Failed(error, false), TokenUsage::default(), 0.0));
-                }
-            },
-            (None, _) => {
-                let error = TaskError {
-                    kind: TaskErrorKind::Invalid,
-                    message: "the spec asks for memory_top_k, and the memory service is \
-                              disabled"
-                        .into(),
-                };
-                return Ok((End::Failed(error, false), TokenUsage::default(), 0.0));
-            }
-        };
-        if let Some(input) = &task.body.input {
-            if !message.is_empty() {
-                message.push_str("\n\n");
-            }
-            message.push_str(&format!(
-                "Input:\n{}",
-                serde_json::Value::Object(input.clone())
-            ));
-        }
-        let window = context::window(
-            spec.body.context_window,
-            query_engine.context_window(&spec.body.model),
-        );
-        let prompt = match context::fit(
-            &spec.body.system_prompt,
-            &memories,
-            &message,
-            window.map(context::prompt_budget),
-        ) {
+        let prompt = match self.task_prompt(&task, &spec, &query_engine).await? {
             Ok(prompt) => prompt,
-            Err(too_long) => {
-                let error = TaskError {
-                    kind: TaskErrorKind::Invalid,
-                    message: format!(
-                        "the task's prompt needs about {} tokens with the spec's system prompt, \
-                         over the {} its context window of {} tokens leaves for a prompt \
-                         (AgentSpec.context_window, or the model's)",
-                        too_long.needed,
-                        too_long.budget,
-                        window.unwrap_or_default()
-                    ),
-                };
-                return Ok((End::Failed(error, false), TokenUsage::default(), 0.0));
-            }
+            Err(error) => return Ok((End::Failed(error, false), TokenUsage::default(), 0.0)),
         };
         // What earlier attempts spent counts against the task's budget.
         let budget = task.body.max_cost_usd.map(|max| max - task.body.cost_usd);
