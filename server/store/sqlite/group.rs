@@ -89,12 +89,40 @@ impl Group {
             let take = state.queue.len().min(MAX_GROUP);
             let batch: Vec<(u64, Job)> = state.queue.drain(..take).collect();
             drop(state);
+            let leading = Leading {
+                group: self,
+                tickets: batch.iter().map(|(t, _)| *t).collect(),
+            };
             let results = commit(conn, batch);
+            std::mem::forget(leading);
             state = lock(&self.state);
             state.results.extend(results);
             state.leading = false;
             self.done.notify_all();
         }
+    }
+}
+
+/// The leader's duty if a write panics while it commits (dropped only
+/// then): its batch's writers get an error instead of waiting forever,
+/// and the next writer may lead.
+struct Leading<'a> {
+    group: &'a Group,
+    tickets: Vec<u64>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.group.state);
+        for ticket in self.tickets.drain(..) {
+            state.results.entry(ticket).or_insert_with(|| {
+                Err(crate::error::Error::Internal(
+                    "a write committed with this one panicked".into(),
+                ))
+            });
+        }
+        state.leading = false;
+        self.group.done.notify_all();
     }
 }
 
@@ -215,6 +243,26 @@ mod tests {
         let ok: Vec<bool> = results.iter().map(|(_, r)| r.is_ok()).collect();
         assert_eq!(ok, [true, true, false, true]);
         assert_eq!(count(&conn), 3);
+    }
+
+    #[test]
+    fn a_panicking_write_fails_its_batch_and_the_next_writes_go_on() {
+        let conn = table();
+        let group = Arc::new(Group::default());
+        let (c, g) = (conn.clone(), group.clone());
+        let panicked = std::thread::spawn(move || {
+            g.write(&c, |_| -> Result<()> { panic!("a bug in a write") })
+        })
+        .join();
+        assert!(panicked.is_err());
+        group
+            .write(&conn, |tx| {
+                tx.execute("INSERT INTO t (k, v) VALUES (1, 'after')", [])
+                    .map_err(super::super::internal)?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(count(&conn), 1);
     }
 
     #[test]
