@@ -18,11 +18,10 @@ use agentd::pb::v1::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::agents::{
-    agents, ended, spawn, struct_of, submit, task as get_task, task_when, to_agent,
-};
+use crate::common::agents::{agents, ended, spawn, submit, task as get_task, task_when, to_agent};
 use crate::common::fake_llm::{ANSWER, FakeLlm};
 use crate::common::sessions::{Session, aliases, client as query_client, query_info, start, user};
+use crate::common::structs::to_struct;
 use crate::common::workers::TestWorker;
 use crate::common::{TestServer, test_config, violated_fields};
 
@@ -60,7 +59,7 @@ fn lookup(timeout: Option<Duration>) -> ToolDefinition {
     ToolDefinition {
         name: "lookup".into(),
         description: "Looks a question up.".into(),
-        parameters: Some(struct_of(serde_json::json!({
+        parameters: Some(to_struct(serde_json::json!({
             "type": "object",
             "properties": {"q": {"type": "string"}},
             "required": ["q"]
@@ -153,7 +152,7 @@ fn detail(e: &AgentEvent, key: &str) -> String {
 async fn answer(w: &mut TestWorker, task: &Task, output: serde_json::Value) -> WorkAck {
     w.send(Message::Result(TaskResult {
         task_id: task.id.clone(),
-        output: Some(struct_of(output)),
+        output: Some(to_struct(output)),
         attempt: task.attempt,
         ..Default::default()
     }));
@@ -191,7 +190,7 @@ async fn an_agents_task_runs_the_whole_tool_loop_with_memory_and_worker_tools() 
     assert_eq!(call.name, "lookup");
     assert_eq!(
         call.arguments,
-        Some(struct_of(serde_json::json!({"q": "rust crates"})))
+        Some(to_struct(serde_json::json!({"q": "rust crates"})))
     );
     assert_eq!(
         call_task.input, call.arguments,

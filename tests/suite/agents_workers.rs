@@ -16,7 +16,8 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::common::agents::{agents, spawn, struct_of, task as get_task, task_when};
+use crate::common::agents::{agents, spawn, task as get_task, task_when};
+use crate::common::structs::to_struct;
 use crate::common::workers::{TestWorker, heartbeat, hello, open};
 use crate::common::{TestServer, test_config, violated_fields};
 
@@ -165,7 +166,7 @@ async fn a_worker_takes_leases_reports_progress_and_results_and_is_acknowledged(
         heartbeat(vec![TaskCheckpoint {
             task_id: task.id.clone(),
             attempt: 1,
-            data: Some(struct_of(serde_json::json!({ "rows": 500 }))),
+            data: Some(to_struct(serde_json::json!({ "rows": 500 }))),
         }])
         .message
         .unwrap(),
@@ -187,7 +188,7 @@ async fn a_worker_takes_leases_reports_progress_and_results_and_is_acknowledged(
     w.send(Message::Result(TaskResult {
         task_id: task.id.clone(),
         output_text: "1000 rows".into(),
-        output: Some(struct_of(serde_json::json!({ "rows": 1000 }))),
+        output: Some(to_struct(serde_json::json!({ "rows": 1000 }))),
         attempt: 1,
     }));
     let ack = w.ack().await;
@@ -294,7 +295,7 @@ async fn a_killed_workers_task_goes_to_another_with_its_checkpoint_and_the_old_r
         heartbeat(vec![TaskCheckpoint {
             task_id: task.id.clone(),
             attempt: 1,
-            data: Some(struct_of(serde_json::json!({ "offset": 42 }))),
+            data: Some(to_struct(serde_json::json!({ "offset": 42 }))),
         }])
         .message
         .unwrap(),

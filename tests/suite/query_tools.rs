@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::common::fake_llm::{ANSWER, FakeLlm, Received};
 use crate::common::sessions::*;
+use crate::common::structs::{from_struct, to_struct};
 use crate::common::{TestServer, violated_fields};
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::session_event::Kind;
@@ -16,51 +17,6 @@ use agentd::pb::v1::session_request::Command;
 use agentd::pb::v1::*;
 use serde_json::{Value, json};
 use tonic::Code;
-
-/// A protobuf Struct from a JSON object.
-fn to_struct(v: Value) -> prost_types::Struct {
-    fn value(v: Value) -> prost_types::Value {
-        use prost_types::value::Kind as K;
-        let kind = match v {
-            Value::Null => K::NullValue(0),
-            Value::Bool(b) => K::BoolValue(b),
-            Value::Number(n) => K::NumberValue(n.as_f64().unwrap()),
-            Value::String(s) => K::StringValue(s),
-            Value::Array(a) => K::ListValue(prost_types::ListValue {
-                values: a.into_iter().map(value).collect(),
-            }),
-            Value::Object(_) => K::StructValue(to_struct(v)),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
-    let Value::Object(map) = v else {
-        panic!("not an object")
-    };
-    prost_types::Struct {
-        fields: map.into_iter().map(|(k, v)| (k, value(v))).collect(),
-    }
-}
-
-/// JSON from a protobuf Struct (numbers as f64).
-fn from_struct(s: &prost_types::Struct) -> Value {
-    fn value(v: &prost_types::Value) -> Value {
-        use prost_types::value::Kind as K;
-        match v.kind.as_ref() {
-            None | Some(K::NullValue(_)) => Value::Null,
-            Some(K::BoolValue(b)) => json!(b),
-            Some(K::NumberValue(n)) => json!(n),
-            Some(K::StringValue(s)) => json!(s),
-            Some(K::ListValue(l)) => Value::Array(l.values.iter().map(value).collect()),
-            Some(K::StructValue(s)) => from_struct(s),
-        }
-    }
-    Value::Object(
-        s.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), value(v)))
-            .collect(),
-    )
-}
 
 /// A client tool `weather(city: string)`.
 fn weather() -> ToolDefinition {

@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 
 use crate::common::agents::{ended, task_when, to};
 use crate::common::sessions::{Session, start, user};
+use crate::common::structs::to_struct;
 use crate::common::workers::{TestWorker, heartbeat};
 use crate::response_fields::Seen;
 
@@ -28,17 +29,10 @@ async fn directive(seen: &mut Seen<'_>, w: &mut TestWorker) -> work_response::Di
 
 /// A worker tool with every field of its definition set.
 fn lookup_tool() -> ToolDefinition {
-    let mut parameters = prost_types::Struct::default();
-    parameters.fields.insert(
-        "type".into(),
-        prost_types::Value {
-            kind: Some(prost_types::value::Kind::StringValue("object".into())),
-        },
-    );
     ToolDefinition {
         name: "lookup".into(),
         description: "Looks up.".into(),
-        parameters: Some(parameters),
+        parameters: Some(to_struct(serde_json::json!({"type": "object"}))),
         location: ToolLocation::Worker as i32,
         worker_capability: "etl".into(),
         timeout: Some(prost_types::Duration {

@@ -1,6 +1,6 @@
 //! Helpers for AgentService tests: a client, spawning, submitting to an
 //! agent, a capability or a swarm, and reading a task (now, or once it
-//! reaches a state); protobuf Structs from JSON.
+//! reaches a state).
 
 #![allow(dead_code)]
 
@@ -97,28 +97,4 @@ pub async fn submit(c: &mut AgentServiceClient<Channel>, r: SubmitTaskRequest) -
         .into_inner()
         .task
         .expect("task")
-}
-
-/// A protobuf Struct from a JSON object.
-pub fn struct_of(v: serde_json::Value) -> prost_types::Struct {
-    use prost_types::value::Kind;
-    fn value(v: serde_json::Value) -> prost_types::Value {
-        let kind = match v {
-            serde_json::Value::String(s) => Kind::StringValue(s),
-            serde_json::Value::Bool(b) => Kind::BoolValue(b),
-            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-            serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-                values: a.into_iter().map(value).collect(),
-            }),
-            serde_json::Value::Object(_) => Kind::StructValue(struct_of(v)),
-            serde_json::Value::Null => Kind::NullValue(0),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
-    let serde_json::Value::Object(map) = v else {
-        panic!("not an object")
-    };
-    prost_types::Struct {
-        fields: map.into_iter().map(|(k, v)| (k, value(v))).collect(),
-    }
 }

@@ -164,4 +164,5 @@ pub mod fake_llm;
 pub mod points;
 pub mod sessions;
 pub mod sleep;
+pub mod structs;
 pub mod workers;
