@@ -408,18 +408,33 @@ async fn internal_vs_sessions(channel: &Channel, agents: u32, n: usize) -> serde
                 last = m.task;
             }
             let t = last.unwrap();
+            // How long it waited from its submission to its start (its
+            // query running on its agent), by the server's clock.
+            let at = |ts: &Option<prost_types::Timestamp>| {
+                ts.as_ref()
+                    .map(|t| t.seconds as f64 * 1e3 + t.nanos as f64 / 1e6)
+                    .unwrap_or(0.0)
+            };
+            let waited = at(&t.started_at) - at(&t.created_at);
             (t.state == TaskState::Succeeded as i32 && t.output_text == *ANSWER)
-                .then_some(())
+                .then_some(waited)
                 .ok_or(format!("{:?} {}", t.state, t.output_text.len()))
         }));
     }
     let mut task_errors = 0;
+    let mut waits = Vec::new();
     for j in jobs {
-        if j.await.unwrap().is_err() {
-            task_errors += 1;
+        match j.await.unwrap() {
+            Ok(waited) => waits.push(waited),
+            Err(_) => task_errors += 1,
         }
     }
     let tasks_wall = started.elapsed().as_secs_f64();
+    let (wait_p50, wait_p99) = if waits.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (percentile(&waits, 0.5), percentile(&waits, 0.99))
+    };
 
     let started = Instant::now();
     let mut jobs = Vec::new();
@@ -460,6 +475,7 @@ async fn internal_vs_sessions(channel: &Channel, agents: u32, n: usize) -> serde
     json!({
         "tasks": n, "agents": agents,
         "task_errors": task_errors, "tasks_wall_s": tasks_wall,
+        "task_start_wait_ms_p50": wait_p50, "task_start_wait_ms_p99": wait_p99,
         "session_errors": session_errors, "sessions_wall_s": sessions_wall,
         "ratio": tasks_wall / sessions_wall,
     })

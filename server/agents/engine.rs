@@ -42,9 +42,11 @@ pub struct AgentEngine {
     pub(super) settings: Arc<AgentsConfig>,
     /// External workers' streams and leases.
     pub(super) workers: Arc<Mutex<Workers>>,
-    /// Held while a new task's dependencies are read and it is registered,
-    /// and while an ended task releases its dependents (`tasks::graph`).
-    pub(super) dependencies: Arc<tokio::sync::Mutex<()>>,
+    /// Held while new tasks are registered with the scheduler and while an
+    /// ended task releases its dependents (`tasks::graph`). Never held
+    /// across an await: a thousand submissions at once would otherwise
+    /// queue for it behind every busy task of the runtime.
+    pub(super) dependencies: Arc<Mutex<()>>,
     /// Tasks that ended recently, for GetAgentStats.
     pub(super) ended: Arc<Mutex<super::stats::Ended>>,
     /// The most recent events, for live watchers.
@@ -111,7 +113,7 @@ impl AgentEngine {
             memory,
             settings: Arc::new(settings),
             workers: Arc::new(Mutex::new(Workers::default())),
-            dependencies: Arc::new(tokio::sync::Mutex::new(())),
+            dependencies: Arc::new(Mutex::new(())),
             ended: Arc::default(),
             tail: Arc::default(),
             bells: Arc::default(),

@@ -530,7 +530,7 @@ impl QueryEngine {
         id: &str,
     ) -> Result<impl Stream<Item = Event> + Send + 'static> {
         let query = self.find(id).await?;
-        Ok(query.follow_where(0, |kind| !matches!(kind, EventKind::Delta { .. })))
+        Ok(query.follow_outline())
     }
 
     /// Queries newest first, optionally in one state; `page_token` is the
@@ -591,17 +591,20 @@ impl Shared {
         }
         // Replayed in chunks of up to REPLAY_CHUNK_BYTES: the same text in
         // far fewer messages than the model's token-sized deltas.
-        let mut deltas: Vec<String> = Vec::new();
-        for event in query.events() {
-            if let EventKind::Delta { text, .. } = event.kind {
-                match deltas.last_mut() {
-                    Some(last) if last.len() + text.len() <= REPLAY_CHUNK_BYTES => {
-                        last.push_str(&text);
+        let deltas = query.with_events(|events| {
+            let mut deltas: Vec<String> = Vec::new();
+            for event in events {
+                if let EventKind::Delta { text, .. } = &event.kind {
+                    match deltas.last_mut() {
+                        Some(last) if last.len() + text.len() <= REPLAY_CHUNK_BYTES => {
+                            last.push_str(text);
+                        }
+                        _ => deltas.push(text.clone()),
                     }
-                    _ => deltas.push(text),
                 }
             }
-        }
+            deltas
+        });
         let answer = Arc::new(CachedAnswer {
             source_query_id: query.id(),
             deltas,
@@ -657,7 +660,9 @@ impl Shared {
             created_at: info.created_at_ms,
             state: info.state.as_str().to_owned(),
             info: serde_json::to_string(&info).unwrap_or_default(),
-            events: serde_json::to_string(&query.events()).unwrap_or_default(),
+            events: query
+                .with_events(|events| serde_json::to_string(events))
+                .unwrap_or_default(),
         };
         if let Err(e) = with_store(&self.store, move |s| s.save_query(&stored)).await {
             tracing::error!(query = %info.id, error = %e, "cannot persist a finished query");

@@ -12,8 +12,10 @@
 //! the choice finishes. Earlier calls go back as the assistant message's
 //! `tool_calls`, their results as `role: tool` messages.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http::{Decoded, Endpoint, SseDecoder, sse_call};
@@ -154,20 +156,77 @@ struct ChunkDecoder {
     calls: BTreeMap<u64, (String, String, String)>,
 }
 
+/// The parts of a `chat.completion.chunk` agentd reads (others are
+/// ignored). `null` reads as absent; text is borrowed from the event
+/// unless it has escapes.
+#[derive(Debug, Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+    /// Some servers report a mid-stream failure as a chunk with `error`
+    /// (an object with `type` and `message`, or anything else).
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<ChunkDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ChunkDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<CallDelta<'a>>>,
+}
+
+/// A fragment of a streamed tool call.
+#[derive(Debug, Deserialize)]
+struct CallDelta<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<FunctionDelta<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionDelta<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
 impl ChunkDecoder {
     /// Adds one `tool_calls` delta entry.
-    fn tool_call_delta(&mut self, d: &Value) {
-        let index = d.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let entry = self.calls.entry(index).or_default();
-        if let Some(id) = d.get("id").and_then(Value::as_str) {
-            entry.0.push_str(id);
+    fn tool_call_delta(&mut self, d: CallDelta<'_>) {
+        let entry = self.calls.entry(d.index.unwrap_or(0)).or_default();
+        if let Some(id) = d.id {
+            entry.0.push_str(&id);
         }
-        if let Some(f) = d.get("function") {
-            if let Some(name) = f.get("name").and_then(Value::as_str) {
-                entry.1.push_str(name);
+        if let Some(f) = d.function {
+            if let Some(name) = f.name {
+                entry.1.push_str(&name);
             }
-            if let Some(args) = f.get("arguments").and_then(Value::as_str) {
-                entry.2.push_str(args);
+            if let Some(args) = f.arguments {
+                entry.2.push_str(&args);
             }
         }
     }
@@ -193,12 +252,18 @@ impl SseDecoder for ChunkDecoder {
             }
             return Ok(Decoded::Done);
         }
-        let chunk: Value = serde_json::from_str(data).map_err(|e| {
+        // Typed, borrowing the text: a chunk comes per token, and a
+        // generic JSON tree of each cost more than the rest of its way.
+        let chunk: Chunk<'_> = serde_json::from_str(data).map_err(|e| {
             ProviderError::fatal(format!("unreadable chunk from the provider: {e}"))
         })?;
-        if let Some(error) = chunk.get("error") {
+        if let Some(error) = chunk.error {
             let kind = error.get("type").and_then(Value::as_str).unwrap_or("error");
-            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .or(error.as_str())
+                .unwrap_or("");
             // Mid-stream errors are the server's trouble (overload, a crashed
             // worker) unless it says the request itself was bad.
             let retryable = kind != "invalid_request_error";
@@ -208,37 +273,26 @@ impl SseDecoder for ChunkDecoder {
             });
         }
         let mut events = Vec::new();
-        if let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) {
-            if let Some(text) = choice
-                .get("delta")
-                .and_then(|d| d.get("content"))
-                .and_then(Value::as_str)
-                && !text.is_empty()
-            {
-                events.push(ProviderEvent::Delta(text.to_owned()));
+        if let Some(choice) = chunk.choices.unwrap_or_default().into_iter().next() {
+            let delta = choice.delta.unwrap_or_default();
+            if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
+                events.push(ProviderEvent::Delta(text.into_owned()));
             }
-            if let Some(calls) = choice
-                .get("delta")
-                .and_then(|d| d.get("tool_calls"))
-                .and_then(Value::as_array)
-            {
-                for d in calls {
-                    self.tool_call_delta(d);
-                }
+            for d in delta.tool_calls.unwrap_or_default() {
+                self.tool_call_delta(d);
             }
-            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            if let Some(reason) = choice.finish_reason {
                 events.extend(self.take_calls());
-                events.push(ProviderEvent::Finished(match reason {
+                events.push(ProviderEvent::Finished(match reason.as_ref() {
                     "length" => FinishReason::Length,
                     _ => FinishReason::Stop,
                 }));
             }
         }
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            let count = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+        if let Some(usage) = chunk.usage {
             events.push(ProviderEvent::Usage(TokenUsage {
-                input: count("prompt_tokens"),
-                output: count("completion_tokens"),
+                input: usage.prompt_tokens.unwrap_or(0),
+                output: usage.completion_tokens.unwrap_or(0),
             }));
         }
         Ok(Decoded::Events(events))
@@ -288,6 +342,44 @@ mod tests {
             .unwrap();
         assert!(err.retryable);
         assert_eq!(err.message, "server_error: boom");
+    }
+
+    #[test]
+    fn nulls_unknown_fields_and_escapes_read_as_a_real_server_sends_them() {
+        // vLLM and OpenAI send `usage: null`, `content: null` on the role
+        // chunk, and fields agentd does not read.
+        let Decoded::Events(e) = decode(
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(e.is_empty(), "{e:?}");
+        let Decoded::Events(e) =
+            decode(r#"{"choices":[{"delta":{"content":"say \"hi\"\n\u00e9"}}]}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e, vec![ProviderEvent::Delta("say \"hi\"\né".into())]);
+        // A usage-only chunk (stream_options.include_usage) has no choices.
+        let Decoded::Events(e) = decode(
+            r#"{"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            e,
+            vec![ProviderEvent::Usage(TokenUsage {
+                input: 2,
+                output: 1
+            })]
+        );
+        let err = decode(r#"{"choices":"#).err().unwrap();
+        assert!(!err.retryable);
+        assert!(err.message.contains("unreadable chunk"), "{}", err.message);
+        let err = decode(r#"{"error":"overloaded"}"#).err().unwrap();
+        assert_eq!(err.message, "error: overloaded");
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub struct Query {
     record: Mutex<Record>,
     /// Number of events in the log, to wake readers.
     grown: watch::Sender<usize>,
+    /// The same, changed only by events other than deltas: wakes readers
+    /// of the outline (an agent's task) once per turn, not once per token.
+    outlined: watch::Sender<usize>,
     /// To the driver; `None` for a query read back from the store.
     control: Option<mpsc::Sender<Control>>,
 }
@@ -104,6 +107,7 @@ impl Query {
                 delta_positions: Vec::new(),
             }),
             grown: watch::channel(0).0,
+            outlined: watch::channel(0).0,
             control: Some(tx),
         };
         (Arc::new(query), rx)
@@ -129,6 +133,7 @@ impl Query {
                 delta_positions,
             }),
             grown: watch::channel(len).0,
+            outlined: watch::channel(len).0,
             control: None,
         })
     }
@@ -154,9 +159,11 @@ impl Query {
         lock(&self.record).info.state
     }
 
-    /// A copy of the whole log.
-    pub fn events(&self) -> Vec<Event> {
-        lock(&self.record).events.clone()
+    /// What `read` makes of the whole log, read in place (a finished
+    /// query's log is hundreds of deltas: persisting or caching it needs
+    /// no copy).
+    pub fn with_events<T>(&self, read: impl FnOnce(&[Event]) -> T) -> T {
+        read(&lock(&self.record).events)
     }
 
     /// Appends an event, after letting `update` change the record in the
@@ -177,6 +184,7 @@ impl Query {
         }
         update(&mut r);
         let index = r.events.len() as u64 + 1;
+        let delta = matches!(kind, EventKind::Delta { .. });
         r.events.push(Event {
             index,
             time_ms: now,
@@ -185,6 +193,9 @@ impl Query {
         let len = r.events.len();
         drop(r);
         self.grown.send_replace(len);
+        if !delta {
+            self.outlined.send_replace(len);
+        }
         index
     }
 
@@ -204,6 +215,7 @@ impl Query {
         let len = r.events.len();
         drop(r);
         self.grown.send_replace(len);
+        self.outlined.send_replace(len);
         true
     }
 
@@ -244,17 +256,26 @@ impl Query {
     /// The log from position `from` (0-based) on, then every later event as
     /// it is recorded; ends after the query's final event.
     pub fn follow(self: Arc<Self>, from: usize) -> impl Stream<Item = Event> + Send + 'static {
-        self.follow_where(from, |_| true)
+        let rx = self.grown.subscribe();
+        self.follow_where(from, |_| true, rx)
     }
 
-    /// [`Query::follow`], with only the events whose kind `keep` accepts
-    /// (the others are not even copied).
-    pub fn follow_where(
+    /// [`Query::follow`] without the deltas (not even copied), woken only
+    /// when something else is recorded: what a follower that needs only
+    /// the turns' outcomes reads.
+    pub fn follow_outline(self: Arc<Self>) -> impl Stream<Item = Event> + Send + 'static {
+        let rx = self.outlined.subscribe();
+        self.follow_where(0, |kind| !matches!(kind, EventKind::Delta { .. }), rx)
+    }
+
+    /// The log from `from` on with only the events whose kind `keep`
+    /// accepts, woken by `rx`.
+    fn follow_where(
         self: Arc<Self>,
         from: usize,
         keep: fn(&EventKind) -> bool,
+        rx: watch::Receiver<usize>,
     ) -> impl Stream<Item = Event> + Send + 'static {
-        let rx = self.grown.subscribe();
         let state = (self, rx, from, std::collections::VecDeque::new());
         stream::unfold(
             state,

@@ -348,7 +348,7 @@ impl AgentEngine {
             self.appended(&events);
         }
         {
-            let _deps = self.dependencies.lock().await;
+            let _deps = lock(&self.dependencies);
             lock(&self.scheduler).also_wait_for(&parent.id, &ids);
         }
         let refs: Vec<&Task> = steps.iter().collect();

@@ -4,9 +4,12 @@
 //! SubmitTaskGraph creates many such tasks at once, named locally.
 //!
 //! Readiness is derived state (the scheduler's blocked tasks): a task's
-//! dependencies are read from the store and it is registered under
-//! `AgentEngine::dependencies`, the lock the end of every task takes too,
-//! so an end can never fall between the read and the registration.
+//! dependencies are read from the store, it is registered under
+//! `AgentEngine::dependencies` (the lock the end of every task takes too),
+//! and the dependencies it waits for are read again after: one that ended
+//! between the first read and the registration, whose end found no
+//! dependent to release, is caught by the second read and released then
+//! (releasing is idempotent).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -183,8 +186,9 @@ impl AgentEngine {
         mut states: HashMap<String, TaskState>,
     ) {
         let mut doomed = Vec::new();
+        let mut awaited = HashSet::new();
         {
-            let _deps = self.dependencies.lock().await;
+            let _deps = lock(&self.dependencies);
             for task in tasks {
                 match self.admit(task, &states) {
                     Some((dep, state)) => {
@@ -193,6 +197,13 @@ impl AgentEngine {
                     }
                     None => {
                         states.insert(task.id.clone(), TaskState::Pending);
+                        awaited.extend(
+                            task.body
+                                .depends_on
+                                .iter()
+                                .filter(|d| !states.get(*d).is_some_and(|s| s.is_finished()))
+                                .cloned(),
+                        );
                     }
                 }
             }
@@ -203,6 +214,22 @@ impl AgentEngine {
             }
         }
         self.dispatch();
+        // Dependencies that ended since they were read released nobody.
+        for dep in awaited {
+            let key = dep.clone();
+            match with_store(&self.store, move |s| s.get_task(&key)).await {
+                Ok(Some(row)) => {
+                    let state = TaskState::parse(&row.state).unwrap_or(TaskState::Failed);
+                    if state.is_finished() {
+                        Box::pin(self.task_ended(&dep, state)).await;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(task = %dep, error = %e, "cannot read a dependency again");
+                }
+            }
+        }
     }
 
     /// Task `id` ended: its dependents run (it succeeded) or fail, and so
@@ -211,7 +238,7 @@ impl AgentEngine {
         let mut ended = vec![(id.to_owned(), state)];
         while let Some((dep, state)) = ended.pop() {
             let doomed = {
-                let _deps = self.dependencies.lock().await;
+                let _deps = lock(&self.dependencies);
                 lock(&self.scheduler).dependency_ended(&dep, state == TaskState::Succeeded)
             };
             for task in doomed {
