@@ -661,7 +661,7 @@ impl Shared {
             state: info.state.as_str().to_owned(),
             info: serde_json::to_string(&info).unwrap_or_default(),
             events: query
-                .with_events(|events| serde_json::to_string(events))
+                .with_events(serde_json::to_string)
                 .unwrap_or_default(),
         };
         if let Err(e) = with_store(&self.store, move |s| s.save_query(&stored)).await {

@@ -38,7 +38,7 @@ pub(crate) use points::{
 pub(crate) use queries::{QueryStore, StoredQuery};
 pub(crate) use sqlite::SqliteStore;
 pub(crate) use swarms::{StoredSwarm, SwarmStore, SwarmWrite};
-pub(crate) use tasks::{StoredTask, Submitted, TaskStore, TaskWrite};
+pub(crate) use tasks::{StoredTask, Submitted, TaskChange, TaskStore, TaskWrite};
 
 /// Everything the agents engine keeps: its records and its tasks, in one
 /// store (a task write also rewrites its agent's row).

@@ -33,6 +33,15 @@ pub struct TaskWrite {
     pub events: Vec<NewEvent>,
 }
 
+/// How [`TaskStore::update_task`] rewrites a task: given the task's row and
+/// its agent's (None when the agent id is empty or unknown) as they are
+/// inside the transaction, the write to make, or None to write nothing. It
+/// may run more than once (a group commit that fails runs each write
+/// again on its own), so it must only compute.
+pub type TaskChange = std::sync::Arc<
+    dyn Fn(StoredTask, Option<StoredAgent>) -> Result<Option<TaskWrite>> + Send + Sync,
+>;
+
 /// What a submission did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
@@ -57,6 +66,19 @@ pub trait TaskStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Rewrites a task (and the agent row, if given) and appends events.
     fn save_task(&self, write: &TaskWrite) -> Result<Vec<StoredEvent>>;
+
+    /// Rewrites task `task_id` (and agent `agent_id`'s row, and appends
+    /// events) from what the rows hold inside the write transaction:
+    /// `change` reads them and says what to write. A read-modify-write
+    /// that needs no lock around it, for changes that commute (tasks
+    /// starting and ending on one agent). None when `change` wrote
+    /// nothing; NotFound when the task does not exist.
+    fn update_task(
+        &self,
+        task_id: &str,
+        agent_id: &str,
+        change: TaskChange,
+    ) -> Result<Option<Vec<StoredEvent>>>;
 
     /// One task.
     fn get_task(&self, id: &str) -> Result<Option<StoredTask>>;

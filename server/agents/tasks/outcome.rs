@@ -1,7 +1,14 @@
-//! How a task attempt ends, on internal agents and external workers alike:
-//! the task and its agent rewritten in one store transaction with the
-//! events that say what happened, and a retry queued when one is due.
+//! How a task attempt starts and ends, on internal agents and external
+//! workers alike: the task and its agent rewritten in one store
+//! transaction with the events that say what happened, and a retry queued
+//! when one is due.
+//!
+//! Both are computed from the rows as the transaction reads them
+//! (`TaskStore::update_task`), by pure functions ([`start_attempt`],
+//! [`Attempt::end`]): the tasks starting and ending on one agent at once
+//! need no lock between a read and a write.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -9,20 +16,20 @@ use serde_json::{Map, Value, json};
 use crate::agents::engine::{AgentEngine, agent_of, new_event, row_of, task_of, task_row};
 use crate::agents::swarms::expand::handoff_capability;
 use crate::agents::types::{
-    ActivityKind, AgentState, Route, Step, Task, TaskError, TaskErrorKind, TaskState,
+    ActivityKind, Agent, AgentState, Route, Step, Task, TaskError, TaskErrorKind, TaskState,
 };
 use crate::common::blocking::with_store;
 use crate::common::clock::now_ms;
 use crate::common::sync::lock;
 use crate::error::{Error, Result};
 use crate::query::TokenUsage;
-use crate::store::TaskWrite;
+use crate::store::{NewEvent, TaskChange, TaskWrite};
 
 /// First retry backoff; doubles per attempt.
 const BACKOFF: Duration = Duration::from_millis(500);
 
 /// How an attempt ended.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum End {
     /// The query completed, or the worker sent its result.
     Succeeded {
@@ -61,50 +68,36 @@ impl AgentEngine {
         agent_id: &str,
         query_id: &str,
     ) -> Result<Option<Task>> {
-        let _writing = self.agent_writes.agent(agent_id).await;
-        let (mut task, stored) = self.task_and_agent(task_id, agent_id).await?;
-        if task.state.is_finished() {
+        let _writing = self.agent_writes.in_transaction(agent_id).await;
+        let running = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&running);
+        let (a, q) = (agent_id.to_owned(), query_id.to_owned());
+        let change: TaskChange = Arc::new(move |task, agent| {
+            *lock(&out) = None;
+            let mut task = task_of(task)?;
+            if task.state.is_finished() {
+                return Ok(None);
+            }
+            let mut agent = agent_of(agent.ok_or(Error::NotFound {
+                kind: "agent",
+                name: a.clone(),
+            })?)?;
+            let event = start_attempt(&mut task, &mut agent, &q);
+            let write = TaskWrite {
+                task: task_row(&task),
+                agent: Some(row_of(&agent)),
+                events: vec![event],
+            };
+            *lock(&out) = Some(task);
+            Ok(Some(write))
+        });
+        let (t, a) = (task_id.to_owned(), agent_id.to_owned());
+        let written = with_store(&self.store, move |s| s.update_task(&t, &a, change)).await?;
+        let Some(events) = written else {
             return Ok(None);
-        }
-        let mut agent = agent_of(stored.ok_or(Error::NotFound {
-            kind: "agent",
-            name: agent_id.to_owned(),
-        })?)?;
-        task.state = TaskState::Running;
-        task.agent_id = agent_id.to_owned();
-        task.body.attempt += 1;
-        task.body.query_id = query_id.to_owned();
-        task.body.started_at_ms.get_or_insert(now_ms());
-        if !agent.body.running_task_ids.iter().any(|t| t == task_id) {
-            agent.body.running_task_ids.push(task_id.to_owned());
-        }
-        if agent.state == AgentState::Idle {
-            agent.state = AgentState::Busy;
-        }
-        let how = if query_id.is_empty() {
-            "leased to its worker".to_owned()
-        } else {
-            format!("as query {query_id}")
         };
-        let mut event = new_event(
-            ActivityKind::TaskAssigned,
-            format!(
-                "task {task_id} attempt {} runs on agent {agent_id} {how}",
-                task.body.attempt
-            ),
-        );
-        event.task_id = task_id.to_owned();
-        event.agent_id = agent_id.to_owned();
-        event.spec_name = agent.spec_name.clone();
-        event.details = json!({ "attempt": task.body.attempt, "query_id": query_id }).to_string();
-        let write = TaskWrite {
-            task: task_row(&task),
-            agent: Some(row_of(&agent)),
-            events: vec![event],
-        };
-        let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
         self.appended(&events);
-        Ok(Some(task))
+        Ok(lock(&running).take())
     }
 
     /// Records how an attempt ended, on the task and its agent, and queues
@@ -117,9 +110,139 @@ impl AgentEngine {
         usage: TokenUsage,
         cost: f64,
     ) -> Result<()> {
-        let _writing = self.agent_writes.agent(agent_id).await;
-        let (mut task, stored) = self.task_and_agent(task_id, agent_id).await?;
-        let mut agent = stored.map(agent_of).transpose()?;
+        if matches!(end, End::AlreadyOver) {
+            return Ok(());
+        }
+        let end = self.mesh_handoff(task_id, end).await?;
+        let cancelled = lock(&self.scheduler).cancelled.contains_key(task_id);
+        let writing = self.agent_writes.in_transaction(agent_id).await;
+        let ended = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&ended);
+        let a = agent_id.to_owned();
+        let change: TaskChange = Arc::new(move |task, agent| {
+            *lock(&out) = None;
+            let mut task = task_of(task)?;
+            let mut agent = agent.map(agent_of).transpose()?;
+            let over = Attempt {
+                agent_id: &a,
+                usage,
+                cost,
+                cancelled,
+            };
+            let Some((event, retry)) = over.end(&mut task, agent.as_mut(), end.clone()) else {
+                return Ok(None);
+            };
+            let write = TaskWrite {
+                task: task_row(&task),
+                agent: agent.as_ref().map(row_of),
+                events: vec![event],
+            };
+            *lock(&out) = Some((task, retry));
+            Ok(Some(write))
+        });
+        let (t, a) = (task_id.to_owned(), agent_id.to_owned());
+        let written = with_store(&self.store, move |s| s.update_task(&t, &a, change)).await?;
+        drop(writing);
+        let (Some(events), Some((task, retry))) = (written, lock(&ended).take()) else {
+            return Ok(());
+        };
+        self.appended(&events);
+        if task.state.is_finished() {
+            lock(&self.scheduler).cancelled.remove(task_id);
+            self.note_end(task.created_at_ms);
+        }
+        if task.state == TaskState::Succeeded
+            && task.body.step == Step::Plan
+            && let Err(e) = self.plan_done(&task, &task.body.output_text).await
+        {
+            tracing::error!(task = %task_id, error = %e, "cannot turn a plan into subtasks");
+        }
+        if task.state.is_finished() {
+            self.task_ended(task_id, task.state).await;
+        }
+        if let Some(backoff) = retry {
+            self.requeue_after(task, backoff);
+        }
+        Ok(())
+    }
+
+    /// `end`, or a handoff when it is the answer of a MESH swarm's member
+    /// that hands the task on.
+    async fn mesh_handoff(&self, task_id: &str, end: End) -> Result<End> {
+        let End::Succeeded { text, output } = end else {
+            return Ok(end);
+        };
+        if let Some(cap) = handoff_capability(&text) {
+            let task = self.load_task(task_id).await?;
+            if let Route::Swarm { id, .. } = task.body.route()
+                && self.is_mesh(&id).await
+            {
+                return Ok(End::Handoff(cap));
+            }
+        }
+        Ok(End::Succeeded { text, output })
+    }
+
+    /// Puts `task` back in the queue after `backoff` (unless it was
+    /// cancelled meanwhile).
+    fn requeue_after(&self, task: Task, backoff: Duration) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(backoff).await;
+            // One look under the lock: a cancel lands either before (and
+            // the task is not queued) or after (and finds it queued).
+            let cancelled = {
+                let mut scheduler = lock(&engine.scheduler);
+                let cancelled = scheduler.cancelled.remove(&task.id);
+                if cancelled.is_none() {
+                    scheduler.enqueue(task.id.clone(), task.body.priority, task.body.route());
+                }
+                cancelled
+            };
+            match cancelled {
+                Some(reason) => {
+                    if let Err(e) = engine.cancel_waiting(&task.id, reason).await {
+                        tracing::error!(task = %task.id, error = %e, "cannot cancel a task");
+                    }
+                }
+                None => engine.dispatch(),
+            }
+        });
+    }
+
+    /// The task `id` from the store.
+    pub(crate) async fn load_task(&self, id: &str) -> Result<Task> {
+        let key = id.to_owned();
+        let stored = with_store(&self.store, move |s| s.get_task(&key)).await?;
+        task_of(stored.ok_or(Error::NotFound {
+            kind: "task",
+            name: id.to_owned(),
+        })?)
+    }
+}
+
+/// What an attempt's end does to its task and agent rows (pure: it runs
+/// inside the store's transaction, perhaps more than once).
+struct Attempt<'a> {
+    agent_id: &'a str,
+    usage: TokenUsage,
+    cost: f64,
+    /// A client cancelled the task: a failure is not retried.
+    cancelled: bool,
+}
+
+impl Attempt<'_> {
+    /// Applies `end` to `task` and its `agent`: the event to append and the
+    /// backoff of a retry when one is due; None when there is nothing to
+    /// record.
+    fn end(
+        &self,
+        task: &mut Task,
+        mut agent: Option<&mut Agent>,
+        end: End,
+    ) -> Option<(NewEvent, Option<Duration>)> {
+        let (task_id, agent_id) = (task.id.clone(), self.agent_id);
+        let (task_id, usage, cost) = (task_id.as_str(), self.usage, self.cost);
         task.body.input_tokens += usage.input;
         task.body.output_tokens += usage.output;
         task.body.cost_usd += cost;
@@ -132,17 +255,6 @@ impl AgentEngine {
                 agent.state = AgentState::Idle;
             }
         }
-        // In a MESH swarm, an answer may hand the task on instead.
-        let end = match end {
-            End::Succeeded { text, output } => match (task.body.route(), handoff_capability(&text))
-            {
-                (Route::Swarm { id, .. }, Some(cap)) if self.is_mesh(&id).await => {
-                    End::Handoff(cap)
-                }
-                _ => End::Succeeded { text, output },
-            },
-            other => other,
-        };
         let mut retry = None;
         let (kind, message, details) = match end {
             End::Handoff(cap) => {
@@ -198,9 +310,8 @@ impl AgentEngine {
                 if let Some(a) = &mut agent {
                     a.body.tasks_failed += 1;
                 }
-                let again = retryable
-                    && task.body.attempt < task.body.max_attempts
-                    && !lock(&self.scheduler).cancelled.contains_key(task_id);
+                let again =
+                    retryable && task.body.attempt < task.body.max_attempts && !self.cancelled;
                 let message = format!(
                     "task {task_id} attempt {} failed on agent {agent_id}: {}",
                     task.body.attempt, error.message
@@ -247,7 +358,7 @@ impl AgentEngine {
                     json!({ "attempt": task.body.attempt, "retrying": true, "interrupted": true }),
                 )
             }
-            End::AlreadyOver => return Ok(()),
+            End::AlreadyOver => return None,
             End::Requeued(reason) => {
                 task.state = TaskState::Pending;
                 retry = Some(Duration::ZERO);
@@ -290,92 +401,47 @@ impl AgentEngine {
         };
         if task.state.is_finished() {
             task.body.finished_at_ms = Some(now_ms());
-            lock(&self.scheduler).cancelled.remove(task_id);
         }
         let mut event = new_event(kind, message);
         event.task_id = task_id.to_owned();
         event.agent_id = agent_id.to_owned();
         event.details = details.to_string();
-        let write = TaskWrite {
-            task: task_row(&task),
-            agent: agent.as_ref().map(row_of),
-            events: vec![event],
-        };
-        let events = with_store(&self.store, move |s| s.save_task(&write)).await?;
-        self.appended(&events);
-        drop(_writing);
-        if task.state.is_finished() {
-            self.note_end(task.created_at_ms);
-        }
-        if task.state == TaskState::Succeeded
-            && task.body.step == Step::Plan
-            && let Err(e) = self.plan_done(&task, &task.body.output_text).await
-        {
-            tracing::error!(task = %task_id, error = %e, "cannot turn a plan into subtasks");
-        }
-        if task.state.is_finished() {
-            self.task_ended(task_id, task.state).await;
-        }
-        if let Some(backoff) = retry {
-            self.requeue_after(task, backoff);
-        }
-        Ok(())
+        Some((event, retry))
     }
+}
 
-    /// Puts `task` back in the queue after `backoff` (unless it was
-    /// cancelled meanwhile).
-    fn requeue_after(&self, task: Task, backoff: Duration) {
-        let engine = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(backoff).await;
-            // One look under the lock: a cancel lands either before (and
-            // the task is not queued) or after (and finds it queued).
-            let cancelled = {
-                let mut scheduler = lock(&engine.scheduler);
-                let cancelled = scheduler.cancelled.remove(&task.id);
-                if cancelled.is_none() {
-                    scheduler.enqueue(task.id.clone(), task.body.priority, task.body.route());
-                }
-                cancelled
-            };
-            match cancelled {
-                Some(reason) => {
-                    if let Err(e) = engine.cancel_waiting(&task.id, reason).await {
-                        tracing::error!(task = %task.id, error = %e, "cannot cancel a task");
-                    }
-                }
-                None => engine.dispatch(),
-            }
-        });
+/// What an attempt's start does to its task and agent rows (pure, like
+/// [`Attempt::end`]): the task RUNNING on the agent (with its query, for
+/// internal agents), its attempt counted, the agent busy with it. The
+/// TaskAssigned event to append.
+fn start_attempt(task: &mut Task, agent: &mut Agent, query_id: &str) -> NewEvent {
+    let (task_id, agent_id) = (task.id.clone(), agent.id.clone());
+    task.state = TaskState::Running;
+    task.agent_id = agent_id.clone();
+    task.body.attempt += 1;
+    task.body.query_id = query_id.to_owned();
+    task.body.started_at_ms.get_or_insert(now_ms());
+    if !agent.body.running_task_ids.contains(&task_id) {
+        agent.body.running_task_ids.push(task_id.clone());
     }
-
-    /// Task `task_id` and the row of agent `agent_id` (if any), in one
-    /// trip to the store: every attempt's start and end reads both.
-    async fn task_and_agent(
-        &self,
-        task_id: &str,
-        agent_id: &str,
-    ) -> Result<(Task, Option<crate::store::StoredAgent>)> {
-        let (t, a) = (task_id.to_owned(), agent_id.to_owned());
-        let (task, agent) = with_store(&self.store, move |s| {
-            let agent = if a.is_empty() { None } else { s.get_agent(&a)? };
-            Ok((s.get_task(&t)?, agent))
-        })
-        .await?;
-        let task = task_of(task.ok_or(Error::NotFound {
-            kind: "task",
-            name: task_id.to_owned(),
-        })?)?;
-        Ok((task, agent))
+    if agent.state == AgentState::Idle {
+        agent.state = AgentState::Busy;
     }
-
-    /// The task `id` from the store.
-    pub(crate) async fn load_task(&self, id: &str) -> Result<Task> {
-        let key = id.to_owned();
-        let stored = with_store(&self.store, move |s| s.get_task(&key)).await?;
-        task_of(stored.ok_or(Error::NotFound {
-            kind: "task",
-            name: id.to_owned(),
-        })?)
-    }
+    let how = if query_id.is_empty() {
+        "leased to its worker".to_owned()
+    } else {
+        format!("as query {query_id}")
+    };
+    let mut event = new_event(
+        ActivityKind::TaskAssigned,
+        format!(
+            "task {task_id} attempt {} runs on agent {agent_id} {how}",
+            task.body.attempt
+        ),
+    );
+    event.task_id = task_id;
+    event.agent_id = agent_id;
+    event.spec_name = agent.spec_name.clone();
+    event.details = json!({ "attempt": task.body.attempt, "query_id": query_id }).to_string();
+    event
 }

@@ -49,9 +49,10 @@ fn stored_spec(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSpec> {
     })
 }
 
-const AGENT_COLUMNS: &str = "id, spec_name, spec_version, swarm_id, state, created_at, body";
+pub(super) const AGENT_COLUMNS: &str =
+    "id, spec_name, spec_version, swarm_id, state, created_at, body";
 
-fn stored_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAgent> {
+pub(super) fn stored_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAgent> {
     Ok(StoredAgent {
         id: row.get(0)?,
         spec_name: row.get(1)?,
@@ -135,20 +136,22 @@ impl AgentStore for SqliteStore {
     fn get_spec(&self, name: &str, version: Option<u64>) -> Result<Option<StoredSpec>> {
         let conn = self.read();
         match version {
-            None => conn.query_row(
-                "SELECT name, version, updated_at, body FROM agent_specs
-                 WHERE name = ?1 AND current = 1",
-                params![name],
-                stored_spec,
-            ),
-            Some(v) => conn.query_row(
-                "SELECT name, version, updated_at, body FROM agent_specs
-                 WHERE name = ?1 AND version = ?2",
-                params![name, v as i64],
-                stored_spec,
-            ),
+            None => conn
+                .prepare_cached(
+                    "SELECT name, version, updated_at, body FROM agent_specs
+                     WHERE name = ?1 AND current = 1",
+                )
+                .and_then(|mut stmt| stmt.query_row(params![name], stored_spec).optional()),
+            Some(v) => conn
+                .prepare_cached(
+                    "SELECT name, version, updated_at, body FROM agent_specs
+                     WHERE name = ?1 AND version = ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![name, v as i64], stored_spec)
+                        .optional()
+                }),
         }
-        .optional()
         .map_err(internal)
     }
 
@@ -292,12 +295,8 @@ impl AgentStore for SqliteStore {
 
     fn get_agent(&self, id: &str) -> Result<Option<StoredAgent>> {
         self.read()
-            .query_row(
-                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"),
-                params![id],
-                stored_agent,
-            )
-            .optional()
+            .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))
+            .and_then(|mut stmt| stmt.query_row(params![id], stored_agent).optional())
             .map_err(internal)
     }
 
