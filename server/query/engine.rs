@@ -660,9 +660,7 @@ impl Shared {
             created_at: info.created_at_ms,
             state: info.state.as_str().to_owned(),
             info: serde_json::to_string(&info).unwrap_or_default(),
-            events: query
-                .with_events(serde_json::to_string)
-                .unwrap_or_default(),
+            events: query.with_events(serde_json::to_string).unwrap_or_default(),
         };
         if let Err(e) = with_store(&self.store, move |s| s.save_query(&stored)).await {
             tracing::error!(query = %info.id, error = %e, "cannot persist a finished query");

@@ -12,12 +12,17 @@
 //! commit that holds it is durable; if that commit fails, every write in
 //! it gets the error.
 //!
-//! Writers wait on a condition variable: they run on blocking threads
-//! (`common::blocking`), never on the async runtime.
+//! Each writer waits on a channel of its own (it runs on a blocking
+//! thread, `common::blocking`, never on the async runtime): the leader
+//! sends each write its result, and hands the lead to the first writer
+//! still queued, so a commit wakes exactly the writers it concerns (a
+//! condition variable shared by all woke hundreds of threads per commit,
+//! each to find that its write was not done yet).
 
 use std::any::Any;
-use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use rusqlite::Connection;
 
@@ -31,18 +36,24 @@ const MAX_GROUP: usize = 256;
 type Value = Box<dyn Any + Send>;
 type Job = Box<dyn Fn(&Connection) -> Result<Value> + Send>;
 
-/// The queue of writes and their results.
+/// What a queued writer is told.
+enum Told {
+    /// Its write is committed (or failed).
+    Done(Result<Value>),
+    /// The previous leader is done: it leads now.
+    Lead,
+}
+
+/// The queue of writes.
 #[derive(Default)]
 pub(super) struct Group {
     state: Mutex<State>,
-    done: Condvar,
 }
 
 #[derive(Default)]
 struct State {
-    next_ticket: u64,
-    queue: Vec<(u64, Job)>,
-    results: HashMap<u64, Result<Value>>,
+    queue: VecDeque<(Job, SyncSender<Told>)>,
+    /// A leader is committing (or has been told to).
     leading: bool,
 }
 
@@ -66,63 +77,90 @@ impl Group {
         write: impl Fn(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let job: Job = Box::new(move |tx| write(tx).map(|v| Box::new(v) as Value));
-        let mut state = lock(&self.state);
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push((ticket, job));
-        loop {
-            if let Some(result) = state.results.remove(&ticket) {
-                return result.map(|v| {
-                    *v.downcast::<T>()
-                        .expect("a group write's result has the type it was queued with")
-                });
-            }
-            if state.leading {
-                state = self
-                    .done
-                    .wait(state)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                continue;
-            }
-            // Lead: commit what is queued (this write among it).
-            state.leading = true;
-            let take = state.queue.len().min(MAX_GROUP);
-            let batch: Vec<(u64, Job)> = state.queue.drain(..take).collect();
-            drop(state);
-            let leading = Leading {
-                group: self,
-                tickets: batch.iter().map(|(t, _)| *t).collect(),
-            };
-            let results = commit(conn, batch);
-            std::mem::forget(leading);
-            state = lock(&self.state);
-            state.results.extend(results);
-            state.leading = false;
-            self.done.notify_all();
+        let (tx, rx) = sync_channel(1);
+        let lead = {
+            let mut state = lock(&self.state);
+            state.queue.push_back((job, tx));
+            !std::mem::replace(&mut state.leading, true)
+        };
+        if lead {
+            self.lead(conn);
         }
+        let value = loop {
+            match receive(&rx) {
+                Told::Done(result) => break result,
+                Told::Lead => self.lead(conn),
+            }
+        };
+        value.map(|v| {
+            *v.downcast::<T>()
+                .expect("a group write's result has the type it was queued with")
+        })
+    }
+
+    /// Commits the writes queued now (up to [`MAX_GROUP`]), sends each its
+    /// result, and passes the lead on to the next writer queued, if any.
+    fn lead(&self, conn: &Mutex<Connection>) {
+        let (jobs, writers): (Vec<Job>, Vec<SyncSender<Told>>) = {
+            let mut state = lock(&self.state);
+            let take = state.queue.len().min(MAX_GROUP);
+            state.queue.drain(..take).unzip()
+        };
+        let mut leading = Leading {
+            group: self,
+            writers,
+        };
+        let results = commit(conn, &jobs);
+        for (writer, result) in leading.writers.drain(..).zip(results) {
+            // A writer that is gone (its thread panicked) wants nothing.
+            let _ = writer.send(Told::Done(result));
+        }
+        // `leading` hands the lead on as it drops.
     }
 }
 
-/// The leader's duty if a write panics while it commits (dropped only
-/// then): its batch's writers get an error instead of waiting forever,
-/// and the next writer may lead.
+/// Waits for what the group tells this writer. Its sender lives in the
+/// queue or with a leader until it is used; a leader that panics sends
+/// errors as it unwinds.
+fn receive(rx: &Receiver<Told>) -> Told {
+    rx.recv().unwrap_or_else(|_| {
+        Told::Done(Err(crate::error::Error::Internal(
+            "the write's commit was abandoned".into(),
+        )))
+    })
+}
+
+/// A leader's batch until each writer has its result. Dropped normally or
+/// while a write panics: the writers not yet answered get an error, and
+/// the lead goes to the next writer queued (or to the next one to come).
 struct Leading<'a> {
     group: &'a Group,
-    tickets: Vec<u64>,
+    writers: Vec<SyncSender<Told>>,
 }
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        let mut state = lock(&self.group.state);
-        for ticket in self.tickets.drain(..) {
-            state.results.entry(ticket).or_insert_with(|| {
-                Err(crate::error::Error::Internal(
-                    "a write committed with this one panicked".into(),
-                ))
-            });
+        for writer in self.writers.drain(..) {
+            let _ = writer.send(Told::Done(Err(crate::error::Error::Internal(
+                "a write committed with this one panicked".into(),
+            ))));
         }
-        state.leading = false;
-        self.group.done.notify_all();
+        let mut state = lock(&self.group.state);
+        loop {
+            match state.queue.front() {
+                None => {
+                    state.leading = false;
+                    return;
+                }
+                Some((_, next)) => {
+                    if next.send(Told::Lead).is_ok() {
+                        return;
+                    }
+                    // Its writer is gone: drop its write and try the next.
+                    state.queue.pop_front();
+                }
+            }
+        }
     }
 }
 
@@ -131,41 +169,32 @@ impl Drop for Leading<'_> {
 /// again in a transaction of its own, so that the failure stays its own
 /// (cheaper than a savepoint around every write, since writes rarely
 /// fail).
-fn commit(conn: &Mutex<Connection>, batch: Vec<(u64, Job)>) -> Vec<(u64, Result<Value>)> {
+fn commit(conn: &Mutex<Connection>, batch: &[Job]) -> Vec<Result<Value>> {
     let mut conn = lock(conn);
     if batch.len() > 1 {
-        match together(&mut conn, &batch) {
-            Ok(Ok(values)) => {
-                return batch
-                    .iter()
-                    .map(|(t, _)| *t)
-                    .zip(values.into_iter().map(Ok))
-                    .collect();
-            }
+        match together(&mut conn, batch) {
+            Ok(Ok(values)) => return values.into_iter().map(Ok).collect(),
             Ok(Err(commit_failed)) => {
                 return batch
                     .iter()
-                    .map(|(t, _)| (*t, Err(super::internal_ref(&commit_failed))))
+                    .map(|_| Err(super::internal_ref(&commit_failed)))
                     .collect();
             }
             Err(_) => {} // one write failed: each on its own below
         }
     }
-    batch
-        .iter()
-        .map(|(ticket, job)| (*ticket, alone(&mut conn, job)))
-        .collect()
+    batch.iter().map(|job| alone(&mut conn, job)).collect()
 }
 
 /// Every write of `batch` in one transaction: their values, or the
 /// commit's failure; Err when a write failed (nothing was kept).
 fn together(
     conn: &mut Connection,
-    batch: &[(u64, Job)],
+    batch: &[Job],
 ) -> Result<std::result::Result<Vec<Value>, rusqlite::Error>> {
     let tx = conn.transaction().map_err(super::internal)?;
     let mut values = Vec::with_capacity(batch.len());
-    for (_, job) in batch {
+    for job in batch {
         values.push(job(&tx)?);
     }
     Ok(tx.commit().map(|()| values))
@@ -183,6 +212,7 @@ fn alone(conn: &mut Connection, job: &Job) -> Result<Value> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn table() -> Arc<Mutex<Connection>> {
         let conn = Connection::open_in_memory().unwrap();
@@ -233,14 +263,9 @@ mod tests {
             })
         };
         // 2 twice: the second fails, the others land.
-        let batch = vec![
-            (0, insert(1)),
-            (1, insert(2)),
-            (2, insert(2)),
-            (3, insert(3)),
-        ];
-        let results = commit(&conn, batch);
-        let ok: Vec<bool> = results.iter().map(|(_, r)| r.is_ok()).collect();
+        let batch = vec![insert(1), insert(2), insert(2), insert(3)];
+        let results = commit(&conn, &batch);
+        let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
         assert_eq!(ok, [true, true, false, true]);
         assert_eq!(count(&conn), 3);
     }
@@ -263,6 +288,55 @@ mod tests {
             })
             .unwrap();
         assert_eq!(count(&conn), 1);
+    }
+
+    #[test]
+    fn writers_queued_behind_a_panic_get_answers_and_the_lead_goes_on() {
+        let conn = table();
+        let group = Arc::new(Group::default());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // A slow first write leads while the others queue behind it: one
+        // of them panics in the next batch.
+        let spawn = |k: i64, delay: u64, panics: bool| {
+            let (c, g, done) = (conn.clone(), group.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    g.write(&c, move |tx| {
+                        std::thread::sleep(Duration::from_millis(delay));
+                        if panics {
+                            panic!("a bug in write {k}");
+                        }
+                        tx.execute("INSERT INTO t (k, v) VALUES (?1, 'x')", [k])
+                            .map_err(super::super::internal)?;
+                        Ok(k)
+                    })
+                }));
+                let _ = done.send((k, result.map(|r| r.is_ok()).unwrap_or(false)));
+            })
+        };
+        let first = spawn(0, 200, false);
+        std::thread::sleep(Duration::from_millis(50));
+        let others: Vec<_> = (1..=8).map(|k| spawn(k, 0, k == 4)).collect();
+        let mut answered = Vec::new();
+        for _ in 0..9 {
+            let (k, ok) = done_rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("every writer gets an answer");
+            answered.push((k, ok));
+        }
+        first.join().unwrap();
+        for t in others {
+            t.join().unwrap();
+        }
+        answered.sort();
+        assert!(answered[0].1, "the first write landed");
+        assert!(!answered[4].1, "the panicking write failed");
+        // Writes after the panic still go through.
+        let after = group.write(&conn, |tx| {
+            tx.execute("INSERT INTO t (k, v) VALUES (100, 'after')", [])
+                .map_err(super::super::internal)
+        });
+        assert!(after.is_ok());
     }
 
     #[test]
