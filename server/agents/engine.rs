@@ -54,6 +54,12 @@ pub struct AgentEngine {
     /// One bell per watched task, rung by its events (WatchTask), so that
     /// a thousand watched tasks do not each wake on every event.
     pub(super) bells: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    /// Spec versions agents ran tasks on, by (name, version): a version
+    /// never changes once registered (DeleteSpec keeps the rows, and a
+    /// name registered again gets the next version), so an attempt's start
+    /// need not read it again. A deleted name's versions are dropped, as
+    /// no agent runs them any more.
+    pub(super) spec_versions: Arc<Mutex<HashMap<(String, u64), Spec>>>,
 }
 
 impl AgentEngine {
@@ -117,6 +123,7 @@ impl AgentEngine {
             ended: Arc::default(),
             tail: Arc::default(),
             bells: Arc::default(),
+            spec_versions: Arc::default(),
         };
         let lapse_at = Instant::now() + engine.settings.worker_lease_timeout;
         for row in unfinished {

@@ -8,8 +8,12 @@ use super::validate::{check_name, check_spec, check_spec_tools};
 use crate::common::blocking::with_store;
 use crate::common::clock::now_ms;
 use crate::common::page::{self, Page};
+use crate::common::sync::lock;
 use crate::error::{Error, Result, Violations};
 use crate::store::SpecDeleted;
+
+/// Spec versions kept in memory before the cache starts over.
+const MAX_CACHED_SPECS: usize = 1024;
 
 /// What RegisterSpec did.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +84,26 @@ impl AgentEngine {
         Ok(Page::from_rows(specs, limit, |s| s.name.clone()))
     }
 
+    /// Version `version` of spec `name` (as agents of it run): kept in
+    /// memory once read.
+    pub(crate) async fn spec_version(&self, name: &str, version: u64) -> Result<Spec> {
+        let key = (name.to_owned(), version);
+        if let Some(spec) = lock(&self.spec_versions).get(&key) {
+            return Ok(spec.clone());
+        }
+        let n = name.to_owned();
+        let row = with_store(&self.store, move |s| s.get_spec(&n, Some(version))).await?;
+        let spec = spec_of(row.ok_or_else(|| {
+            Error::Internal(format!("version {version} of spec {name} is gone"))
+        })?)?;
+        let mut cache = lock(&self.spec_versions);
+        if cache.len() >= MAX_CACHED_SPECS {
+            cache.clear();
+        }
+        cache.insert(key, spec.clone());
+        Ok(spec)
+    }
+
     /// Deletes spec `name`: false when there was none; FailedPrecondition
     /// while agents of it are not stopped.
     pub async fn delete_spec(&self, name: String) -> Result<bool> {
@@ -91,6 +115,7 @@ impl AgentEngine {
         let key = name.clone();
         match with_store(&self.store, move |s| s.delete_spec(&key, event)).await? {
             SpecDeleted::Deleted(events) => {
+                lock(&self.spec_versions).retain(|(spec, _), _| *spec != name);
                 self.appended(&events);
                 Ok(true)
             }

@@ -691,7 +691,10 @@ fn evict(
 fn new_info(start: &StartQuery, state: QueryState) -> QueryInfo {
     let now = now_ms();
     QueryInfo {
-        id: ulid::Ulid::new().to_string(),
+        id: start
+            .id
+            .clone()
+            .unwrap_or_else(|| ulid::Ulid::new().to_string()),
         state,
         model: start.model.clone(),
         model_history: vec![ModelSpan {

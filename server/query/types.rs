@@ -182,6 +182,9 @@ pub struct StartQuery {
     /// engine for a task's budget); the query fails at the first token
     /// that passes it.
     pub max_cost_usd: Option<f64>,
+    /// The query's id, when the caller chose it (a ULID: the agents engine
+    /// records a task's query before starting it); a new ULID otherwise.
+    pub id: Option<String>,
 }
 
 impl StartQuery {

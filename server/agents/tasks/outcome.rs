@@ -60,14 +60,15 @@ pub(crate) enum End {
 impl AgentEngine {
     /// Records that an attempt runs: the task RUNNING (with its query, for
     /// internal agents), its attempt counted, the agent busy with it, and a
-    /// TaskAssigned event. The task as recorded, or None when it had ended
-    /// already (cancelled while it waited): nothing is written then.
+    /// TaskAssigned event. The task and its agent as recorded, or None when
+    /// the task had ended already (cancelled while it waited): nothing is
+    /// written then.
     pub(crate) async fn mark_running(
         &self,
         task_id: &str,
         agent_id: &str,
         query_id: &str,
-    ) -> Result<Option<Task>> {
+    ) -> Result<Option<(Task, Agent)>> {
         let _writing = self.agent_writes.in_transaction(agent_id).await;
         let running = Arc::new(Mutex::new(None));
         let out = Arc::clone(&running);
@@ -88,7 +89,7 @@ impl AgentEngine {
                 agent: Some(row_of(&agent)),
                 events: vec![event],
             };
-            *lock(&out) = Some(task);
+            *lock(&out) = Some((task, agent));
             Ok(Some(write))
         });
         let (t, a) = (task_id.to_owned(), agent_id.to_owned());

@@ -14,9 +14,8 @@ use futures::StreamExt;
 
 use super::outcome::End;
 use super::tools::{AGENT_LABEL, TASK_LABEL, call_details, result_details};
-use crate::agents::engine::{AgentEngine, agent_of, spec_of, task_of};
+use crate::agents::engine::AgentEngine;
 use crate::agents::types::{ActivityKind, TaskError, TaskErrorKind};
-use crate::common::blocking::with_store;
 use crate::error::{Error, Result};
 use crate::query::{
     CachePolicy, ChatMessage, EventKind, QueryErrorKind, Role, SHUTDOWN_REASON, StartQuery,
@@ -64,33 +63,18 @@ impl AgentEngine {
                 "the query service is disabled: internal agents cannot run tasks".into(),
             ));
         };
-        // The task, its agent and the agent's spec version, in one trip.
-        let (t, a) = (task_id.to_owned(), agent_id.to_owned());
-        let (task, agent, spec) = with_store(&self.store, move |s| {
-            let agent = s.get_agent(&a)?;
-            let spec = match &agent {
-                Some(agent) => s.get_spec(&agent.spec_name, Some(agent.spec_version))?,
-                None => None,
-            };
-            Ok((s.get_task(&t)?, agent, spec))
-        })
-        .await?;
-        let task = task_of(task.ok_or(Error::NotFound {
-            kind: "task",
-            name: task_id.to_owned(),
-        })?)?;
-        if task.state.is_finished() {
+        // The attempt is recorded first (the task RUNNING with the id its
+        // query will have), reading the task and its agent in the same
+        // transaction: one trip to the store. The spec version is in memory
+        // after its first use.
+        let query_id = ulid::Ulid::new().to_string();
+        let Some((task, agent)) = self.mark_running(task_id, agent_id, &query_id).await? else {
             // Cancelled while it waited to be picked up: nothing to run.
             return Ok((End::AlreadyOver, TokenUsage::default(), 0.0));
-        }
-        let agent = agent_of(agent.ok_or(Error::NotFound {
-            kind: "agent",
-            name: agent_id.to_owned(),
-        })?)?;
-        let spec =
-            spec_of(spec.ok_or_else(|| {
-                Error::Internal(format!("agent {agent_id}'s spec version is gone"))
-            })?)?;
+        };
+        let spec = self
+            .spec_version(&agent.spec_name, agent.spec_version)
+            .await?;
 
         let prompt = match self.task_prompt(&task, &spec, &query_engine).await? {
             Ok(prompt) => prompt,
@@ -121,6 +105,7 @@ impl AgentEngine {
             ]),
             tools: spec.body.tools.clone(),
             max_turns: spec.body.max_turns,
+            id: Some(query_id.clone()),
             ..Default::default()
         };
         let query = match query_engine.start(start).await {
@@ -140,24 +125,18 @@ impl AgentEngine {
                 return Ok((End::Failed(error, retryable), TokenUsage::default(), 0.0));
             }
         };
-        let query_id = query.id();
-        if self
-            .mark_running(task_id, agent_id, &query_id)
-            .await?
-            .is_none()
-        {
-            // It ended while the query started: the query is not wanted.
-            let _ = query_engine
-                .terminate(&query_id, "its task had ended".to_owned())
-                .await;
-            return Ok((End::AlreadyOver, TokenUsage::default(), 0.0));
-        }
-        // Cancelled while the query started: end it now.
-        let cancelled = crate::common::sync::lock(&self.scheduler)
-            .cancelled
-            .get(task_id)
-            .cloned();
-        if let Some(reason) = cancelled {
+        // Cancelled, or its agent stopped, while the query started: the
+        // query ends now (its Terminated event says how the task goes on).
+        let why = {
+            let scheduler = crate::common::sync::lock(&self.scheduler);
+            scheduler.cancelled.get(task_id).cloned().or_else(|| {
+                scheduler
+                    .requeue
+                    .contains(task_id)
+                    .then(|| format!("agent {agent_id} stopped"))
+            })
+        };
+        if let Some(reason) = why {
             let _ = query_engine.terminate(&query_id, reason).await;
         }
 

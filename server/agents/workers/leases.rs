@@ -28,7 +28,7 @@ impl AgentEngine {
     }
 
     async fn grant(&self, task_id: &str, agent_id: &str) -> Result<()> {
-        let Some(task) = self.mark_running(task_id, agent_id, "").await? else {
+        let Some((task, _)) = self.mark_running(task_id, agent_id, "").await? else {
             // Cancelled while it waited to be picked up.
             lock(&self.scheduler).release(agent_id, task_id);
             self.dispatch();

@@ -108,8 +108,9 @@ impl TryFrom<pb::StartCommand> for SessionStart {
                 tools: specs,
                 tool_choice,
                 max_turns,
-                // Budgets are set by the agents engine for tasks.
+                // Budgets and chosen ids are the agents engine's, for tasks.
                 max_cost_usd: None,
+                id: None,
             },
             terminate_on_disconnect,
         })
