@@ -53,7 +53,7 @@ pub struct AgentEngine {
     pub(super) tail: Arc<Mutex<super::tail::Tail>>,
     /// One bell per watched task, rung by its events (WatchTask), so that
     /// a thousand watched tasks do not each wake on every event.
-    pub(super) bells: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    pub(super) bells: Arc<Mutex<HashMap<String, watch::Sender<Rung>>>>,
     /// Spec versions agents ran tasks on, by (name, version): a version
     /// never changes once registered (DeleteSpec keeps the rows, and a
     /// name registered again gets the next version), so an attempt's start
@@ -262,7 +262,7 @@ impl AgentEngine {
     }
 
     /// A receiver that changes when an event about task `id` is appended.
-    pub(super) fn task_bell(&self, id: &str) -> watch::Receiver<u64> {
+    pub(super) fn task_bell(&self, id: &str) -> watch::Receiver<Rung> {
         let mut bells = lock(&self.bells);
         if bells.len() > 4096 {
             // Watchers gone without a last event of their task.
@@ -270,13 +270,24 @@ impl AgentEngine {
         }
         bells
             .entry(id.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| watch::channel(Rung::default()).0)
             .subscribe()
     }
 
     /// Tells watchers about events just appended (into the tail first, so
     /// that a watcher woken finds them there).
     pub(super) fn appended(&self, events: &[StoredEvent]) {
+        self.appended_with(events, None);
+    }
+
+    /// [`AgentEngine::appended`], for events written with `task` as it is
+    /// now (in the same transaction): its watchers get it with the ring
+    /// instead of reading it back.
+    pub(super) fn appended_task(&self, events: &[StoredEvent], task: &Task) {
+        self.appended_with(events, Some(Arc::new(task.clone())));
+    }
+
+    fn appended_with(&self, events: &[StoredEvent], task: Option<Arc<Task>>) {
         {
             let mut tail = lock(&self.tail);
             for e in events {
@@ -296,7 +307,19 @@ impl AgentEngine {
                         if bell.receiver_count() == 0 {
                             bells.remove(&e.event.task_id);
                         } else {
-                            bell.send_replace(e.id);
+                            let task = task.as_ref().filter(|t| t.id == e.event.task_id);
+                            // The newest event wins: appends of one task from
+                            // two places may be announced out of order.
+                            bell.send_if_modified(|rung| {
+                                let newer = e.id > rung.event;
+                                if newer {
+                                    *rung = Rung {
+                                        event: e.id,
+                                        task: task.cloned(),
+                                    };
+                                }
+                                newer
+                            });
                         }
                     }
                 }
@@ -312,6 +335,17 @@ impl AgentEngine {
             });
         }
     }
+}
+
+/// What a task's bell says: the newest event appended about it, and the
+/// task as that event's write left it, when the writer had it at hand
+/// (otherwise a watcher reads it).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rung {
+    /// Event id.
+    pub event: u64,
+    /// The task after it.
+    pub task: Option<Arc<Task>>,
 }
 
 /// An event to append.

@@ -97,8 +97,12 @@ impl AgentEngine {
         let Some(events) = written else {
             return Ok(None);
         };
-        self.appended(&events);
-        Ok(lock(&running).take())
+        let running = lock(&running).take();
+        match &running {
+            Some((task, _)) => self.appended_task(&events, task),
+            None => self.appended(&events),
+        }
+        Ok(running)
     }
 
     /// Records how an attempt ended, on the task and its agent, and queues
@@ -147,7 +151,7 @@ impl AgentEngine {
         let (Some(events), Some((task, retry))) = (written, lock(&ended).take()) else {
             return Ok(());
         };
-        self.appended(&events);
+        self.appended_task(&events, &task);
         if task.state.is_finished() {
             lock(&self.scheduler).cancelled.remove(task_id);
             self.note_end(task.created_at_ms);

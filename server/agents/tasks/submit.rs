@@ -238,7 +238,7 @@ impl AgentEngine {
         .await?;
         match submitted {
             Submitted::Created(events) => {
-                self.appended(&events);
+                self.appended_task(&events, &task);
                 // Steps before the task, which waits for them.
                 let order: Vec<&Task> = steps.iter().chain(std::iter::once(&task)).collect();
                 self.schedule_new(&order, states).await;
@@ -390,8 +390,11 @@ impl AgentEngine {
                 return None;
             }
             bell.changed().await.ok()?;
-            bell.borrow_and_update();
-            let task = engine.load_task(&id).await;
+            let rung = bell.borrow_and_update().clone();
+            let task = match rung.task {
+                Some(task) => Ok(Task::clone(&task)),
+                None => engine.load_task(&id).await,
+            };
             let done = task.as_ref().map_or(true, |t| t.state.is_finished());
             Some((task, (bell, engine, id, done)))
         });
