@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_activity_indexes",
         include_str!("migrations/0009_activity_indexes.sql"),
     ),
+    (
+        "0010_collection_counters",
+        include_str!("migrations/0010_collection_counters.sql"),
+    ),
 ];
 
 /// Brings `conn` to the latest schema, each migration in its own transaction.

@@ -546,3 +546,63 @@ async fn changed_indexes_are_snapshotted_periodically() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn collection_stats_count_what_mixed_writes_left_and_keep_it_across_a_restart() {
+    let (config, dir) = test_config();
+    let server = TestServer::start_with(config.clone(), dir, |s| s).await;
+    let mut c = MemoryServiceClient::new(server.channel().await);
+    let hnsw = index_spec::Kind::Hnsw(HnswIndex::default());
+    create(&mut c, "mixed", hnsw, QuantizationType::None).await;
+    let vs = vectors(600, DIMS, 61);
+    upsert_all(&mut c, "mixed", &vs[..500]).await;
+    let mut live: std::collections::BTreeSet<String> = (0..500).map(|i| format!("p{i}")).collect();
+    // Replacements (another bucket), new points, deletions of present and
+    // absent ids.
+    let replaced: Vec<PointInput> = (0..100)
+        .map(|i| point(format!("p{i}"), &vs[i + 500], 7.0))
+        .chain((500..550).map(|i| point(format!("p{i}"), &vs[i], 1.0)))
+        .collect();
+    c.upsert(UpsertRequest {
+        collection: "mixed".into(),
+        points: replaced,
+    })
+    .await
+    .unwrap();
+    live.extend((500..550).map(|i| format!("p{i}")));
+    let gone: Vec<String> = (50..200)
+        .map(|i| format!("p{i}"))
+        .chain(["absent".into()])
+        .collect();
+    c.delete_points(delete_ids("mixed", gone.clone()))
+        .await
+        .unwrap();
+    for id in &gone {
+        live.remove(id);
+    }
+    let count = |c: &mut MemoryServiceClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            c.count(CountRequest {
+                collection: "mixed".into(),
+                filter: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .count
+        }
+    };
+    let s = stats(&mut c, "mixed").await;
+    assert_eq!(s.points_count, live.len() as u64);
+    assert_eq!(count(&mut c).await, live.len() as u64);
+    let dir = server.stop_keeping_data().await;
+
+    let server = TestServer::start_with(config, dir, |s| s).await;
+    let mut c = MemoryServiceClient::new(server.channel().await);
+    let again = stats(&mut c, "mixed").await;
+    assert_eq!(again.points_count, live.len() as u64);
+    assert_eq!(again.disk_bytes, s.disk_bytes, "sizes kept with the writes");
+    assert_eq!(count(&mut c).await, live.len() as u64);
+    server.stop().await.unwrap();
+}

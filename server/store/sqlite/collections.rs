@@ -16,9 +16,8 @@ fn collection(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCollection> {
     })
 }
 
-/// Collection columns, with the number of points.
-const COLLECTION_COLUMNS: &str = "name, definition, created_at,
-    (SELECT COUNT(*) FROM points WHERE points.collection = collections.name)";
+/// Collection columns, with the number of points (kept with each write).
+const COLLECTION_COLUMNS: &str = "name, definition, created_at, point_count";
 
 impl CollectionStore for SqliteStore {
     fn create_collection(&self, c: &StoredCollection) -> Result<()> {

@@ -31,6 +31,17 @@ fn point_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredPoint> {
     })
 }
 
+/// What a point's row counts for in its collection's `point_bytes`: id,
+/// vector and payload in bytes, plus 16 for its label and sequence (the
+/// same sum as migration 0010's and [`recount`]'s).
+fn point_size(p: &StoredPoint) -> i64 {
+    (p.id.len() + p.vector.len() * 4 + p.payload.len() + 16) as i64
+}
+
+/// [`point_size`] in SQL, of a `points` row.
+const POINT_SIZE: &str =
+    "length(CAST(id AS BLOB)) + length(vector) + length(CAST(payload AS BLOB)) + 16";
+
 /// The collection's next change sequence and label; NotFound if absent.
 fn counters(tx: &rusqlite::Transaction<'_>, collection: &str) -> Result<(i64, i64)> {
     tx.query_row(
@@ -59,9 +70,12 @@ impl PointStore for SqliteStore {
                 .map_err(internal)?;
             let (seq, mut label) = counters(&tx, collection)?;
             let mut outcome = Vec::with_capacity(points.len());
+            let (mut added, mut added_bytes) = (0i64, 0i64);
             {
                 let mut find = tx
-                    .prepare_cached("SELECT label FROM points WHERE collection = ?1 AND id = ?2")
+                    .prepare_cached(&format!(
+                        "SELECT label, {POINT_SIZE} FROM points WHERE collection = ?1 AND id = ?2"
+                    ))
                     .map_err(internal)?;
                 let mut write = tx
                     .prepare_cached(
@@ -73,10 +87,18 @@ impl PointStore for SqliteStore {
                     )
                     .map_err(internal)?;
                 for p in points {
-                    let replaced: Option<i64> = find
-                        .query_row(params![collection, p.id], |row| row.get(0))
+                    let found: Option<(i64, i64)> = find
+                        .query_row(params![collection, p.id], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
                         .optional()
                         .map_err(internal)?;
+                    let replaced = found.map(|(label, _)| label);
+                    match found {
+                        Some((_, old_size)) => added_bytes -= old_size,
+                        None => added += 1,
+                    }
+                    added_bytes += point_size(p);
                     write
                         .execute(params![
                             collection,
@@ -92,8 +114,10 @@ impl PointStore for SqliteStore {
                 }
             }
             tx.execute(
-                "UPDATE collections SET next_seq = ?2, next_label = ?3 WHERE name = ?1",
-                params![collection, seq + 1, label],
+                "UPDATE collections SET next_seq = ?2, next_label = ?3,
+                   point_count = point_count + ?4, point_bytes = point_bytes + ?5
+                 WHERE name = ?1",
+                params![collection, seq + 1, label, added, added_bytes],
             )
             .map_err(internal)?;
             tx.commit().map_err(internal)?;
@@ -130,26 +154,35 @@ impl PointStore for SqliteStore {
                 .map_err(internal)?;
             let (seq, _) = counters(&tx, collection)?;
             let mut deleted = Vec::new();
+            let mut removed_bytes = 0i64;
             {
                 let mut remove = tx
-                    .prepare_cached(
-                        "DELETE FROM points WHERE collection = ?1 AND id = ?2 RETURNING label",
-                    )
+                    .prepare_cached(&format!(
+                        "DELETE FROM points WHERE collection = ?1 AND id = ?2
+                         RETURNING label, {POINT_SIZE}"
+                    ))
                     .map_err(internal)?;
                 for id in ids {
-                    let label: Option<i64> = remove
-                        .query_row(params![collection, id], |row| row.get(0))
+                    let gone: Option<(i64, i64)> = remove
+                        .query_row(params![collection, id], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
                         .optional()
                         .map_err(internal)?;
-                    deleted.extend(label);
+                    if let Some((label, size)) = gone {
+                        deleted.push(label);
+                        removed_bytes += size;
+                    }
                 }
             }
             let seq = if deleted.is_empty() {
                 seq - 1
             } else {
                 tx.execute(
-                    "UPDATE collections SET next_seq = ?2 WHERE name = ?1",
-                    params![collection, seq + 1],
+                    "UPDATE collections SET next_seq = ?2,
+                       point_count = point_count - ?3, point_bytes = point_bytes - ?4
+                     WHERE name = ?1",
+                    params![collection, seq + 1, deleted.len() as i64, removed_bytes],
                 )
                 .map_err(internal)?;
                 seq
@@ -233,16 +266,7 @@ impl PointStore for SqliteStore {
     }
 
     fn collection_bytes(&self, collection: &str) -> Result<u64> {
-        // length() of a blob or text reads its size, not its content.
-        self.conn()
-            .query_row(
-                "SELECT COALESCE(SUM(length(id) + length(vector) + length(payload) + 16), 0)
-                 FROM points WHERE collection = ?1",
-                params![collection],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(internal)
+        kept(self, collection, "point_bytes")
     }
 
     fn points_by_labels(
@@ -268,15 +292,38 @@ impl PointStore for SqliteStore {
     }
 
     fn count_points(&self, collection: &str) -> Result<u64> {
-        self.conn()
-            .query_row(
-                "SELECT COUNT(*) FROM points WHERE collection = ?1",
-                params![collection],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(internal)
+        kept(self, collection, "point_count")
     }
+}
+
+/// A counter the writes keep on `collection`'s row (`point_count` or
+/// `point_bytes`): 0 for a collection that does not exist.
+fn kept(store: &SqliteStore, collection: &str, column: &'static str) -> Result<u64> {
+    store
+        .conn()
+        .prepare_cached(&format!("SELECT {column} FROM collections WHERE name = ?1"))
+        .and_then(|mut stmt| {
+            stmt.query_row(params![collection], |row| row.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|n| n.unwrap_or(0).max(0) as u64)
+        .map_err(internal)
+}
+
+/// `collection`'s point count and size counted from its rows (what the
+/// kept counters must equal).
+#[cfg(test)]
+pub(super) fn recount(store: &SqliteStore, collection: &str) -> (u64, u64) {
+    store
+        .conn()
+        .query_row(
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM({POINT_SIZE}), 0) FROM points WHERE collection = ?1"
+            ),
+            params![collection],
+            |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+        )
+        .unwrap()
 }
 
 #[cfg(test)]
@@ -352,5 +399,55 @@ mod tests {
         assert!(s.delete_collection("c").unwrap());
         collection_row(&s, "c");
         assert_eq!(s.count_points("c").unwrap(), 0);
+    }
+
+    #[test]
+    fn kept_counts_and_sizes_equal_a_recount_after_mixed_writes() {
+        let s = SqliteStore::in_memory().unwrap();
+        collection_row(&s, "c");
+        collection_row(&s, "other");
+        let with = |id: &str, payload: &str| StoredPoint {
+            payload: payload.into(),
+            ..point(id, 1.0)
+        };
+        s.upsert_points("c", &[with("a", "{}"), with("b", r#"{"k":"é—ü"}"#)])
+            .unwrap();
+        s.upsert_points("other", &[with("a", "{}")]).unwrap();
+        // A replacement with a larger payload, a new point, the same id
+        // twice in one write, deletions of present and absent ids.
+        s.upsert_points(
+            "c",
+            &[
+                with("a", r#"{"text":"longer now"}"#),
+                with("c", "{}"),
+                with("c", "{\"v\":2}"),
+            ],
+        )
+        .unwrap();
+        s.delete_points("c", &["b".into(), "nope".into()]).unwrap();
+        s.delete_points("c", &["b".into()]).unwrap();
+        for name in ["c", "other"] {
+            let kept = (
+                s.count_points(name).unwrap(),
+                s.collection_bytes(name).unwrap(),
+            );
+            assert_eq!(kept, recount(&s, name), "{name}");
+        }
+        assert_eq!(s.count_points("c").unwrap(), 2);
+        // Migration 0010's backfill counts the same as the writes kept.
+        let sql = include_str!("../migrations/0010_collection_counters.sql");
+        let backfill = &sql[sql.find("UPDATE collections").unwrap()..];
+        s.conn()
+            .execute_batch("UPDATE collections SET point_count = 0, point_bytes = 0")
+            .unwrap();
+        s.conn().execute_batch(backfill).unwrap();
+        assert_eq!(
+            (
+                s.count_points("c").unwrap(),
+                s.collection_bytes("c").unwrap()
+            ),
+            recount(&s, "c")
+        );
+        assert_eq!(s.count_points("no such collection").unwrap(), 0);
     }
 }
