@@ -39,7 +39,7 @@ use agentd::pb::v1::session_event::Kind;
 use agentd::pb::v1::work_request::Message;
 use agentd::pb::v1::work_response::Directive;
 use agentd::pb::v1::*;
-use binary::Binary;
+use binary::{Binary, ConfigFile};
 use fake_llm::{ANSWER, FakeLlm};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -569,16 +569,11 @@ async fn fan_out(channel: &Channel, watchers: usize, rate: u64, secs: u64) -> se
 }
 
 fn config(dir: &Path, fake: &FakeLlm) -> PathBuf {
-    let text = format!(
-        "[[embedding.models]]\nid = \"hash\"\nkind = \"hash\"\ndimensions = 384\n\n\
-         [embedding]\ndefault_model = \"hash\"\n\n\
-         [query]\nretention = \"10s\"\n\n\
-         [[query.models]]\nalias = \"fake\"\nprovider = \"openai\"\nmodel_id = \"echo\"\nbase_url = \"{}\"\n",
-        fake.openai_url()
-    );
-    let path = dir.join("agentd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigFile::new()
+        .hash_embeddings()
+        .raw("[query]\nretention = \"10s\"")
+        .fake_model("fake", &fake.openai_url())
+        .write(dir)
 }
 
 fn main() {

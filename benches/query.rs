@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use agentd::pb::v1::session_event::Kind;
 use agentd::pb::v1::session_request::Command;
 use agentd::pb::v1::*;
-use binary::Binary;
+use binary::{Binary, ConfigFile};
 use fake_llm::{ANSWER, FakeLlm};
 use serde_json::json;
 use sessions::open;
@@ -262,16 +262,11 @@ fn config(dir: &Path, fake: &FakeLlm) -> std::path::PathBuf {
         "{} missing: run scripts/fetch-models",
         gguf.display()
     );
-    let text = format!(
-        "[query]\nlocal_threads = 2\n\n\
-         [[query.models]]\nalias = \"local\"\nprovider = \"local\"\nmodel_id = \"gemma-3-270m\"\npath = \"{}\"\ncontext_window = 2048\n\n\
-         [[query.models]]\nalias = \"fake\"\nprovider = \"openai\"\nmodel_id = \"echo\"\nbase_url = \"{}\"\n",
-        gguf.display(),
-        fake.openai_url()
-    );
-    let path = dir.join("agentd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigFile::new()
+        .raw("[query]\nlocal_threads = 2")
+        .local_model("local", &gguf)
+        .fake_model("fake", &fake.openai_url())
+        .write(dir)
 }
 
 fn main() {

@@ -29,7 +29,7 @@ use agentd::pb::v1::query_control_service_client::QueryControlServiceClient;
 use agentd::pb::v1::session_event::Kind;
 use agentd::pb::v1::session_request::Command;
 use agentd::pb::v1::*;
-use binary::Binary;
+use binary::{Binary, ConfigFile};
 use fake_llm::FakeLlm;
 use serde_json::json;
 use sessions::open;
@@ -234,15 +234,10 @@ async fn searches(channel: &Channel, runs: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 fn config(dir: &Path, fake: &FakeLlm) -> PathBuf {
-    let text = format!(
-        "[[embedding.models]]\nid = \"hash\"\nkind = \"hash\"\ndimensions = 384\n\n\
-         [embedding]\ndefault_model = \"hash\"\n\n\
-         [[query.models]]\nalias = \"fake\"\nprovider = \"openai\"\nmodel_id = \"echo\"\nbase_url = \"{}\"\n",
-        fake.openai_url()
-    );
-    let path = dir.join("agentd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigFile::new()
+        .hash_embeddings()
+        .fake_model("fake", &fake.openai_url())
+        .write(dir)
 }
 
 fn main() {

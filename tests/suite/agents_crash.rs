@@ -14,21 +14,16 @@ use agentd::pb::v1::*;
 use tonic::transport::Channel;
 
 use crate::common::agents::{spawn, task_when};
-use crate::common::binary::Binary;
+use crate::common::binary::{Binary, ConfigFile};
 use crate::common::fake_llm::{ANSWER, FakeLlm};
 
 const WATCHERS: usize = 100;
 
 fn config(dir: &Path, fake: &FakeLlm) -> std::path::PathBuf {
-    let text = format!(
-        "[[embedding.models]]\nid = \"hash\"\nkind = \"hash\"\ndimensions = 384\n\n\
-         [embedding]\ndefault_model = \"hash\"\n\n\
-         [[query.models]]\nalias = \"fake\"\nprovider = \"openai\"\nmodel_id = \"echo\"\nbase_url = \"{}\"\n",
-        fake.openai_url()
-    );
-    let path = dir.join("agentd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    ConfigFile::new()
+        .hash_embeddings()
+        .fake_model("fake", &fake.openai_url())
+        .write(dir)
 }
 
 /// Every event id in the log, in order.

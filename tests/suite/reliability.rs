@@ -26,7 +26,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
-use crate::common::binary::Binary;
+use crate::common::binary::{Binary, ConfigFile};
 use crate::common::connect;
 use crate::common::fake_llm::FakeLlm;
 use crate::common::sessions::{Session, start as fake_start};
@@ -43,22 +43,15 @@ fn gguf() -> PathBuf {
 /// An agentd.toml in `dir` with the local model (at most `max_queued`
 /// waiting) and, given a fake, an OpenAI-compatible alias `oa` on it.
 fn config_file(dir: &Path, max_queued: usize, fake: Option<&FakeLlm>) -> PathBuf {
-    let mut text = format!(
-        "[query]\nlocal_threads = 1\nlocal_max_queued = {max_queued}\n\n\
-         [[query.models]]\nalias = \"local\"\nprovider = \"local\"\nmodel_id = \"gemma-3-270m\"\n\
-         path = \"{}\"\ncontext_window = 2048\n",
-        gguf().display()
-    );
+    let mut config = ConfigFile::new()
+        .raw(&format!(
+            "[query]\nlocal_threads = 1\nlocal_max_queued = {max_queued}"
+        ))
+        .local_model("local", &gguf());
     if let Some(fake) = fake {
-        text.push_str(&format!(
-            "\n[[query.models]]\nalias = \"oa\"\nprovider = \"openai\"\nmodel_id = \"echo\"\n\
-             base_url = \"{}\"\n",
-            fake.openai_url()
-        ));
+        config = config.fake_model("oa", &fake.openai_url());
     }
-    let path = dir.join("agentd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    config.write(dir)
 }
 
 fn local_start(max_tokens: u32) -> StartCommand {

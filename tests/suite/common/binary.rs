@@ -146,3 +146,64 @@ async fn connect(addr: SocketAddr) -> Result<Channel, tonic::transport::Error> {
         .connect()
         .await
 }
+
+/// An `agentd.toml` for a server started from outside (the suite's
+/// process tests and the benches), built from the pieces they share.
+/// Tables come out in the order they are added.
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    text: String,
+}
+
+impl ConfigFile {
+    /// An empty configuration (every default).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raw TOML, as is (a `[query]` table's settings, say: add it before
+    /// the models).
+    pub fn raw(mut self, toml: &str) -> Self {
+        self.text.push_str(toml);
+        if !toml.ends_with('\n') {
+            self.text.push('\n');
+        }
+        self.text.push('\n');
+        self
+    }
+
+    /// The `hash` embedding model (384 dimensions, no model files) as the
+    /// default one.
+    pub fn hash_embeddings(self) -> Self {
+        self.raw(
+            "[[embedding.models]]\nid = \"hash\"\nkind = \"hash\"\ndimensions = 384\n\n\
+             [embedding]\ndefault_model = \"hash\"",
+        )
+    }
+
+    /// An `openai` alias `alias` served by the fake provider at `base_url`
+    /// (`FakeLlm::openai_url`), model id `echo`.
+    pub fn fake_model(self, alias: &str, base_url: &str) -> Self {
+        self.raw(&format!(
+            "[[query.models]]\nalias = \"{alias}\"\nprovider = \"openai\"\nmodel_id = \"echo\"\n\
+             base_url = \"{base_url}\""
+        ))
+    }
+
+    /// The local Gemma 3 270M model (its GGUF at `gguf`) as alias `alias`,
+    /// with a context window of 2,048 tokens.
+    pub fn local_model(self, alias: &str, gguf: &Path) -> Self {
+        self.raw(&format!(
+            "[[query.models]]\nalias = \"{alias}\"\nprovider = \"local\"\n\
+             model_id = \"gemma-3-270m\"\npath = \"{}\"\ncontext_window = 2048",
+            gguf.display()
+        ))
+    }
+
+    /// Writes it as `dir/agentd.toml`: its path.
+    pub fn write(self, dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("agentd.toml");
+        std::fs::write(&path, self.text).unwrap();
+        path
+    }
+}
