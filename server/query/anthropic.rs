@@ -16,8 +16,10 @@
 //! a user message after them, are merged into one: the API wants the roles
 //! to alternate).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::http::{Decoded, Endpoint, SseDecoder, sse_call};
@@ -211,52 +213,133 @@ fn retryable_error_type(kind: &str) -> bool {
     )
 }
 
+/// The parts of a Messages API stream event agentd reads (others are
+/// ignored; `null` reads as absent). Typed and borrowing the text: a
+/// `content_block_delta` comes per token, and a generic JSON tree of each
+/// cost more than the rest of its way.
+#[derive(Debug, Deserialize)]
+struct StreamEvent<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
+    message: Option<MessageStart>,
+    #[serde(default, borrow)]
+    content_block: Option<ContentBlock<'a>>,
+    #[serde(default, borrow)]
+    delta: Option<EventDelta<'a>>,
+    #[serde(default)]
+    usage: Option<OutputUsage>,
+    /// An `error` event's `{type, message}` (or anything else).
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageStart {
+    #[serde(default)]
+    usage: Option<InputUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputUsage {
+    #[serde(default)]
+    output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContentBlock<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+/// A `content_block_delta`'s or `message_delta`'s `delta`.
+#[derive(Debug, Deserialize)]
+struct EventDelta<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+/// The event types [`EventDecoder`] reads.
+const KNOWN_EVENTS: &[&str] = &[
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "error",
+];
+
 impl SseDecoder for EventDecoder {
     fn decode(&mut self, event: SseEvent) -> Result<Decoded, ProviderError> {
-        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
-            ProviderError::fatal(format!("unreadable event from the provider: {e}"))
-        })?;
-        let kind = data
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or(&event.event);
+        let data: StreamEvent<'_> = match serde_json::from_str(&event.data) {
+            Ok(data) => data,
+            Err(e) => {
+                // An event type added later may shape its fields otherwise:
+                // ignored, as any event not read here; one of those read
+                // here that does not parse is the provider's fault.
+                let kind = serde_json::from_str::<Value>(&event.data)
+                    .ok()
+                    .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_else(|| event.event.clone());
+                if !KNOWN_EVENTS.contains(&kind.as_str()) && !kind.is_empty() {
+                    return Ok(Decoded::Events(Vec::new()));
+                }
+                return Err(ProviderError::fatal(format!(
+                    "unreadable event from the provider: {e}"
+                )));
+            }
+        };
+        let kind = data.kind.as_deref().unwrap_or(&event.event);
+        let index = data.index.unwrap_or(0);
+        let delta_kind = data.delta.as_ref().and_then(|d| d.kind.as_deref());
         let mut events = Vec::new();
         match kind {
             "message_start" => {
                 self.input_tokens = data
-                    .pointer("/message/usage/input_tokens")
-                    .and_then(Value::as_u64)
+                    .message
+                    .and_then(|m| m.usage)
+                    .and_then(|u| u.input_tokens)
                     .unwrap_or(0);
             }
             "content_block_start"
-                if data.pointer("/content_block/type").and_then(Value::as_str)
+                if data.content_block.as_ref().and_then(|b| b.kind.as_deref())
                     == Some("tool_use") =>
             {
-                let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let text = |p: &str| {
-                    data.pointer(p)
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned()
-                };
-                let id = text("/content_block/id");
-                let name = text("/content_block/name");
+                let block = data.content_block.unwrap_or(ContentBlock {
+                    kind: None,
+                    id: None,
+                    name: None,
+                });
+                let id = block.id.unwrap_or_default().into_owned();
+                let name = block.name.unwrap_or_default().into_owned();
                 self.calls.insert(index, (id, name, String::new()));
             }
-            "content_block_delta"
-                if data.pointer("/delta/type").and_then(Value::as_str)
-                    == Some("input_json_delta") =>
-            {
-                let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
-                if let (Some(call), Some(part)) = (
-                    self.calls.get_mut(&index),
-                    data.pointer("/delta/partial_json").and_then(Value::as_str),
-                ) {
-                    call.2.push_str(part);
+            "content_block_delta" if delta_kind == Some("input_json_delta") => {
+                let part = data.delta.and_then(|d| d.partial_json);
+                if let (Some(call), Some(part)) = (self.calls.get_mut(&index), part) {
+                    call.2.push_str(&part);
                 }
             }
             "content_block_stop" => {
-                let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
                 if let Some((id, name, input)) = self.calls.remove(&index) {
                     events.push(ProviderEvent::ToolCall(ToolCall::from_raw(
                         id, name, &input,
@@ -264,13 +347,9 @@ impl SseDecoder for EventDecoder {
                 }
             }
             // Other delta types (thinking) carry no answer text.
-            "content_block_delta"
-                if data.pointer("/delta/type").and_then(Value::as_str) == Some("text_delta") =>
-            {
-                let mut text = data
-                    .pointer("/delta/text")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+            "content_block_delta" if delta_kind == Some("text_delta") => {
+                let full = data.delta.and_then(|d| d.text).unwrap_or_default();
+                let mut text: &str = &full;
                 if self.skip_leading_whitespace {
                     text = text.trim_start();
                     self.skip_leading_whitespace = text.is_empty();
@@ -280,15 +359,15 @@ impl SseDecoder for EventDecoder {
                 }
             }
             "message_delta" => {
-                if let Some(reason) = data.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    events.push(ProviderEvent::Finished(match reason {
+                if let Some(reason) = data.delta.and_then(|d| d.stop_reason) {
+                    events.push(ProviderEvent::Finished(match reason.as_ref() {
                         "max_tokens" => FinishReason::Length,
                         "stop_sequence" => FinishReason::StopSequence,
                         "model_context_window_exceeded" => FinishReason::ContextWindow,
                         _ => FinishReason::Stop,
                     }));
                 }
-                if let Some(output) = data.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                if let Some(output) = data.usage.and_then(|u| u.output_tokens) {
                     events.push(ProviderEvent::Usage(TokenUsage {
                         input: self.input_tokens,
                         output,
@@ -297,13 +376,12 @@ impl SseDecoder for EventDecoder {
             }
             "message_stop" => return Ok(Decoded::Done),
             "error" => {
-                let kind = data
-                    .pointer("/error/type")
+                let error = data.error.unwrap_or(Value::Null);
+                let kind = error.get("type").and_then(Value::as_str).unwrap_or("error");
+                let message = error
+                    .get("message")
                     .and_then(Value::as_str)
-                    .unwrap_or("error");
-                let message = data
-                    .pointer("/error/message")
-                    .and_then(Value::as_str)
+                    .or(error.as_str())
                     .unwrap_or("");
                 return Err(ProviderError {
                     retryable: retryable_error_type(kind),
@@ -336,6 +414,29 @@ mod tests {
             event: String::new(),
             data: data.to_owned(),
         })
+    }
+
+    #[test]
+    fn events_of_later_types_are_ignored_and_broken_known_ones_refused() {
+        let mut d = decoder(false);
+        let later = feed(
+            &mut d,
+            r#"{"type":"content_block_fancy","index":"first","delta":"a string"}"#,
+        )
+        .unwrap();
+        assert!(matches!(later, Decoded::Events(ref e) if e.is_empty()));
+        let broken = feed(&mut d, r#"{"type":"content_block_delta","index":"first"}"#);
+        assert!(broken.is_err());
+        assert!(feed(&mut d, "not json").is_err());
+        // Escaped text comes out unescaped.
+        let Decoded::Events(e) = feed(
+            &mut d,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a \"b\"\n"}}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(e, vec![ProviderEvent::Delta("a \"b\"\n".into())]);
     }
 
     #[test]
