@@ -33,7 +33,7 @@ pub struct AgentEngine {
     pub(super) last_event: Arc<watch::Sender<u64>>,
     /// Which task runs where (derived from the store).
     pub(super) scheduler: Arc<Mutex<Scheduler>>,
-    /// Serialises the read-modify-writes of each agent's row.
+    /// Who may change each agent's row, and when (`agents::locks`).
     pub(super) agent_writes: Arc<super::locks::AgentWrites>,
     /// The memory engine, for agents' context and outputs; None when the
     /// memory service is off.
@@ -284,10 +284,10 @@ impl AgentEngine {
     /// now (in the same transaction): its watchers get it with the ring
     /// instead of reading it back.
     pub(super) fn appended_task(&self, events: &[StoredEvent], task: &Task) {
-        self.appended_with(events, Some(Arc::new(task.clone())));
+        self.appended_with(events, Some(task));
     }
 
-    fn appended_with(&self, events: &[StoredEvent], task: Option<Arc<Task>>) {
+    fn appended_with(&self, events: &[StoredEvent], task: Option<&Task>) {
         {
             let mut tail = lock(&self.tail);
             for e in events {
@@ -301,22 +301,23 @@ impl AgentEngine {
         }
         {
             let mut bells = lock(&self.bells);
+            // Copied once, and only when someone watches it.
+            let mut snapshot: Option<Arc<Task>> = None;
             if !bells.is_empty() {
                 for e in events {
                     if let Some(bell) = bells.get(&e.event.task_id) {
                         if bell.receiver_count() == 0 {
                             bells.remove(&e.event.task_id);
                         } else {
-                            let task = task.as_ref().filter(|t| t.id == e.event.task_id);
+                            let task = task.filter(|t| t.id == e.event.task_id).map(|t| {
+                                snapshot.get_or_insert_with(|| Arc::new(t.clone())).clone()
+                            });
                             // The newest event wins: appends of one task from
                             // two places may be announced out of order.
                             bell.send_if_modified(|rung| {
                                 let newer = e.id > rung.event;
                                 if newer {
-                                    *rung = Rung {
-                                        event: e.id,
-                                        task: task.cloned(),
-                                    };
+                                    *rung = Rung { event: e.id, task };
                                 }
                                 newer
                             });

@@ -134,10 +134,8 @@ impl AgentEngine {
     ) -> Result<HashMap<String, TaskState>> {
         let mut states = HashMap::new();
         for (i, id) in ids.iter().enumerate() {
-            let key = id.clone();
-            match with_store(&self.store, move |s| s.get_task(&key)).await? {
-                Some(row) => {
-                    let state = TaskState::parse(&row.state).unwrap_or(TaskState::Failed);
+            match self.stored_state(id).await? {
+                Some(state) => {
                     states.insert(id.clone(), state);
                 }
                 None => {
@@ -149,6 +147,13 @@ impl AgentEngine {
             }
         }
         Ok(states)
+    }
+
+    /// Task `id`'s state in the store (None: no such task).
+    async fn stored_state(&self, id: &str) -> Result<Option<TaskState>> {
+        let key = id.to_owned();
+        let row = with_store(&self.store, move |s| s.get_task(&key)).await?;
+        Ok(row.map(|r| TaskState::parse(&r.state).unwrap_or(TaskState::Failed)))
     }
 
     /// Queues `task`, holds it for its dependencies, or says it is doomed.
@@ -216,15 +221,11 @@ impl AgentEngine {
         self.dispatch();
         // Dependencies that ended since they were read released nobody.
         for dep in awaited {
-            let key = dep.clone();
-            match with_store(&self.store, move |s| s.get_task(&key)).await {
-                Ok(Some(row)) => {
-                    let state = TaskState::parse(&row.state).unwrap_or(TaskState::Failed);
-                    if state.is_finished() {
-                        Box::pin(self.task_ended(&dep, state)).await;
-                    }
+            match self.stored_state(&dep).await {
+                Ok(Some(state)) if state.is_finished() => {
+                    Box::pin(self.task_ended(&dep, state)).await;
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(task = %dep, error = %e, "cannot read a dependency again");
                 }

@@ -49,10 +49,16 @@ fn stored_spec(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSpec> {
     })
 }
 
-pub(super) const AGENT_COLUMNS: &str =
-    "id, spec_name, spec_version, swarm_id, state, created_at, body";
+const AGENT_COLUMNS: &str = "id, spec_name, spec_version, swarm_id, state, created_at, body";
 
-pub(super) fn stored_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAgent> {
+/// Agent `id`'s row as `conn` sees it (the reader, or a write transaction).
+pub(super) fn agent_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<StoredAgent>> {
+    conn.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
+        .query_row(params![id], stored_agent)
+        .optional()
+}
+
+fn stored_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAgent> {
     Ok(StoredAgent {
         id: row.get(0)?,
         spec_name: row.get(1)?,
@@ -294,10 +300,7 @@ impl AgentStore for SqliteStore {
     }
 
     fn get_agent(&self, id: &str) -> Result<Option<StoredAgent>> {
-        self.read()
-            .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))
-            .and_then(|mut stmt| stmt.query_row(params![id], stored_agent).optional())
-            .map_err(internal)
+        agent_row(&self.read(), id).map_err(internal)
     }
 
     fn list_agents(

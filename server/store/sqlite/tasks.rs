@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::agents::{AGENT_COLUMNS, append, stored_agent};
+use super::agents::{agent_row, append};
 use super::{SqliteStore, internal};
 use crate::error::{Error, Result};
 use crate::store::{StoredEvent, StoredTask, Submitted, TaskChange, TaskStore, TaskWrite};
@@ -84,7 +84,7 @@ fn apply(tx: &Connection, write: &TaskWrite) -> rusqlite::Result<Vec<StoredEvent
     append(tx, write.events.clone())
 }
 
-/// Task `id`'s row as `conn` sees it.
+/// Task `id`'s row as `conn` sees it (the reader, or a write transaction).
 fn task_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<StoredTask>> {
     conn.prepare_cached(&format!(
         "SELECT {TASK_COLUMNS} FROM agent_tasks WHERE id = ?1"
@@ -146,9 +146,7 @@ impl TaskStore for SqliteStore {
             let agent = if agent_id.is_empty() {
                 None
             } else {
-                tx.prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))
-                    .and_then(|mut stmt| stmt.query_row(params![agent_id], stored_agent).optional())
-                    .map_err(internal)?
+                agent_row(tx, &agent_id).map_err(internal)?
             };
             match change(task, agent)? {
                 Some(write) => Ok(Some(apply(tx, &write).map_err(internal)?)),
