@@ -6,6 +6,10 @@
 //!
 //! The protoc binary comes from the `protoc-bin-vendored` crate so that a fresh
 //! machine needs no system protoc; `$PROTOC` overrides it.
+//!
+//! It also compiles `server/memory/hnsw_params.cpp`, the one faiss object
+//! faiss's C API cannot make, against the headers faiss-sys installed
+//! (its build reports their root as `DEP_FAISS_C_ROOT`).
 
 use std::path::PathBuf;
 
@@ -54,7 +58,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("protoc failed on google/rpc/error_details.proto: {status}").into());
     }
 
+    compile_faiss_shim()?;
+
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=proto-thirdparty/google/rpc/error_details.proto");
+    Ok(())
+}
+
+/// Compiles the C++ shim against faiss-sys's headers. Without the `static`
+/// feature faiss-sys reports no root; the system's faiss headers are used.
+fn compile_faiss_shim() -> Result<(), Box<dyn std::error::Error>> {
+    const SHIM: &str = "server/memory/hnsw_params.cpp";
+    let mut build = cc::Build::new();
+    build.cpp(true).std("c++17").file(SHIM).warnings(false);
+    if let Some(root) = std::env::var_os("DEP_FAISS_C_ROOT") {
+        build.include(PathBuf::from(root).join("include"));
+    }
+    build.try_compile("agentd_faiss_shim")?;
+    println!("cargo:rerun-if-changed={SHIM}");
     Ok(())
 }

@@ -31,7 +31,7 @@ mod binary;
 
 use std::time::{Duration, Instant};
 
-use agentd::memory::{LivePositions, search_live};
+use agentd::memory::{LivePositions, Tuning, search_live};
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
 use binary::Binary;
@@ -228,11 +228,15 @@ async fn search_run(kind: &str, run: &Run) {
     // agentd, in its own process.
     let dir = tempfile::tempdir().unwrap();
     let (server, channel) = Binary::start(&dir.path().join("data")).await;
-    let mut c = MemoryServiceClient::new(channel);
+    let mut c = MemoryServiceClient::new(channel.clone());
     create(&mut c, "bench", M, QuantizationType::None).await;
     let upsert_rate = upload(&mut c, "bench", &data).await;
     let started = Instant::now();
+    // The first call loads the collection (no snapshot yet: every point in
+    // the fresh segment, searched exactly) and the graph builds behind it.
     stats(&mut c, "bench").await;
+    let first_answer = started.elapsed().as_secs_f64();
+    settled(&mut c, "bench").await;
     let build = started.elapsed().as_secs_f64();
 
     let request = |q: &[f32]| SearchRequest {
@@ -280,6 +284,10 @@ async fn search_run(kind: &str, run: &Run) {
             .unwrap();
     }
     let loaded_rate = (extra.len() / DIMS) as f64 / started.elapsed().as_secs_f64();
+    // Then in the graph: the background merge done.
+    settled(&mut c, "bench").await;
+    let merged_rate = (extra.len() / DIMS) as f64 / started.elapsed().as_secs_f64();
+    let parallel = concurrency(&channel, server.addr, &queries, &request).await;
     let gone: Vec<String> = (0..extra.len() / DIMS).map(|i| format!("x{i}")).collect();
     for ids in gone.chunks(10_000) {
         c.delete_points(DeletePointsRequest {
@@ -296,7 +304,10 @@ async fn search_run(kind: &str, run: &Run) {
     // writes it out) and for a compaction, should the deletes trigger one.
     loop {
         let s = stats(&mut c, "bench").await;
-        if !s.rebuilding && s.last_snapshot_sequence >= s.last_applied_sequence {
+        if !s.rebuilding
+            && s.fresh_points == 0
+            && s.last_snapshot_sequence >= s.last_applied_sequence
+        {
             assert!(
                 s.deleted_not_compacted > 0,
                 "the timed index holds tombstones"
@@ -315,7 +326,7 @@ async fn search_run(kind: &str, run: &Run) {
     (0..run.n).for_each(|_| live.push(true));
     extra_labels.iter().for_each(|_| live.push(false));
     let dead = interleaved(&mut c, &queries, &request, |q| {
-        std::hint::black_box(search_live(&raw, &live, q, K, None).unwrap());
+        std::hint::black_box(search_live(&raw, Some(&live), q, K, Tuning::Default).unwrap());
     })
     .await;
     assert!(recall(&truth_labels, &dead.got) >= agentd_recall - 0.02);
@@ -343,16 +354,43 @@ async fn search_run(kind: &str, run: &Run) {
         format!("UpsertStream, {BATCH} a message, fsync per message"),
     );
     print_row(
-        "upsert into the loaded index (points/s)",
+        "upsert into the loaded index, acknowledged (points/s)",
         format!("{loaded_rate:.0}"),
         "—".into(),
-        format!("Upsert, {BATCH} a call, HNSW insertion included"),
+        format!(
+            "Upsert, {BATCH} a call, {} points: durable and searchable (fresh segment)",
+            extra.len() / DIMS
+        ),
+    );
+    print_row(
+        "the same, until merged into the graph (points/s)",
+        format!("{merged_rate:.0}"),
+        "—".into(),
+        "background merge, one thread, beside the searches".into(),
+    );
+    print_row(
+        "first answer after the upload (s)",
+        format!("{first_answer:.2}"),
+        "—".into(),
+        "CollectionStats; searches answer from then on (exactly, until built)".into(),
     );
     print_row(
         "index build (s)",
         format!("{build:.1}"),
         format!("{raw_build:.1}"),
-        "agentd: store read + build + snapshot".into(),
+        "agentd: from the upload's end until built, snapshot included".into(),
+    );
+    print_row(
+        "searches/s, 1 client / 16 concurrent clients",
+        format!(
+            "{:.0} / {:.0} ({:.2}x)",
+            parallel.0,
+            parallel.1,
+            parallel.1 / parallel.0
+        ),
+        "—".into(),
+        "distinct queries, one collection; p99 with 16: ".to_owned()
+            + &format!("{:.2} ms", parallel.2),
     );
     print_row(
         &format!("recall@10 at efSearch {ef}"),
@@ -371,6 +409,74 @@ async fn search_run(kind: &str, run: &Run) {
     );
     print_phase("", &clean);
     print_phase(" with 10% tombstones", &dead);
+}
+
+/// Waits until the collection's graph holds every point and no build runs.
+async fn settled(c: &mut MemoryServiceClient<Channel>, name: &str) {
+    loop {
+        let s = stats(c, name).await;
+        if !s.rebuilding && s.fresh_points == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Searches per second with one client and with 16 concurrent clients
+/// (each its own connection), every query distinct (no cache hits), and the
+/// p99 latency in ms with 16.
+async fn concurrency(
+    channel: &Channel,
+    addr: std::net::SocketAddr,
+    queries: &[f32],
+    request: &(impl Fn(&[f32]) -> SearchRequest + Sync),
+) -> (f64, f64, f64) {
+    // Distinct from every other phase's queries: efSearch one higher.
+    let requests: Vec<SearchRequest> = queries
+        .chunks(DIMS)
+        .map(|q| {
+            let mut r = request(q);
+            r.ef_search = r.ef_search.map(|ef| ef + 1);
+            r
+        })
+        .collect();
+    let mut one = MemoryServiceClient::new(channel.clone());
+    let started = Instant::now();
+    for r in &requests[..requests.len() / 2] {
+        one.search(r.clone()).await.unwrap();
+    }
+    let single = (requests.len() / 2) as f64 / started.elapsed().as_secs_f64();
+    let rest = &requests[requests.len() / 2..];
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients.push(MemoryServiceClient::new(channel));
+    }
+    let started = Instant::now();
+    let per = rest.len().div_ceil(16);
+    let mut times: Vec<Duration> =
+        futures::future::join_all(clients.into_iter().zip(rest.chunks(per)).map(
+            |(mut c, mine)| async move {
+                let mut times = Vec::with_capacity(mine.len());
+                for r in mine {
+                    let t = Instant::now();
+                    c.search(r.clone()).await.unwrap();
+                    times.push(t.elapsed());
+                }
+                times
+            },
+        ))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let many = rest.len() as f64 / started.elapsed().as_secs_f64();
+    times.sort();
+    (single, many, percentile(&times, 0.99))
 }
 
 /// The rows of one search phase: p50 and p99 of agentd and raw faiss, and

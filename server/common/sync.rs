@@ -18,19 +18,19 @@ pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Locks `mutex` if that needs no waiting (recovering it if a panic
-/// poisoned it); None while another thread holds it.
-pub fn try_lock<T: ?Sized>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match mutex.try_lock() {
+/// Read-locks `lock`, recovering it if a panic poisoned it.
+pub fn read<T: ?Sized>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Read-locks `lock` if that needs no waiting (recovering it if a panic
+/// poisoned it); None while a writer holds or awaits it.
+pub fn try_read<T: ?Sized>(lock: &RwLock<T>) -> Option<RwLockReadGuard<'_, T>> {
+    match lock.try_read() {
         Ok(guard) => Some(guard),
         Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
         Err(std::sync::TryLockError::WouldBlock) => None,
     }
-}
-
-/// Read-locks `lock`, recovering it if a panic poisoned it.
-pub fn read<T: ?Sized>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Write-locks `lock`, recovering it if a panic poisoned it.
@@ -57,9 +57,24 @@ mod tests {
         assert!(shared.is_poisoned());
         *lock(&shared) += 1;
         assert_eq!(*lock(&shared), 2);
-        let held = lock(&shared);
-        assert!(try_lock(&shared).is_none(), "held elsewhere");
-        drop(held);
-        assert_eq!(try_lock(&shared).map(|g| *g), Some(2));
+    }
+
+    #[test]
+    fn a_poisoned_read_write_lock_still_reads() {
+        let shared = Arc::new(RwLock::new(1));
+        let poisoner = Arc::clone(&shared);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.write().unwrap();
+            panic!("a bug while holding the lock");
+        })
+        .join();
+        assert!(shared.is_poisoned());
+        *write(&shared) += 1;
+        let reading = read(&shared);
+        assert_eq!(try_read(&shared).map(|g| *g), Some(2), "readers share");
+        drop(reading);
+        let writing = write(&shared);
+        assert!(try_read(&shared).is_none(), "a writer holds it");
+        drop(writing);
     }
 }

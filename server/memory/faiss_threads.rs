@@ -31,6 +31,12 @@ pub fn for_search() {
     set(1);
 }
 
+/// One thread: for the merger's small slices of inserts, which run beside
+/// searches that need the other cores.
+pub fn for_merge() {
+    set(1);
+}
+
 /// Every core: for builds, training and inserts.
 pub fn for_build() {
     static CORES: OnceLock<usize> = OnceLock::new();

@@ -28,7 +28,7 @@ use faiss::{Idx, Index, index_factory};
 use super::collections::{CollectionDef, IndexSpec, Metric, Quantization};
 use super::faiss_threads;
 use super::id_table::IdTable;
-use super::live_filter::{LivePositions, id_map, search_live};
+use super::live_filter::{LivePositions, Tuning, id_map, search_live};
 use crate::error::{Error, Result};
 use crate::store::LabelledVectors;
 
@@ -143,13 +143,13 @@ impl VectorIndex {
     }
 
     /// Adds vectors (`data` holds one per label, back to back) not yet in
-    /// the index; labels already present are skipped.
+    /// the index; labels already present are skipped. faiss uses as many
+    /// threads as the caller set ([`faiss_threads`]).
     /// `ids` holds the points' ids, one per label.
     pub fn add(&mut self, labels: &[i64], data: &[f32], ids: &[String]) -> Result<()> {
         if labels.is_empty() {
             return Ok(());
         }
-        faiss_threads::for_build();
         let dims = self.def.dimensions as usize;
         let fresh = labels.iter().filter(|l| !self.holds(**l)).count();
         if fresh == labels.len() {
@@ -197,7 +197,7 @@ impl VectorIndex {
     }
 
     /// Whether `label` is in the index, live or dead.
-    fn holds(&self, label: i64) -> bool {
+    pub fn holds(&self, label: i64) -> bool {
         self.ids.contains(label) || self.dead.contains(&label)
     }
 
@@ -241,9 +241,11 @@ impl VectorIndex {
     }
 
     /// Up to `k` nearest live labels with their faiss scores (inner product
-    /// for cosine and dot, squared distance for L2), best first.
+    /// for cosine and dot, squared distance for L2), best first. Takes the
+    /// index shared: efSearch and nprobe travel with the call
+    /// ([`Tuning`]), so searches run in parallel.
     pub fn search(
-        &mut self,
+        &self,
         query: &[f32],
         k: usize,
         ef_search: Option<u32>,
@@ -256,41 +258,43 @@ impl VectorIndex {
         faiss_threads::for_search();
         // Tombstones are skipped inside faiss where it can filter by label;
         // flat PQ cannot, so there the search over-fetches past them.
-        if !self.dead.is_empty() && self.filters_by_label() {
-            self.tune(k, ef_search, nprobe)?;
-            let ivf_nprobe = match (self.untrained, self.def.index) {
-                (
-                    false,
-                    IndexSpec::Ivf {
-                        nprobe: default, ..
-                    },
-                ) => Some(nprobe.unwrap_or(default) as usize),
-                _ => None,
-            };
-            let (scores, labels) = search_live(&self.index, &self.live, query, k, ivf_nprobe)?;
-            let found: Vec<(i64, f32)> = labels
-                .into_iter()
-                .zip(scores)
-                .filter(|(label, _)| *label >= 0 && !self.dead.contains(label))
-                .collect();
-            // HNSW may run out of live candidates among many tombstones:
-            // then fall through to the exhaustive over-fetch.
-            if found.len() == k {
-                return Ok(found);
-            }
+        let filters = !self.dead.is_empty() && self.filters_by_label();
+        let fetch = if filters || self.dead.is_empty() {
+            k
+        } else {
+            (k + self.dead.len()).min(self.total())
+        };
+        let live = filters.then_some(&self.live);
+        let (scores, labels) = search_live(
+            &self.index,
+            live,
+            query,
+            fetch,
+            self.tuning(fetch, ef_search, nprobe),
+        )?;
+        let found: Vec<(i64, f32)> = labels
+            .into_iter()
+            .zip(scores)
+            .filter(|(label, _)| *label >= 0 && !self.dead.contains(label))
+            .take(k)
+            .collect();
+        // HNSW may run out of live candidates among many tombstones: then
+        // over-fetch past all of them without the filter.
+        if found.len() == k || !filters {
+            return Ok(found);
         }
         let fetch = (k + self.dead.len()).min(self.total());
-        self.tune(fetch, ef_search, nprobe)?;
-        let found = self
-            .index
-            .search(query, fetch)
-            .map_err(|e| faiss_error("searching", e))?;
-        Ok(found
-            .labels
-            .iter()
-            .zip(&found.distances)
-            .filter_map(|(label, score)| Some((label.get()? as i64, *score)))
-            .filter(|(label, _)| !self.dead.contains(label))
+        let (scores, labels) = search_live(
+            &self.index,
+            None,
+            query,
+            fetch,
+            self.tuning(fetch, ef_search, nprobe),
+        )?;
+        Ok(labels
+            .into_iter()
+            .zip(scores)
+            .filter(|(label, _)| *label >= 0 && !self.dead.contains(label))
             .take(k)
             .collect())
     }
@@ -306,33 +310,33 @@ impl VectorIndex {
 
     /// Search-time parameters: HNSW's candidate list (at least `fetch`, so
     /// that many results can come back) or IVF's lists probed.
-    fn tune(&self, fetch: usize, ef_search: Option<u32>, nprobe: Option<u32>) -> Result<()> {
+    fn tuning(&self, fetch: usize, ef_search: Option<u32>, nprobe: Option<u32>) -> Tuning {
         if self.untrained {
-            return Ok(());
+            return Tuning::Default;
         }
         match self.def.index {
             IndexSpec::Hnsw {
                 ef_search: default, ..
-            } => {
-                let ef = ef_search.unwrap_or(default).max(fetch as u32);
-                self.set_parameter("efSearch", ef)
-            }
+            } => Tuning::Hnsw {
+                ef_search: (ef_search.unwrap_or(default) as usize).max(fetch),
+            },
             IndexSpec::Ivf {
                 nprobe: default, ..
-            } => self.set_parameter("nprobe", nprobe.unwrap_or(default)),
-            IndexSpec::Flat => Ok(()),
+            } => Tuning::Ivf {
+                nprobe: nprobe.unwrap_or(default) as usize,
+            },
+            IndexSpec::Flat => Tuning::Default,
         }
-    }
-
-    fn set_parameter(&self, name: &str, value: u32) -> Result<()> {
-        ParameterSpace::new()
-            .and_then(|p| p.set_index_parameter(&self.index, name, f64::from(value)))
-            .map_err(|e| faiss_error(&format!("setting {name}"), e))
     }
 
     /// The collection's metric.
     pub fn metric(&self) -> Metric {
         self.def.metric
+    }
+
+    /// Dimensions of the collection's vectors.
+    pub fn dimensions(&self) -> usize {
+        self.def.dimensions as usize
     }
 
     /// Estimated bytes this index holds in memory: codes, graph or lists,
@@ -371,6 +375,7 @@ impl VectorIndex {
     }
 
     /// Writes the faiss index to `path`.
+    #[cfg(test)]
     pub fn write(&self, path: &Path) -> Result<()> {
         write_faiss(&self.index, path)
     }
@@ -444,6 +449,7 @@ impl VectorIndex {
     }
 
     /// Points the quantizer was trained on (0 if none).
+    #[cfg(test)]
     pub fn trained_on(&self) -> usize {
         self.trained_on
     }
@@ -655,7 +661,7 @@ mod tests {
         let labels: Vec<i64> = index.labels().collect();
         let live: HashMap<i64, String> = (2..=1_000).map(|l| (l, format!("p{l}"))).collect();
         let mut live = live;
-        let mut back = VectorIndex::read(&d, &path, labels, &mut live, 1_000).unwrap();
+        let back = VectorIndex::read(&d, &path, labels, &mut live, 1_000).unwrap();
         assert!(live.is_empty(), "the ids moved into the index");
         assert_eq!((back.live(), back.dead()), (999, 1));
         let found = back.search(nth(&all, 1), 1, None, None).unwrap();

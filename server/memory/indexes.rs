@@ -1,38 +1,62 @@
 //! Every collection's search index, kept in step with the store.
 //!
-//! One slot per collection holds its [`VectorIndex`] behind a lock. A write
-//! to a collection's points commits to the store and updates the loaded
-//! index under that lock, so the index never misses or reorders a committed
-//! change, and collections never wait on each other.
+//! One slot per collection holds its graph (the faiss [`VectorIndex`]) and
+//! its [fresh segment](super::fresh) behind a read/write lock. A write
+//! commits to the store and, under the write lock, kills replaced and
+//! deleted versions and copies the new ones into the fresh segment: the
+//! write is acknowledged at store speed and the next search finds it. A
+//! background merger per collection moves fresh points into the graph
+//! oldest first, in slices of about [`MERGE_SLICE`] under the write lock,
+//! so searches wait at most one slice; when it falls
+//! `fresh_segment_max_points` behind, writers wait for it (back-pressure).
+//! Searches take the read lock and run in parallel: nothing about a search
+//! is set on the shared index ([`super::live_filter::Tuning`]).
+//!
+//! Why a lock rather than an immutable index swapped atomically: faiss
+//! cannot insert into a copy cheaply (a 1M-point graph is ~600 MB to clone
+//! for each batch), and HNSW inserts cannot run beside searches on the same
+//! index (faiss grows its arrays in place). Short write slices keep the
+//! lock's cost to one slice of waiting, with no second copy in memory.
 //!
 //! An index is loaded on first use (and for every collection at start-up,
-//! in the background): from the newest [snapshot](super::snapshot) plus the
-//! points stored after it, or built from the store when there is none. When
-//! tombstones pile up or a quantizer can be (re)trained, a background thread
-//! rebuilds the index from the store while searches keep using the old one;
-//! writes made meanwhile are logged and replayed onto the new index before
-//! it takes over, so no search ever sees a missing or resurrected point.
-//! Snapshots are written after builds (under the lock, which the build holds
-//! anyway), and periodically and at shutdown when writes happened: those
-//! copy the index under the lock and write the copy without it, so searches
-//! and writes do not wait for the disk.
+//! in the background): from the newest [snapshot](super::snapshot), the
+//! points stored after it going to the fresh segment, or, without a
+//! snapshot, as an empty graph with every stored point in the fresh segment
+//! and a background build. When tombstones pile up or a quantizer can be
+//! (re)trained, a background thread rebuilds the graph from the store while
+//! searches keep using the old one and the merger waits; writes made
+//! meanwhile are logged, and when the new graph takes over, the fresh
+//! segment holds exactly the live points it lacks, so no search ever sees a
+//! missing or resurrected point. No call waits for a build. Snapshots copy
+//! the graph under the read lock and write the copy without it, so
+//! searches and writes do not wait for the disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::collections::Collection;
+use super::fresh::Fresh;
 use super::index::VectorIndex;
 use super::search_job::LastSearch;
+use super::segments::Segments;
 use super::snapshot::SnapshotDir;
-use crate::common::sync::{lock, try_lock};
+use crate::common::sync::{lock, read, try_read, write};
 use crate::error::Result;
 use crate::store::{IndexSource, LabelledVectors, PointStore};
 
-/// Replays report progress every this many points.
+/// Loads report progress every this many points.
 const REPLAY_CHUNK: usize = 20_000;
+
+/// How long the merger holds a collection's write lock at a time: searches
+/// wait at most about this long for it.
+pub const MERGE_SLICE: Duration = Duration::from_millis(2);
+
+/// Most points one merge slice takes (when the graph is flat or small,
+/// inserts are cheap and a slice of this many still fits [`MERGE_SLICE`]).
+const MAX_MERGE_BATCH: usize = 4_096;
 
 /// What a committed write changed, for the index.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +85,7 @@ pub struct Written<T> {
 pub struct IndexStats {
     /// Tombstones not yet compacted.
     pub dead: u64,
-    /// Estimated bytes in memory.
+    /// Estimated bytes in memory (graph and fresh segment).
     pub memory_bytes: u64,
     /// Bytes of snapshot files.
     pub snapshot_bytes: u64,
@@ -71,12 +95,19 @@ pub struct IndexStats {
     pub rebuilding: bool,
     /// Store sequence number of the newest snapshot on disk.
     pub snapshot_seq: u64,
+    /// Points searched exactly while they wait for the graph.
+    pub fresh_points: u64,
+    /// Live points in the graph.
+    pub indexed_points: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    index: Option<VectorIndex>,
-    /// Store sequence number the index reflects.
+    /// The faiss index; None until loaded.
+    graph: Option<VectorIndex>,
+    /// Committed points not yet in the graph.
+    fresh: Fresh,
+    /// Store sequence number the index (graph and fresh) reflects.
     applied_seq: u64,
     /// Changes committed while a rebuild runs, replayed onto its result.
     rebuild_log: Option<Vec<Change>>,
@@ -89,7 +120,7 @@ pub struct Slot {
     created_at: i64,
     collection: Collection,
     snapshots: Option<SnapshotDir>,
-    state: Mutex<State>,
+    state: RwLock<State>,
     /// Bumped by every write; search results cached under an older value
     /// are never served again.
     generation: AtomicU64,
@@ -102,12 +133,25 @@ pub struct Slot {
     /// Sequence number of the newest snapshot on disk. Outside `state`: the
     /// periodic snapshot updates it after writing without the state lock.
     snapshot_seq: AtomicU64,
+    /// Graph changes (merges, kills, builds) so far, and how many the newest
+    /// snapshot saw: a snapshot is due when they differ.
+    graph_changes: AtomicU64,
+    snapshotted_changes: AtomicU64,
     /// How long the previous search took, to predict the next.
     pub last_search: LastSearch,
     /// Serialises snapshot writes to the slot's directory. Taken while
-    /// holding `state` (loads and rebuilds snapshot under it) or alone (the
-    /// periodic snapshot writes a frozen copy), never the other way round.
+    /// holding `state` or alone, never the other way round.
     writing_snapshot: Mutex<()>,
+    /// A merger thread is running (set and cleared under the write lock).
+    merging: AtomicBool,
+    /// Rebuild threads running, each from its start until its snapshot is
+    /// written (its log ends earlier, when the new graph takes over).
+    rebuilds_running: AtomicUsize,
+    /// The fresh segment's size, read by writers before they lock.
+    fresh_len: AtomicUsize,
+    /// Writers held back by a full fresh segment wait here; the merger rings
+    /// after each slice.
+    room: (Mutex<()>, Condvar),
 }
 
 impl Slot {
@@ -116,8 +160,22 @@ impl Slot {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        read(&self.state)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        write(&self.state)
+    }
+
+    /// Wakes writers waiting for room in the fresh segment.
+    fn ring(&self) {
+        let _guard = lock(&self.room.0);
+        self.room.1.notify_all();
+    }
+
+    fn fresh_changed(&self, fresh: &Fresh) {
+        self.fresh_len.store(fresh.len(), Ordering::Release);
     }
 }
 
@@ -126,6 +184,8 @@ struct Inner {
     store: Arc<dyn PointStore>,
     /// `<data-dir>/indexes`; None keeps indexes in memory only.
     snapshot_root: Option<PathBuf>,
+    /// Writers wait while a collection's fresh segment holds this many.
+    fresh_max: usize,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
@@ -136,12 +196,19 @@ pub struct Indexes {
 }
 
 impl Indexes {
-    /// Indexes over `store`, snapshotted under `snapshot_root` if given.
-    pub fn new(store: Arc<dyn PointStore>, snapshot_root: Option<PathBuf>) -> Self {
+    /// Indexes over `store`, snapshotted under `snapshot_root` if given;
+    /// writers wait while a collection has `fresh_max` points not yet
+    /// merged into its graph.
+    pub fn new(
+        store: Arc<dyn PointStore>,
+        snapshot_root: Option<PathBuf>,
+        fresh_max: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 snapshot_root,
+                fresh_max: fresh_max.max(1),
                 slots: Mutex::default(),
             }),
         }
@@ -155,6 +222,7 @@ impl Indexes {
         match slots.get(name) {
             Some(slot) if slot.created_at == collection.created_at => Arc::clone(slot),
             _ => {
+                let def = &collection.def;
                 let slot = Arc::new(Slot {
                     name: name.clone(),
                     created_at: collection.created_at,
@@ -164,17 +232,29 @@ impl Indexes {
                         .snapshot_root
                         .as_ref()
                         .map(|root| SnapshotDir::new(root, name, collection.created_at)),
-                    state: Mutex::default(),
+                    state: RwLock::new(State {
+                        graph: None,
+                        fresh: Fresh::new(def.dimensions as usize, def.metric),
+                        applied_seq: 0,
+                        rebuild_log: None,
+                    }),
                     generation: AtomicU64::new(0),
                     cache_hits: AtomicU64::new(0),
                     cache_misses: AtomicU64::new(0),
                     forgotten: AtomicBool::new(false),
                     snapshot_seq: AtomicU64::new(0),
+                    graph_changes: AtomicU64::new(0),
+                    snapshotted_changes: AtomicU64::new(0),
                     last_search: LastSearch::default(),
                     writing_snapshot: Mutex::new(()),
+                    merging: AtomicBool::new(false),
+                    rebuilds_running: AtomicUsize::new(0),
+                    fresh_len: AtomicUsize::new(0),
+                    room: (Mutex::new(()), Condvar::new()),
                 });
                 if let Some(old) = slots.insert(name.clone(), Arc::clone(&slot)) {
                     old.forgotten.store(true, Ordering::Release);
+                    old.ring();
                 }
                 slot
             }
@@ -191,8 +271,9 @@ impl Indexes {
         let removed = lock(&self.inner.slots).remove(name);
         if let Some(slot) = &removed {
             slot.forgotten.store(true, Ordering::Release);
+            slot.ring();
             // Wait for a write or snapshot in progress before removing files.
-            drop(slot.lock());
+            drop(slot.write());
         }
         // Snapshots of any incarnation, including ones from earlier runs.
         if let Some(root) = &self.inner.snapshot_root
@@ -211,129 +292,163 @@ impl Indexes {
     }
 
     /// Commits a write with `write` and applies it to the loaded index, under
-    /// the collection's lock. Blocking.
+    /// the collection's write lock: replaced and deleted versions die, new
+    /// ones join the fresh segment. Blocking; waits first while the fresh
+    /// segment is full (see the module docs).
     /// With `with_index`, the index is loaded first and `write` gets it (to
     /// look for near-duplicates before writing).
     pub fn write<T>(
         &self,
         slot: &Arc<Slot>,
         with_index: bool,
-        write: impl FnOnce(&dyn PointStore, Option<&mut VectorIndex>) -> Result<Written<T>>,
+        write: impl FnOnce(&dyn PointStore, Option<Segments<'_>>) -> Result<Written<T>>,
     ) -> Result<T> {
-        let mut state = slot.lock();
-        if with_index && state.index.is_none() {
+        self.wait_for_room(slot);
+        let mut state = slot.write();
+        if with_index && state.graph.is_none() {
             self.load(slot, &mut state)?;
         }
-        let index = if with_index {
-            state.index.as_mut()
-        } else {
-            None
+        let written = {
+            let segments = match (&state.graph, with_index) {
+                (Some(graph), true) => Some(Segments {
+                    graph,
+                    fresh: &state.fresh,
+                }),
+                _ => None,
+            };
+            write(&*self.inner.store, segments)?
         };
-        let written = write(&*self.inner.store, index)?;
         slot.generation.fetch_add(1, Ordering::AcqRel);
+        let state = &mut *state;
         state.applied_seq = state.applied_seq.max(written.seq);
         if let Some(log) = &mut state.rebuild_log {
             log.push(written.change.clone());
         }
-        if let Some(index) = &mut state.index {
-            let change = &written.change;
-            index.kill(&change.killed);
-            if let Err(e) = index.add(&change.added.labels, &change.added.data, &change.ids) {
-                // The write is committed and must be reported so; the index
-                // is what is now wrong. Drop it: the next use reloads it from
-                // the snapshot and the store.
-                tracing::error!(
-                    collection = %slot.name, error = %e,
-                    "could not apply a committed write to the index; reloading it"
-                );
-                state.index = None;
-            } else if index.wants_rebuild() {
-                self.start_rebuild(slot, &mut state);
+        // Not loaded: the load reads this write from the store.
+        let Some(graph) = &mut state.graph else {
+            return Ok(written.value);
+        };
+        let change = &written.change;
+        if !change.killed.is_empty() {
+            graph.kill(&change.killed);
+            for label in &change.killed {
+                state.fresh.remove(*label);
             }
+            slot.graph_changes.fetch_add(1, Ordering::AcqRel);
         }
+        let dims = slot.collection.def.dimensions as usize;
+        for ((label, vector), id) in change
+            .added
+            .labels
+            .iter()
+            .zip(change.added.data.chunks_exact(dims))
+            .zip(&change.ids)
+        {
+            state.fresh.push(*label, vector, id);
+        }
+        slot.fresh_changed(&state.fresh);
+        if graph.wants_rebuild() {
+            self.start_rebuild(slot, state);
+        }
+        self.start_merger(slot, state);
         Ok(written.value)
     }
 
-    /// Runs `f` on the collection's index (loading it first if needed), under
-    /// the collection's lock. Blocking.
+    /// Waits while the collection's fresh segment is full and its merger
+    /// is making room (not while a rebuild holds the merger back: no write
+    /// waits for a build).
+    fn wait_for_room(&self, slot: &Slot) {
+        let full = || {
+            slot.fresh_len.load(Ordering::Acquire) >= self.inner.fresh_max
+                && slot.merging.load(Ordering::Acquire)
+                && !slot.forgotten.load(Ordering::Acquire)
+        };
+        if !full() {
+            return;
+        }
+        let mut guard = lock(&slot.room.0);
+        while full() {
+            // Timed: a wake-up lost to a merger ending between the check and
+            // the wait costs 10 ms, not a hang.
+            guard = slot
+                .room
+                .1
+                .wait_timeout(guard, Duration::from_millis(10))
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    /// Runs `f` on the collection's segments (loading them first if
+    /// needed), under the collection's read lock: searches run in
+    /// parallel. Blocking.
     pub fn read<T>(
         &self,
         slot: &Arc<Slot>,
-        f: impl FnOnce(&mut VectorIndex, &dyn PointStore) -> Result<T>,
+        f: impl FnOnce(Segments<'_>, &dyn PointStore) -> Result<T>,
     ) -> Result<T> {
-        let mut state = slot.lock();
-        if state.index.is_none() {
-            self.load(slot, &mut state)?;
+        loop {
+            {
+                let state = slot.read();
+                if let Some(graph) = &state.graph {
+                    let segments = Segments {
+                        graph,
+                        fresh: &state.fresh,
+                    };
+                    return f(segments, &*self.inner.store);
+                }
+            }
+            let mut state = slot.write();
+            if state.graph.is_none() {
+                self.load(slot, &mut state)?;
+            }
         }
-        let index = state.index.as_mut().expect("loaded above");
-        f(index, &*self.inner.store)
     }
 
-    /// Runs `f` on the collection's index only if that needs no waiting:
-    /// the index is loaded and its lock free. None otherwise, without
-    /// calling `f`. For searches on async workers (see
-    /// [`super::search_job`]).
+    /// Runs `f` on the collection's segments only if that needs no
+    /// waiting: the index is loaded and no writer holds or awaits its lock.
+    /// None otherwise, without calling `f`. For searches on async workers
+    /// (see [`super::search_job`]).
     pub fn try_read_now<T>(
         &self,
         slot: &Arc<Slot>,
-        f: impl FnOnce(&mut VectorIndex, &dyn PointStore) -> Result<T>,
+        f: impl FnOnce(Segments<'_>, &dyn PointStore) -> Result<T>,
     ) -> Option<Result<T>> {
-        let mut state = try_lock(&slot.state)?;
-        let index = state.index.as_mut()?;
-        Some(f(index, &*self.inner.store))
+        let state = try_read(&slot.state)?;
+        let graph = state.graph.as_ref()?;
+        let segments = Segments {
+            graph,
+            fresh: &state.fresh,
+        };
+        Some(f(segments, &*self.inner.store))
     }
 
     /// The collection's index figures (loading it if needed). Blocking.
     pub fn stats(&self, slot: &Arc<Slot>) -> Result<IndexStats> {
-        let mut state = slot.lock();
-        if state.index.is_none() {
-            self.load(slot, &mut state)?;
-        }
-        let index = state.index.as_ref().expect("loaded above");
+        self.read(slot, |_, _| Ok(()))?;
+        let state = slot.read();
+        let (graph_live, graph_dead, graph_bytes) = state.graph.as_ref().map_or((0, 0, 0), |g| {
+            (g.live() as u64, g.dead() as u64, g.memory_bytes())
+        });
         Ok(IndexStats {
-            dead: index.dead() as u64,
-            memory_bytes: index.memory_bytes(),
+            dead: graph_dead,
+            memory_bytes: graph_bytes + state.fresh.memory_bytes(),
             snapshot_bytes: slot.snapshots.as_ref().map_or(0, SnapshotDir::disk_bytes),
             applied_seq: state.applied_seq,
-            rebuilding: state.rebuild_log.is_some(),
+            rebuilding: state.rebuild_log.is_some()
+                || slot.rebuilds_running.load(Ordering::Acquire) > 0,
             snapshot_seq: slot.snapshot_seq.load(Ordering::Acquire),
+            fresh_points: state.fresh.len() as u64,
+            indexed_points: graph_live,
         })
     }
 
-    /// Snapshots every loaded index that changed since its last snapshot.
+    /// Snapshots every loaded graph that changed since its last snapshot.
     /// Blocking; errors are logged (the store still has everything).
     pub fn snapshot_changed(&self) {
         let slots: Vec<Arc<Slot>> = lock(&self.inner.slots).values().cloned().collect();
         for slot in slots {
-            let Some(dir) = &slot.snapshots else {
-                continue;
-            };
-            // Copy under the lock, write without it: searches and writes go
-            // on while the files are written and synced.
-            let (frozen, seq) = {
-                let state = slot.lock();
-                let snapshotted = slot.snapshot_seq.load(Ordering::Acquire);
-                match &state.index {
-                    Some(index) if state.applied_seq > snapshotted => {
-                        (index.freeze(), state.applied_seq)
-                    }
-                    _ => continue,
-                }
-            };
-            let written = frozen.and_then(|frozen| {
-                let _writing = lock(&slot.writing_snapshot);
-                if slot.forgotten.load(Ordering::Acquire)
-                    || slot.snapshot_seq.load(Ordering::Acquire) >= seq
-                {
-                    return Ok(());
-                }
-                dir.write_frozen(&frozen, seq)?;
-                slot.snapshot_seq.fetch_max(seq, Ordering::AcqRel);
-                Ok(())
-            });
-            if let Err(e) = written {
-                tracing::warn!(collection = %slot.name, error = %e, "index snapshot failed");
-            }
+            snapshot(&slot);
         }
     }
 
@@ -351,11 +466,14 @@ impl Indexes {
         })
     }
 
-    /// Loads the index from its snapshot plus the store, or builds it.
+    /// Loads the graph from its snapshot, the points stored after it going
+    /// to the fresh segment; without a usable snapshot, an empty graph with
+    /// every stored point in the fresh segment and a background build.
     fn load(&self, slot: &Arc<Slot>, state: &mut State) -> Result<()> {
         let started = Instant::now();
         let def = &slot.collection.def;
         let store = &*self.inner.store;
+        state.fresh = Fresh::new(def.dimensions as usize, def.metric);
         if let Some(dir) = &slot.snapshots {
             match dir.latest() {
                 Ok(Some((meta, path))) => {
@@ -369,24 +487,25 @@ impl Indexes {
                         &mut live,
                         meta.trained_on as usize,
                     ) {
-                        Ok(mut index) => {
+                        Ok(graph) => {
                             let ids = ids_of(&source.added, &mut live);
-                            replay(&slot.name, &mut index, &source.added, &ids)?;
+                            fill(&mut state.fresh, &graph, &source.added, &ids);
                             tracing::info!(
                                 collection = %slot.name,
                                 snapshot_seq = meta.seq,
-                                replayed = source.added.len(),
+                                fresh = state.fresh.len(),
                                 seq = source.seq,
                                 elapsed_ms = started.elapsed().as_millis() as u64,
                                 "index loaded from snapshot"
                             );
                             state.applied_seq = source.seq;
                             slot.snapshot_seq.fetch_max(meta.seq, Ordering::AcqRel);
-                            let stale = source.seq > meta.seq;
-                            self.install(slot, state, index);
-                            if stale {
-                                snapshot(slot, state);
-                            }
+                            self.install(slot, state, graph);
+                            // The snapshot on disk is this graph.
+                            slot.snapshotted_changes.store(
+                                slot.graph_changes.load(Ordering::Acquire),
+                                Ordering::Release,
+                            );
                             return Ok(());
                         }
                         Err(e) => tracing::warn!(
@@ -403,33 +522,104 @@ impl Indexes {
             }
         }
         let source = store.index_source(&slot.name, 0)?;
-        let (points, seq) = (source.added.len(), source.seq);
-        if points >= REPLAY_CHUNK {
-            tracing::info!(collection = %slot.name, points, "building index");
-        }
-        let index = build(def, source)?;
-        if points > 0 {
+        let graph = VectorIndex::build(def, &LabelledVectors::default(), &[])?;
+        let mut live: HashMap<i64, String> = source.live.into_iter().collect();
+        let ids = ids_of(&source.added, &mut live);
+        fill(&mut state.fresh, &graph, &source.added, &ids);
+        state.applied_seq = source.seq;
+        if !state.fresh.is_empty() {
             tracing::info!(
                 collection = %slot.name,
-                points,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "index built from the store"
+                points = state.fresh.len(),
+                "no index snapshot: searching exactly while the index builds"
             );
+            // One build on every core beats the merger's one-slice-at-a-time
+            // inserts; the merger waits for it.
+            self.start_rebuild(slot, state);
         }
-        state.applied_seq = seq;
-        self.install(slot, state, index);
-        if points > 0 {
-            snapshot(slot, state);
-        }
+        self.install(slot, state, graph);
         Ok(())
     }
 
-    fn install(&self, slot: &Arc<Slot>, state: &mut State, index: VectorIndex) {
-        let wants_rebuild = index.wants_rebuild();
-        state.index = Some(index);
+    fn install(&self, slot: &Arc<Slot>, state: &mut State, graph: VectorIndex) {
+        let wants_rebuild = graph.wants_rebuild();
+        state.graph = Some(graph);
+        slot.fresh_changed(&state.fresh);
+        slot.graph_changes.fetch_add(1, Ordering::AcqRel);
         super::heap::release_free_memory();
         if wants_rebuild {
             self.start_rebuild(slot, state);
+        }
+        self.start_merger(slot, state);
+    }
+
+    /// Starts the collection's merger unless it runs, there is nothing to
+    /// merge, or a rebuild will absorb the fresh points. Under the write
+    /// lock, like the merger's own decision to stop, so none is missed.
+    fn start_merger(&self, slot: &Arc<Slot>, state: &State) {
+        if state.fresh.is_empty()
+            || state.rebuild_log.is_some()
+            || slot.merging.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let (registry, merged) = (self.clone(), Arc::clone(slot));
+        let started = std::thread::Builder::new()
+            .name(format!("merge-{}", slot.name))
+            .spawn(move || registry.merge(&merged));
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "could not start an index merger");
+            slot.merging.store(false, Ordering::Release);
+        }
+    }
+
+    /// Moves fresh points into the graph, oldest first, one slice of about
+    /// [`MERGE_SLICE`] under the write lock at a time, until none is left
+    /// or a rebuild takes over.
+    fn merge(&self, slot: &Arc<Slot>) {
+        let mut batch = 64usize;
+        loop {
+            let mut guard = slot.write();
+            let state = &mut *guard;
+            let done = slot.forgotten.load(Ordering::Acquire)
+                || state.fresh.is_empty()
+                || state.rebuild_log.is_some();
+            let Some(graph) = state.graph.as_mut().filter(|_| !done) else {
+                slot.merging.store(false, Ordering::Release);
+                slot.ring();
+                return;
+            };
+            let started = Instant::now();
+            let (points, ids) = state.fresh.oldest(batch);
+            // One thread: the other cores keep serving searches.
+            super::faiss_threads::for_merge();
+            if let Err(e) = graph.add(&points.labels, &points.data, &ids) {
+                // The store has everything; drop the index so the next use
+                // reloads it from the snapshot and the store.
+                tracing::error!(
+                    collection = %slot.name, error = %e,
+                    "could not merge fresh points into the index; reloading it"
+                );
+                state.graph = None;
+                slot.merging.store(false, Ordering::Release);
+                slot.ring();
+                return;
+            }
+            if let Some(last) = points.labels.last() {
+                state.fresh.drop_through(*last);
+            }
+            slot.fresh_changed(&state.fresh);
+            slot.graph_changes.fetch_add(1, Ordering::AcqRel);
+            if graph.wants_rebuild() {
+                self.start_rebuild(slot, state);
+            }
+            let took = started.elapsed();
+            drop(guard);
+            slot.ring();
+            // Size the next slice to the time budget from this one's pace.
+            let per_point = took.as_secs_f64() / points.len().max(1) as f64;
+            batch = ((MERGE_SLICE.as_secs_f64() / per_point.max(1e-9)) as usize)
+                .clamp(1, MAX_MERGE_BATCH);
         }
     }
 
@@ -439,19 +629,24 @@ impl Indexes {
             return;
         }
         state.rebuild_log = Some(Vec::new());
-        let (registry, slot) = (self.clone(), Arc::clone(slot));
+        slot.rebuilds_running.fetch_add(1, Ordering::AcqRel);
+        let (registry, rebuilt) = (self.clone(), Arc::clone(slot));
         std::thread::Builder::new()
             .name(format!("rebuild-{}", slot.name))
-            .spawn(move || registry.rebuild(&slot))
+            .spawn(move || {
+                registry.rebuild(&rebuilt);
+                rebuilt.rebuilds_running.fetch_sub(1, Ordering::AcqRel);
+            })
             .map(drop)
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "could not start an index rebuild");
                 state.rebuild_log = None;
+                slot.rebuilds_running.fetch_sub(1, Ordering::AcqRel);
             });
     }
 
-    /// Builds a fresh index from the store outside the lock, then replays
-    /// the changes logged meanwhile and swaps it in.
+    /// Builds a fresh graph from the store outside the lock, then swaps it
+    /// in with the fresh segment holding exactly the live points it lacks.
     fn rebuild(&self, slot: &Arc<Slot>) {
         let started = Instant::now();
         let built = self
@@ -459,38 +654,89 @@ impl Indexes {
             .store
             .index_source(&slot.name, 0)
             .and_then(|source| build(&slot.collection.def, source));
-        let mut state = slot.lock();
-        let log = state.rebuild_log.take().unwrap_or_default();
-        if slot.forgotten.load(Ordering::Acquire) {
-            return;
-        }
-        let mut index = match built {
-            Ok(index) => index,
-            Err(e) => {
-                tracing::warn!(collection = %slot.name, error = %e, "index rebuild failed");
+        {
+            let mut state = slot.write();
+            let state = &mut *state;
+            let log = state.rebuild_log.take().unwrap_or_default();
+            if slot.forgotten.load(Ordering::Acquire) {
                 return;
             }
-        };
-        // Changes the build already saw are skipped by `add` (labels
-        // present) and `kill` (only present labels die), so replaying the
-        // whole log is exact.
-        for change in &log {
-            if let Err(e) = index.add(&change.added.labels, &change.added.data, &change.ids) {
-                tracing::warn!(collection = %slot.name, error = %e, "index rebuild failed");
-                return;
+            match built {
+                Ok(mut graph) => {
+                    let fresh = carry_over(&state.fresh, &mut graph, &log);
+                    tracing::info!(
+                        collection = %slot.name,
+                        points = graph.live(),
+                        fresh = fresh.len(),
+                        replayed_changes = log.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "index rebuilt"
+                    );
+                    state.fresh = fresh;
+                    state.graph = Some(graph);
+                    slot.fresh_changed(&state.fresh);
+                    slot.graph_changes.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    tracing::warn!(collection = %slot.name, error = %e, "index rebuild failed");
+                }
             }
-            index.kill(&change.killed);
+            self.start_merger(slot, state);
         }
-        tracing::info!(
-            collection = %slot.name,
-            points = index.live(),
-            replayed_changes = log.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "index rebuilt"
-        );
-        state.index = Some(index);
+        slot.ring();
         super::heap::release_free_memory();
-        snapshot(slot, &state);
+        snapshot(slot);
+    }
+}
+
+/// The fresh segment to go with a rebuilt `graph`: the points of the old
+/// segment and of the changes logged during the build that the build did
+/// not see, minus those killed since, in label order. The log's kills are
+/// applied to the graph too (a build may have read a point before a write
+/// replaced it).
+fn carry_over(old: &Fresh, graph: &mut VectorIndex, log: &[Change]) -> Fresh {
+    let dims = graph.dimensions();
+    let mut waiting: BTreeMap<i64, (&[f32], &str)> = old
+        .iter()
+        .filter(|(label, _, _)| !graph.holds(*label))
+        .map(|(label, vector, id)| (label, (vector, id)))
+        .collect();
+    for change in log {
+        for ((label, vector), id) in change
+            .added
+            .labels
+            .iter()
+            .zip(change.added.data.chunks_exact(dims))
+            .zip(&change.ids)
+        {
+            if !graph.holds(*label) {
+                waiting.insert(*label, (vector, id.as_str()));
+            }
+        }
+        graph.kill(&change.killed);
+        for label in &change.killed {
+            waiting.remove(label);
+        }
+    }
+    let mut fresh = Fresh::new(dims, graph.metric());
+    for (label, (vector, id)) in waiting {
+        fresh.push(label, vector, id);
+    }
+    fresh
+}
+
+/// Puts the points of `source` the graph does not hold into `fresh`.
+fn fill(fresh: &mut Fresh, graph: &VectorIndex, source: &LabelledVectors, ids: &[String]) {
+    let dims = graph.dimensions();
+    for ((label, vector), id) in source
+        .labels
+        .iter()
+        .zip(source.data.chunks_exact(dims))
+        .zip(ids)
+    {
+        if !graph.holds(*label) {
+            fresh.push(*label, vector, id);
+        }
     }
 }
 
@@ -506,46 +752,44 @@ fn ids_of(points: &LabelledVectors, live: &mut HashMap<i64, String>) -> Vec<Stri
 /// An index of every point in `source`.
 fn build(def: &super::collections::CollectionDef, source: IndexSource) -> Result<VectorIndex> {
     let mut live: HashMap<i64, String> = source.live.into_iter().collect();
+    let total = source.added.len();
+    if total >= REPLAY_CHUNK {
+        tracing::info!(collection = %def.name, points = total, "building index");
+    }
     VectorIndex::build(def, &source.added, &ids_of(&source.added, &mut live))
 }
 
-/// Adds `points` to a loaded snapshot, reporting progress on long replays.
-fn replay(
-    name: &str,
-    index: &mut VectorIndex,
-    points: &LabelledVectors,
-    ids: &[String],
-) -> Result<()> {
-    let total = points.len();
-    let mut done = 0;
-    for ((labels, data), ids) in points.chunks(REPLAY_CHUNK).zip(ids.chunks(REPLAY_CHUNK)) {
-        index.add(labels, data, ids)?;
-        done += labels.len();
-        if total > REPLAY_CHUNK {
-            tracing::info!(
-                collection = %name,
-                "replaying points stored after the snapshot: {done}/{total} ({}%)",
-                done * 100 / total
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Writes a snapshot of the slot's index; failures are logged, not fatal.
-fn snapshot(slot: &Slot, state: &State) {
-    let (Some(dir), Some(index)) = (&slot.snapshots, &state.index) else {
+/// Snapshots the slot's graph if it changed since the last snapshot: a
+/// copy taken under the read lock (writes and the merger wait that long,
+/// searches not at all), written without it. Failures are logged, not
+/// fatal: the store has everything.
+fn snapshot(slot: &Slot) {
+    let Some(dir) = &slot.snapshots else {
         return;
     };
-    let _writing = lock(&slot.writing_snapshot);
-    if slot.forgotten.load(Ordering::Acquire) {
+    let changes = slot.graph_changes.load(Ordering::Acquire);
+    if changes == slot.snapshotted_changes.load(Ordering::Acquire) {
         return;
     }
-    match dir.write(index, state.applied_seq) {
-        Ok(_) => {
-            slot.snapshot_seq
-                .fetch_max(state.applied_seq, Ordering::AcqRel);
+    let (frozen, seq) = {
+        let state = slot.read();
+        match &state.graph {
+            Some(graph) => (graph.freeze(), state.applied_seq),
+            None => return,
         }
-        Err(e) => tracing::warn!(collection = %slot.name, error = %e, "index snapshot failed"),
+    };
+    let written = frozen.and_then(|frozen| {
+        let _writing = lock(&slot.writing_snapshot);
+        if slot.forgotten.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        dir.write_frozen(&frozen, seq)?;
+        slot.snapshot_seq.fetch_max(seq, Ordering::AcqRel);
+        slot.snapshotted_changes
+            .fetch_max(changes, Ordering::AcqRel);
+        Ok(())
+    });
+    if let Err(e) = written {
+        tracing::warn!(collection = %slot.name, error = %e, "index snapshot failed");
     }
 }

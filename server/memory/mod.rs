@@ -15,7 +15,10 @@
 //! - [`index`]: one collection's faiss index (tombstones for deletes,
 //!   training once there are enough points).
 //! - [`indexes`]: every collection's index, kept in step with the store
-//!   under a per-collection lock, rebuilt in the background, snapshotted.
+//!   under a per-collection read/write lock (searches in parallel), merged
+//!   and rebuilt in the background, snapshotted.
+//! - [`fresh`], [`segments`]: points committed but not yet in the graph,
+//!   searched exactly alongside it, so writes never wait for the graph.
 //! - [`snapshot`]: crash-safe index snapshot files.
 //! - [`id_table`], [`live_filter`], [`faiss_threads`], [`heap`]: the
 //!   index's compact label → id table, faiss searches that skip tombstones,
@@ -32,6 +35,7 @@
 pub(crate) mod collections;
 pub(crate) mod faiss_threads;
 pub(crate) mod filter;
+pub(crate) mod fresh;
 pub(crate) mod heap;
 pub(crate) mod id_table;
 pub(crate) mod index;
@@ -41,6 +45,7 @@ pub(crate) mod live_filter;
 pub(crate) mod points;
 pub(crate) mod search_cache;
 pub(crate) mod search_job;
+pub(crate) mod segments;
 pub(crate) mod settings;
 pub(crate) mod snapshot;
 pub(crate) mod validate;
@@ -53,7 +58,7 @@ pub(crate) use indexes::Indexes;
 pub(crate) use kv::{Entry, KvMemory, ListParams, PutParams};
 /// Searches that skip tombstones, for the benchmark that times raw faiss
 /// the same way agentd searches it.
-pub use live_filter::{LivePositions, search_live};
+pub use live_filter::{LivePositions, Tuning, search_live};
 pub(crate) use points::{
     CollectionStats, Deleted, Hit, Include, Point, PointData, PointInput, Points, Query,
     SearchParams, SearchResult, Selector, UpsertOutcome, UpsertStatus, Upserted,

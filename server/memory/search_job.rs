@@ -9,8 +9,9 @@
 //! and is predicted to be short (its collection's previous search, scaled
 //! by the effort asked for, took less than [`INLINE_BUDGET`]) runs on the
 //! async worker that received it, if the collection's lock is free at that
-//! moment. A misprediction costs one worker one search; a slow search, a
-//! load, a write holding the lock or a store read never blocks a worker.
+//! moment (no writer holds or awaits it). A misprediction costs one worker
+//! one search; a slow search, a load, a write holding the lock or a store
+//! read never blocks a worker.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,10 +22,10 @@ use serde_json::Value;
 
 use super::collections::{CollectionDef, IndexSpec, Metric};
 use super::filter::Filter;
-use super::index::VectorIndex;
 use super::indexes::{Indexes, Slot};
 use super::points::{Hit, Include, Point, passes, payload_of};
 use super::search_cache::CachedHits;
+use super::segments::Segments;
 use crate::common::blocking;
 use crate::error::Result;
 use crate::store::PointStore;
@@ -158,7 +159,7 @@ impl IndexSearch {
     /// The search itself. Ids come from the index; the store is read only
     /// for what the caller asked to see or filter on, over-fetching until a
     /// filter has `k` matches or nothing is left to look at.
-    fn against(&self, index: &mut VectorIndex, s: &dyn PointStore) -> Result<CachedHits> {
+    fn against(&self, index: Segments<'_>, s: &dyn PointStore) -> Result<CachedHits> {
         let (k, metric, threshold) = (self.k, self.metric, self.score_threshold);
         let live = index.live();
         let mut fetch = if self.filter.is_some() {

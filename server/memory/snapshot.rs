@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::index::{Frozen, VectorIndex};
+use super::index::Frozen;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"AGDXMET1";
@@ -48,13 +48,8 @@ impl SnapshotDir {
         }
     }
 
-    /// Writes `index` as the snapshot at `seq`, then removes older ones.
-    pub fn write(&self, index: &VectorIndex, seq: u64) -> Result<u64> {
-        let labels: Vec<i64> = index.labels().collect();
-        self.write_with(seq, &labels, index.trained_on(), |path| index.write(path))
-    }
-
-    /// Writes a frozen copy as the snapshot at `seq`.
+    /// Writes a frozen copy as the snapshot at `seq`, then removes older
+    /// ones.
     pub fn write_frozen(&self, frozen: &Frozen, seq: u64) -> Result<u64> {
         self.write_with(seq, &frozen.labels, frozen.trained_on, |path| {
             frozen.write(path)

@@ -129,7 +129,11 @@ pub fn memory(
 ) -> Memory {
     let kv = KvMemory::new(store.clone());
     let collections = Collections::new(store.clone(), embedder.clone());
-    let indexes = Indexes::new(store.clone(), Some(config.data_dir.join("indexes")));
+    let indexes = Indexes::new(
+        store.clone(),
+        Some(config.data_dir.join("indexes")),
+        config.memory.fresh_segment_max_points,
+    );
     let cache = SearchCache::new(config.memory.search_cache_bytes);
     let points = Points::new(
         store.clone(),

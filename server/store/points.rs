@@ -95,14 +95,6 @@ impl LabelledVectors {
     pub fn len(&self) -> usize {
         self.labels.len()
     }
-
-    /// The vectors in runs of at most `n`, as (labels, data) slices.
-    pub fn chunks(&self, n: usize) -> impl Iterator<Item = (&[i64], &[f32])> {
-        let dims = self.data.len().checked_div(self.labels.len()).unwrap_or(0);
-        self.labels
-            .chunks(n.max(1))
-            .zip(self.data.chunks((n * dims).max(1)))
-    }
 }
 
 /// See [`PointStore::index_source`].

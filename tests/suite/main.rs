@@ -21,6 +21,7 @@ mod limits;
 mod malformed;
 mod memory_collections;
 mod memory_crash;
+mod memory_fresh;
 mod memory_indexes;
 mod memory_kv;
 mod memory_points;

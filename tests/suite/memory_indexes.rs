@@ -98,6 +98,8 @@ async fn hnsw_and_hnsw_sq8_recall_against_exact_search() {
     assert!(sq8 >= 0.90, "HNSW+SQ8 recall@10 {sq8}");
     // SQ8 codes are a byte per dimension instead of four; the graph is the
     // same.
+    settled(&mut c, "hnsw").await;
+    settled(&mut c, "sq8").await;
     let (a, b) = (stats(&mut c, "hnsw").await, stats(&mut c, "sq8").await);
     assert_eq!(
         a.index_memory_bytes - b.index_memory_bytes,
@@ -134,7 +136,7 @@ async fn quantized_and_ivf_collections_are_exact_until_trained_then_approximate(
         .await
         .unwrap();
     }
-    wait_until(&mut c, "ivfpq", |s| !s.rebuilding).await;
+    settled(&mut c, "ivfpq").await;
     let s = stats(&mut c, "ivfpq").await;
     assert_eq!(s.points_count, 10_300);
     // PQ8x8 codes: 8 bytes a vector instead of 128, so the whole index
@@ -171,6 +173,13 @@ async fn wait_until(
     }
 }
 
+/// Waits until the collection's background work is done: no build, and
+/// every written point merged into the graph (then snapshots are written
+/// too: a build counts as running until its snapshot is).
+async fn settled(c: &mut MemoryServiceClient<Channel>, name: &str) {
+    wait_until(c, name, |s| !s.rebuilding && s.fresh_points == 0).await;
+}
+
 #[tokio::test]
 async fn tombstones_are_compacted_in_the_background_and_stats_add_up() {
     let server = TestServer::start().await;
@@ -179,6 +188,7 @@ async fn tombstones_are_compacted_in_the_background_and_stats_add_up() {
     create(&mut c, "docs", hnsw, QuantizationType::None).await;
     let points = vectors(1000, DIMS, 31);
     upsert_all(&mut c, "docs", &points).await;
+    settled(&mut c, "docs").await;
     let s = stats(&mut c, "docs").await;
     assert_eq!((s.points_count, s.deleted_not_compacted), (1000, 0));
     assert!(s.disk_bytes >= 1000 * DIMS as u64 * 4, "{s:?}");
@@ -231,6 +241,9 @@ async fn repeated_searches_hit_the_cache_and_writes_invalidate_it() {
     .await;
     let points = vectors(100, DIMS, 41);
     upsert_all(&mut c, "docs", &points).await;
+    // Scores computed by faiss and by the fresh segment's scan may differ
+    // in the last bit; compare results the graph gave both times.
+    settled(&mut c, "docs").await;
     let q = vectors(1, DIMS, 42).remove(0);
     let first = c.search(search("docs", &q, 3)).await.unwrap().into_inner();
     assert!(!first.cached);
@@ -511,7 +524,7 @@ async fn changed_indexes_are_snapshotted_periodically() {
     create(&mut c, "docs", flat, QuantizationType::None).await;
     let points = vectors(20, DIMS, 71);
     upsert_all(&mut c, "docs", &points[..10]).await;
-    // Loading builds the index and snapshots it at sequence 1.
+    // Loading builds the index in the background and snapshots it.
     assert_eq!(stats(&mut c, "docs").await.last_applied_sequence, 1);
     c.upsert(UpsertRequest {
         collection: "docs".into(),
@@ -521,7 +534,8 @@ async fn changed_indexes_are_snapshotted_periodically() {
     .unwrap();
     let metas = || -> Vec<String> {
         let mut names = Vec::new();
-        for d in std::fs::read_dir(&root).unwrap().flatten() {
+        // None yet while the first build runs.
+        for d in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             for f in std::fs::read_dir(d.path()).unwrap().flatten() {
                 names.push(f.file_name().to_string_lossy().into_owned());
             }
@@ -593,6 +607,7 @@ async fn collection_stats_count_what_mixed_writes_left_and_keep_it_across_a_rest
             .count
         }
     };
+    settled(&mut c, "mixed").await;
     let s = stats(&mut c, "mixed").await;
     assert_eq!(s.points_count, live.len() as u64);
     assert_eq!(count(&mut c).await, live.len() as u64);

@@ -34,6 +34,11 @@ const NEVER_SET_HERE: &[(&str, &str)] = &[
         "true only while a background rebuild runs (memory_indexes watches it)",
     ),
     (
+        "agentd.v1.CollectionStatsResponse.fresh_points",
+        "non-zero only while the background merge lags behind the writes (memory_fresh \
+         kills the process in such a moment)",
+    ),
+    (
         "agentd.v1.EmbeddingModel.matryoshka_dimensions",
         "no served model (MiniLM, hash) was trained for shorter vectors",
     ),
@@ -550,7 +555,10 @@ async fn memory_calls(seen: &mut Seen<'_>, c: &mut MemoryServiceClient<tonic::tr
             .await
             .unwrap()
             .into_inner();
-        if stats.last_snapshot_sequence == stats.last_applied_sequence {
+        if stats.last_snapshot_sequence == stats.last_applied_sequence
+            && !stats.rebuilding
+            && stats.fresh_points == 0
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -271,6 +271,8 @@ impl From<CollectionStats> for pb::CollectionStatsResponse {
             last_applied_sequence: index.applied_seq,
             rebuilding: index.rebuilding,
             last_snapshot_sequence: index.snapshot_seq,
+            fresh_points: index.fresh_points,
+            indexed_points: index.indexed_points,
         }
     }
 }

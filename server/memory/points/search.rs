@@ -115,14 +115,18 @@ impl Points {
         })
     }
 
-    /// Several searches on one collection, in order. Each search's
-    /// `collection` must be empty or `collection`; an invalid search fails
-    /// the whole batch, naming it (`searches[2].k`).
+    /// Several searches on one collection, answered in order and run in
+    /// parallel up to the core count (searches of one collection share its
+    /// index for reading). Each search's `collection` must be empty or
+    /// `collection`; an invalid search fails the whole batch, naming it
+    /// (`searches[2].k`): the first failing one in the batch's order.
     pub async fn search_batch(
         &self,
         collection: String,
-        searches: Vec<SearchParams>,
+        mut searches: Vec<SearchParams>,
     ) -> Result<Vec<SearchResult>> {
+        use futures::StreamExt;
+
         if searches.is_empty() || searches.len() > MAX_BATCH_SEARCHES {
             return Err(Error::invalid(
                 "searches",
@@ -132,8 +136,14 @@ impl Points {
                 ),
             ));
         }
-        let mut results = Vec::with_capacity(searches.len());
-        for (i, mut search) in searches.into_iter().enumerate() {
+        // Every search checked before any runs, so the first invalid one in
+        // the batch's order is the one named.
+        let resolved = self
+            .collections
+            .resolve(collection.clone())
+            .await
+            .map_err(|e| e.within("searches[0]"))?;
+        for (i, search) in searches.iter_mut().enumerate() {
             let within = |e: Error| e.within(&format!("searches[{i}]"));
             if search.collection.is_empty() {
                 search.collection.clone_from(&collection);
@@ -143,7 +153,19 @@ impl Points {
                     format!("must be empty or {collection:?}"),
                 )));
             }
-            results.push(self.search(search).await.map_err(within)?);
+            check_search(&resolved.def, search).map_err(within)?;
+        }
+        let parallel = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut answers = futures::stream::iter(searches.into_iter().enumerate())
+            .map(|(i, search)| async move {
+                self.search(search)
+                    .await
+                    .map_err(|e| e.within(&format!("searches[{i}]")))
+            })
+            .buffered(parallel);
+        let mut results = Vec::new();
+        while let Some(answer) = answers.next().await {
+            results.push(answer?);
         }
         Ok(results)
     }

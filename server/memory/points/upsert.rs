@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use super::super::collections::Metric;
-use super::super::index::VectorIndex;
 use super::super::indexes::{Change, Written};
+use super::super::segments::Segments;
 use super::types::{PointData, PointInput, UpsertOutcome, UpsertStatus, Upserted};
 use super::validate::{MAX_PAYLOAD_BYTES, MAX_POINTS, check_id, check_vector};
 use super::{Points, payload_of};
@@ -196,7 +196,7 @@ enum Placed {
 fn merge_duplicates(
     s: &dyn PointStore,
     collection: &str,
-    index: &mut VectorIndex,
+    index: Segments<'_>,
     threshold: f32,
     inputs: Vec<StoredPoint>,
 ) -> Result<(Vec<StoredPoint>, Vec<Placed>)> {
