@@ -144,6 +144,11 @@ pub struct Slot {
     writing_snapshot: Mutex<()>,
     /// A merger thread is running (set and cleared under the write lock).
     merging: AtomicBool,
+    /// Writers and blocking searches waiting for `state`: the merger steps
+    /// aside after a slice while any wait, since a lock handed from one
+    /// holder to the next favours the thread already running (the merger)
+    /// over the one just woken.
+    waiting: AtomicUsize,
     /// Rebuild threads running, each from its start until its snapshot is
     /// written (its log ends earlier, when the new graph takes over).
     rebuilds_running: AtomicUsize,
@@ -161,11 +166,17 @@ impl Slot {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
-        read(&self.state)
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = read(&self.state);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        guard
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
-        write(&self.state)
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let guard = write(&self.state);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        guard
     }
 
     /// Wakes writers waiting for room in the fresh segment.
@@ -248,6 +259,7 @@ impl Indexes {
                     last_search: LastSearch::default(),
                     writing_snapshot: Mutex::new(()),
                     merging: AtomicBool::new(false),
+                    waiting: AtomicUsize::new(0),
                     rebuilds_running: AtomicUsize::new(0),
                     fresh_len: AtomicUsize::new(0),
                     room: (Mutex::new(()), Condvar::new()),
@@ -577,7 +589,8 @@ impl Indexes {
     /// [`MERGE_SLICE`] under the write lock at a time, until none is left
     /// or a rebuild takes over.
     fn merge(&self, slot: &Arc<Slot>) {
-        let mut batch = 64usize;
+        // Small at first: a large graph inserts a point in milliseconds.
+        let mut batch = 8usize;
         loop {
             let mut guard = slot.write();
             let state = &mut *guard;
@@ -616,6 +629,11 @@ impl Indexes {
             let took = started.elapsed();
             drop(guard);
             slot.ring();
+            if slot.waiting.load(Ordering::Acquire) > 0 {
+                // Let the waiting writers and searches have the lock: at
+                // most half of the time goes to merging while others wait.
+                std::thread::sleep(took.clamp(Duration::from_micros(100), MERGE_SLICE));
+            }
             // Size the next slice to the time budget from this one's pace.
             let per_point = took.as_secs_f64() / points.len().max(1) as f64;
             batch = ((MERGE_SLICE.as_secs_f64() / per_point.max(1e-9)) as usize)
