@@ -202,39 +202,30 @@ pub fn better_first(metric: Metric, a: f32, b: f32) -> std::cmp::Ordering {
     }
 }
 
-/// Eight independent sums so the compiler keeps them in one AVX register
-/// (float addition is not associative, so a single sum would stay scalar).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] = x[i].mul_add(y[i], lanes[i]);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+    eight_lanes(a, b, |x, y, sum| x.mul_add(y, sum))
 }
 
-/// See [`dot`] for the eight lanes.
 fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    eight_lanes(a, b, |x, y, sum| (x - y).mul_add(x - y, sum))
+}
+
+/// Folds `a` and `b` component-wise with `step` (component of a, of b,
+/// running sum) into eight independent sums, so the compiler keeps them in
+/// one AVX register (float addition is not associative, so a single sum
+/// would stay scalar).
+#[inline(always)]
+fn eight_lanes(a: &[f32], b: &[f32], step: impl Fn(f32, f32, f32) -> f32) -> f32 {
     let mut lanes = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
+    let tail = a8
         .remainder()
         .iter()
         .zip(b8.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
+        .fold(0.0, |sum, (x, y)| step(*x, *y, sum));
     for (x, y) in a8.zip(b8) {
         for i in 0..8 {
-            let d = x[i] - y[i];
-            lanes[i] = d.mul_add(d, lanes[i]);
+            lanes[i] = step(x[i], y[i], lanes[i]);
         }
     }
     lanes.iter().sum::<f32>() + tail

@@ -113,6 +113,16 @@ struct State {
     rebuild_log: Option<Vec<Change>>,
 }
 
+impl State {
+    /// The graph and the fresh segment, once loaded.
+    fn segments(&self) -> Option<Segments<'_>> {
+        Some(Segments {
+            graph: self.graph.as_ref()?,
+            fresh: &self.fresh,
+        })
+    }
+}
+
 /// One collection's slot.
 #[derive(Debug)]
 pub struct Slot {
@@ -139,8 +149,8 @@ pub struct Slot {
     snapshotted_changes: AtomicU64,
     /// How long the previous search took, to predict the next.
     pub last_search: LastSearch,
-    /// Serialises snapshot writes to the slot's directory. Taken while
-    /// holding `state` or alone, never the other way round.
+    /// Serialises snapshot writes to the slot's directory, and lets
+    /// `forget` wait for one in progress. Taken without holding `state`.
     writing_snapshot: Mutex<()>,
     /// A merger thread is running (set and cleared under the write lock).
     merging: AtomicBool,
@@ -284,8 +294,10 @@ impl Indexes {
         if let Some(slot) = &removed {
             slot.forgotten.store(true, Ordering::Release);
             slot.ring();
-            // Wait for a write or snapshot in progress before removing files.
+            // Wait for a write, merge or snapshot in progress before
+            // removing files; later ones see `forgotten`.
             drop(slot.write());
+            drop(lock(&slot.writing_snapshot));
         }
         // Snapshots of any incarnation, including ones from earlier runs.
         if let Some(root) = &self.inner.snapshot_root
@@ -320,16 +332,8 @@ impl Indexes {
         if with_index && state.graph.is_none() {
             self.load(slot, &mut state)?;
         }
-        let written = {
-            let segments = match (&state.graph, with_index) {
-                (Some(graph), true) => Some(Segments {
-                    graph,
-                    fresh: &state.fresh,
-                }),
-                _ => None,
-            };
-            write(&*self.inner.store, segments)?
-        };
+        let segments = if with_index { state.segments() } else { None };
+        let written = write(&*self.inner.store, segments)?;
         slot.generation.fetch_add(1, Ordering::AcqRel);
         let state = &mut *state;
         state.applied_seq = state.applied_seq.max(written.seq);
@@ -349,14 +353,8 @@ impl Indexes {
             slot.graph_changes.fetch_add(1, Ordering::AcqRel);
         }
         let dims = slot.collection.def.dimensions as usize;
-        for ((label, vector), id) in change
-            .added
-            .labels
-            .iter()
-            .zip(change.added.data.chunks_exact(dims))
-            .zip(&change.ids)
-        {
-            state.fresh.push(*label, vector, id);
+        for (label, vector, id) in labelled(&change.added, &change.ids, dims) {
+            state.fresh.push(label, vector, id);
         }
         slot.fresh_changed(&state.fresh);
         if graph.wants_rebuild() {
@@ -402,11 +400,7 @@ impl Indexes {
         loop {
             {
                 let state = slot.read();
-                if let Some(graph) = &state.graph {
-                    let segments = Segments {
-                        graph,
-                        fresh: &state.fresh,
-                    };
+                if let Some(segments) = state.segments() {
                     return f(segments, &*self.inner.store);
                 }
             }
@@ -427,12 +421,7 @@ impl Indexes {
         f: impl FnOnce(Segments<'_>, &dyn PointStore) -> Result<T>,
     ) -> Option<Result<T>> {
         let state = try_read(&slot.state)?;
-        let graph = state.graph.as_ref()?;
-        let segments = Segments {
-            graph,
-            fresh: &state.fresh,
-        };
-        Some(f(segments, &*self.inner.store))
+        Some(f(state.segments()?, &*self.inner.store))
     }
 
     /// The collection's index figures (loading it if needed). Blocking.
@@ -447,8 +436,7 @@ impl Indexes {
             memory_bytes: graph_bytes + state.fresh.memory_bytes(),
             snapshot_bytes: slot.snapshots.as_ref().map_or(0, SnapshotDir::disk_bytes),
             applied_seq: state.applied_seq,
-            rebuilding: state.rebuild_log.is_some()
-                || slot.rebuilds_running.load(Ordering::Acquire) > 0,
+            rebuilding: slot.rebuilds_running.load(Ordering::Acquire) > 0,
             snapshot_seq: slot.snapshot_seq.load(Ordering::Acquire),
             fresh_points: state.fresh.len() as u64,
             indexed_points: graph_live,
@@ -720,15 +708,9 @@ fn carry_over(old: &Fresh, graph: &mut VectorIndex, log: &[Change]) -> Fresh {
         .map(|(label, vector, id)| (label, (vector, id)))
         .collect();
     for change in log {
-        for ((label, vector), id) in change
-            .added
-            .labels
-            .iter()
-            .zip(change.added.data.chunks_exact(dims))
-            .zip(&change.ids)
-        {
-            if !graph.holds(*label) {
-                waiting.insert(*label, (vector, id.as_str()));
+        for (label, vector, id) in labelled(&change.added, &change.ids, dims) {
+            if !graph.holds(label) {
+                waiting.insert(label, (vector, id));
             }
         }
         graph.kill(&change.killed);
@@ -745,17 +727,25 @@ fn carry_over(old: &Fresh, graph: &mut VectorIndex, log: &[Change]) -> Fresh {
 
 /// Puts the points of `source` the graph does not hold into `fresh`.
 fn fill(fresh: &mut Fresh, graph: &VectorIndex, source: &LabelledVectors, ids: &[String]) {
-    let dims = graph.dimensions();
-    for ((label, vector), id) in source
-        .labels
-        .iter()
-        .zip(source.data.chunks_exact(dims))
-        .zip(ids)
-    {
-        if !graph.holds(*label) {
-            fresh.push(*label, vector, id);
+    for (label, vector, id) in labelled(source, ids, graph.dimensions()) {
+        if !graph.holds(label) {
+            fresh.push(label, vector, id);
         }
     }
+}
+
+/// `points` with their `ids` (one per label), as (label, vector, id).
+fn labelled<'a>(
+    points: &'a LabelledVectors,
+    ids: &'a [String],
+    dims: usize,
+) -> impl Iterator<Item = (i64, &'a [f32], &'a str)> {
+    points
+        .labels
+        .iter()
+        .zip(points.data.chunks_exact(dims))
+        .zip(ids)
+        .map(|((label, vector), id)| (*label, vector, id.as_str()))
 }
 
 /// The ids of `points`' labels, in order, moved out of `live`.

@@ -8,10 +8,11 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use crate::common::binary::{Binary, ConfigFile};
-use crate::common::points::{delete_ids, exact, ids, point, points_from, search, vectors};
+use crate::common::points::{
+    create_collection, delete_ids, exact, ids, point, points_from, search, settled, stats, vectors,
+};
 use crate::common::{TestServer, test_config};
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
@@ -20,48 +21,7 @@ use tonic::transport::Channel;
 const DIMS: usize = 16;
 
 async fn create(c: &mut MemoryServiceClient<Channel>, name: &str, kind: index_spec::Kind) {
-    create_quantized(c, name, kind, QuantizationType::None).await;
-}
-
-async fn create_quantized(
-    c: &mut MemoryServiceClient<Channel>,
-    name: &str,
-    kind: index_spec::Kind,
-    quantization: QuantizationType,
-) {
-    c.create_collection(CreateCollectionRequest {
-        name: name.into(),
-        dimensions: DIMS as u32,
-        metric: Metric::L2 as i32,
-        index: Some(IndexSpec { kind: Some(kind) }),
-        quantization: Some(Quantization {
-            r#type: quantization as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-}
-
-async fn stats(c: &mut MemoryServiceClient<Channel>, name: &str) -> CollectionStatsResponse {
-    c.collection_stats(CollectionStatsRequest { name: name.into() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// Waits until every point is in the graph and no build runs.
-async fn settled(c: &mut MemoryServiceClient<Channel>, name: &str) -> CollectionStatsResponse {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = stats(c, name).await;
-        if !s.rebuilding && s.fresh_points == 0 {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "never settled: {s:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    create_collection(c, name, DIMS, kind, QuantizationType::None).await;
 }
 
 fn hnsw() -> index_spec::Kind {
@@ -226,7 +186,7 @@ async fn parallel_searches_answer_what_sequential_ones_do() {
     let server = TestServer::start_with(config, dir, |s| s).await;
     let channel = server.channel().await;
     let mut c = MemoryServiceClient::new(channel.clone());
-    create_quantized(&mut c, "par", hnsw(), QuantizationType::Sq8).await;
+    create_collection(&mut c, "par", DIMS, hnsw(), QuantizationType::Sq8).await;
     let points = vectors(5_000, DIMS, 11);
     c.upsert(UpsertRequest {
         collection: "par".into(),

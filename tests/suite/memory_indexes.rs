@@ -6,7 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::points::{delete_ids, exact, ids, overlap, point, points_from, search, vectors};
+use crate::common::points::{
+    create_collection, delete_ids, exact, ids, overlap, point, points_from, search, settled, stats,
+    vectors,
+};
 use crate::common::{TestServer, test_config, violated_fields};
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
@@ -20,28 +23,7 @@ async fn create(
     kind: index_spec::Kind,
     quantization: QuantizationType,
 ) {
-    c.create_collection(CreateCollectionRequest {
-        name: name.into(),
-        dimensions: DIMS as u32,
-        metric: Metric::L2 as i32,
-        index: Some(IndexSpec { kind: Some(kind) }),
-        quantization: Some(Quantization {
-            r#type: quantization as i32,
-            pq_subquantizers: if quantization == QuantizationType::Pq {
-                8
-            } else {
-                0
-            },
-            pq_bits: if quantization == QuantizationType::Pq {
-                8
-            } else {
-                0
-            },
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    create_collection(c, name, DIMS, kind, quantization).await;
 }
 
 async fn upsert_all(c: &mut MemoryServiceClient<Channel>, name: &str, points: &[Vec<f32>]) {
@@ -67,13 +49,6 @@ async fn recall(
         total += overlap(&exact(points, q, 10), &got);
     }
     total / queries.len() as f64
-}
-
-async fn stats(c: &mut MemoryServiceClient<Channel>, name: &str) -> CollectionStatsResponse {
-    c.collection_stats(CollectionStatsRequest { name: name.into() })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 #[tokio::test]
@@ -171,13 +146,6 @@ async fn wait_until(
         assert!(Instant::now() < deadline, "timed out waiting: {s:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Waits until the collection's background work is done: no build, and
-/// every written point merged into the graph (then snapshots are written
-/// too: a build counts as running until its snapshot is).
-async fn settled(c: &mut MemoryServiceClient<Channel>, name: &str) {
-    wait_until(c, name, |s| !s.rebuilding && s.fresh_points == 0).await;
 }
 
 #[tokio::test]

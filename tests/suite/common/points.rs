@@ -1,8 +1,12 @@
 //! Seeded vectors, exact nearest neighbours and request builders for the
 //! vector collection tests.
 
+use std::time::{Duration, Instant};
+
+use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
 use prost_types::value::Kind;
+use tonic::transport::Channel;
 
 /// Deterministic pseudo-random vectors in [-1, 1) (xorshift), so results
 /// reproduce.
@@ -86,4 +90,57 @@ pub fn ids(response: SearchResponse) -> Vec<String> {
 pub fn overlap(truth: &[String], got: &[String]) -> f64 {
     let found = truth.iter().filter(|id| got.contains(id)).count();
     found as f64 / truth.len() as f64
+}
+
+/// Creates an L2 collection of `dims` dimensions with this index and
+/// quantization (PQ as 8 sub-quantizers of 8 bits).
+pub async fn create_collection(
+    c: &mut MemoryServiceClient<Channel>,
+    name: &str,
+    dims: usize,
+    kind: index_spec::Kind,
+    quantization: QuantizationType,
+) {
+    let pq = if quantization == QuantizationType::Pq {
+        8
+    } else {
+        0
+    };
+    c.create_collection(CreateCollectionRequest {
+        name: name.into(),
+        dimensions: dims as u32,
+        metric: Metric::L2 as i32,
+        index: Some(IndexSpec { kind: Some(kind) }),
+        quantization: Some(Quantization {
+            r#type: quantization as i32,
+            pq_subquantizers: pq,
+            pq_bits: pq,
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// The collection's CollectionStats.
+pub async fn stats(c: &mut MemoryServiceClient<Channel>, name: &str) -> CollectionStatsResponse {
+    c.collection_stats(CollectionStatsRequest { name: name.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until the collection's background work is done: no build, and
+/// every written point merged into the graph (a build counts as running
+/// until its snapshot is written). Its stats then.
+pub async fn settled(c: &mut MemoryServiceClient<Channel>, name: &str) -> CollectionStatsResponse {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = stats(c, name).await;
+        if !s.rebuilding && s.fresh_points == 0 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "never settled: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
