@@ -7,9 +7,11 @@
 //! The protoc binary comes from the `protoc-bin-vendored` crate so that a fresh
 //! machine needs no system protoc; `$PROTOC` overrides it.
 //!
-//! It also compiles `server/memory/hnsw_params.cpp`, the one faiss object
-//! faiss's C API cannot make, against the headers faiss-sys installed
-//! (its build reports their root as `DEP_FAISS_C_ROOT`).
+//! It also compiles two small C++ shims for what faiss's C API cannot do
+//! (`server/memory/hnsw_params.cpp`: HNSW search parameters;
+//! `server/memory/hnsw_insert.cpp`: inserts into a large graph without
+//! faiss's per-call setup), against the headers faiss-sys installed (its
+//! build reports their root as `DEP_FAISS_C_ROOT`).
 
 use std::path::PathBuf;
 
@@ -68,13 +70,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// Compiles the C++ shim against faiss-sys's headers. Without the `static`
 /// feature faiss-sys reports no root; the system's faiss headers are used.
 fn compile_faiss_shim() -> Result<(), Box<dyn std::error::Error>> {
-    const SHIM: &str = "server/memory/hnsw_params.cpp";
+    const SHIMS: [&str; 2] = [
+        "server/memory/hnsw_params.cpp",
+        "server/memory/hnsw_insert.cpp",
+    ];
     let mut build = cc::Build::new();
-    build.cpp(true).std("c++17").file(SHIM).warnings(false);
+    build.cpp(true).std("c++17").files(SHIMS).warnings(false);
     if let Some(root) = std::env::var_os("DEP_FAISS_C_ROOT") {
         build.include(PathBuf::from(root).join("include"));
     }
     build.try_compile("agentd_faiss_shim")?;
-    println!("cargo:rerun-if-changed={SHIM}");
+    for shim in SHIMS {
+        println!("cargo:rerun-if-changed={shim}");
+    }
     Ok(())
 }

@@ -94,6 +94,12 @@ pub enum Error {
     #[error("budget exceeded: {0}")]
     BudgetExceeded(String),
 
+    /// A write would grow an in-memory index past its configured limit;
+    /// nothing was written. Retrying does not help until data is removed
+    /// or the limit raised.
+    #[error("memory limit: {0}")]
+    MemoryLimit(String),
+
     /// The disk of the data directory is full: writes fail until space is
     /// freed, reads still work.
     #[error("storage is full: {0}")]

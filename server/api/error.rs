@@ -52,6 +52,7 @@ impl From<Error> for Status {
             Error::Overloaded(_) => (Code::ResourceExhausted, ErrorReason::Overloaded),
             Error::BudgetExceeded(_) => (Code::ResourceExhausted, ErrorReason::BudgetExceeded),
             Error::StorageFull(_) => (Code::ResourceExhausted, ErrorReason::StorageFull),
+            Error::MemoryLimit(_) => (Code::ResourceExhausted, ErrorReason::MemoryLimit),
             Error::StorageUnavailable(_) => (Code::Unavailable, ErrorReason::StorageUnavailable),
             Error::NotReady(_) => (Code::Unavailable, ErrorReason::NotReady),
             Error::Provider(_) => (Code::Unavailable, ErrorReason::ProviderError),
@@ -158,6 +159,11 @@ mod tests {
                 Error::StorageFull("disk full".into()),
                 Code::ResourceExhausted,
                 "STORAGE_FULL",
+            ),
+            (
+                Error::MemoryLimit("index too large".into()),
+                Code::ResourceExhausted,
+                "MEMORY_LIMIT",
             ),
             (
                 Error::StorageUnavailable("disk I/O error".into()),

@@ -27,7 +27,9 @@ use faiss::{Idx, Index, index_factory};
 
 use super::collections::{CollectionDef, IndexSpec, Metric, Quantization};
 use super::faiss_threads;
+use super::hnsw_insert::{HnswLocks, SHIM_BELOW};
 use super::id_table::IdTable;
+use super::index_memory::{code_bytes, structure_bytes};
 use super::live_filter::{LivePositions, Tuning, id_map, search_live};
 use crate::error::{Error, Result};
 use crate::store::LabelledVectors;
@@ -42,6 +44,9 @@ const REBUILD_MIN_DEAD: usize = 64;
 /// Retrain once the collection has grown this many times past the points
 /// its quantizer was trained on.
 const RETRAIN_GROWTH: usize = 4;
+/// An HNSW graph is rebuilt rather than merged into once at least this
+/// many points wait in the fresh segment and they outnumber the graph's.
+const REBUILD_MIN_FRESH: usize = 1_000;
 
 /// Points a collection needs before its quantizer or IVF lists are trained:
 /// faiss wants about 39 training points per centroid (k-means), and SQ needs
@@ -77,6 +82,9 @@ pub struct VectorIndex {
     untrained: bool,
     /// Points the quantizer was trained on (0: none needed or untrained).
     trained_on: usize,
+    /// The locks small inserts into this HNSW graph reuse (made on the
+    /// first; see [`super::hnsw_insert`]).
+    hnsw_locks: Option<HnswLocks>,
 }
 
 impl std::fmt::Debug for VectorIndex {
@@ -137,6 +145,7 @@ impl VectorIndex {
             def: def.clone(),
             untrained,
             trained_on,
+            hnsw_locks: None,
         };
         built.add(&points.labels, &points.data, ids)?;
         Ok(built)
@@ -153,22 +162,17 @@ impl VectorIndex {
         let dims = self.def.dimensions as usize;
         let fresh = labels.iter().filter(|l| !self.holds(**l)).count();
         if fresh == labels.len() {
-            let ids: Vec<Idx> = labels.iter().map(|l| Idx::new(*l as u64)).collect();
-            self.index
-                .add_with_ids(data, &ids)
-                .map_err(|e| faiss_error("adding points", e))?;
+            self.insert(labels, data)?;
         } else if fresh > 0 {
-            let mut ids = Vec::with_capacity(fresh);
+            let mut new_labels = Vec::with_capacity(fresh);
             let mut flat = Vec::with_capacity(fresh * dims);
             for (label, vector) in labels.iter().zip(data.chunks_exact(dims)) {
                 if !self.holds(*label) {
-                    ids.push(Idx::new(*label as u64));
+                    new_labels.push(*label);
                     flat.extend_from_slice(vector);
                 }
             }
-            self.index
-                .add_with_ids(&flat, &ids)
-                .map_err(|e| faiss_error("adding points", e))?;
+            self.insert(&new_labels, &flat)?;
         }
         // The same labels in the same order as faiss appended them.
         for (&label, id) in labels.iter().zip(ids) {
@@ -178,6 +182,29 @@ impl VectorIndex {
             }
         }
         Ok(())
+    }
+
+    /// Appends vectors to the faiss index: a few into an HNSW graph through
+    /// [`HnswLocks`] (no per-call setup over the whole graph), the rest
+    /// through faiss's add.
+    fn insert(&mut self, labels: &[i64], data: &[f32]) -> Result<()> {
+        let graph = matches!(self.def.index, IndexSpec::Hnsw { .. }) && !self.untrained;
+        if graph && labels.len() < SHIM_BELOW {
+            let locks = match &mut self.hnsw_locks {
+                Some(locks) => locks,
+                None => self.hnsw_locks.insert(HnswLocks::new()?),
+            };
+            if locks.add(&mut self.index, labels, data)? {
+                return Ok(());
+            }
+            // Not a graph the shim knows (so `hnsw_locks` is Some only
+            // where the shim inserts).
+            self.hnsw_locks = None;
+        }
+        let ids: Vec<Idx> = labels.iter().map(|l| Idx::new(*l as u64)).collect();
+        self.index
+            .add_with_ids(data, &ids)
+            .map_err(|e| faiss_error("adding points", e))
     }
 
     /// Marks versions dead (labels not in the index are ignored: a build
@@ -226,18 +253,32 @@ impl VectorIndex {
         self.ids.labels().chain(self.dead.iter().copied())
     }
 
-    /// Whether a rebuild would pay off: many tombstones, enough points to
-    /// train at last, or a collection that outgrew its training sample.
-    pub fn wants_rebuild(&self) -> bool {
+    /// Why a rebuild would pay off now, if it would: many tombstones,
+    /// enough points to train at last, a collection that outgrew its
+    /// training sample, or (HNSW) more points waiting in the fresh segment
+    /// (`fresh`) than the graph holds. That last one is what keeps a bulk
+    /// load into a new collection at store speed: building N + F points on
+    /// c cores beats the merger's inserts of F on one once F > N / (c - 1),
+    /// and writers never wait for a build.
+    pub fn rebuild_reason(&self, fresh: usize) -> Option<&'static str> {
         let dead = self.dead.len();
-        let many_dead =
-            dead >= REBUILD_MIN_DEAD && dead as f64 >= REBUILD_DEAD_FRACTION * self.total() as f64;
-        let threshold = training_threshold(&self.def);
-        let trainable = self.untrained && self.live() >= threshold;
-        let outgrown = self.trained_on > 0
+        if dead >= REBUILD_MIN_DEAD && dead as f64 >= REBUILD_DEAD_FRACTION * self.total() as f64 {
+            return Some("tombstones");
+        }
+        if self.untrained && self.live() >= training_threshold(&self.def) {
+            return Some("enough points to train");
+        }
+        if self.trained_on > 0
             && self.trained_on < MAX_TRAINING_POINTS
-            && self.live() >= RETRAIN_GROWTH * self.trained_on;
-        many_dead || trainable || outgrown
+            && self.live() >= RETRAIN_GROWTH * self.trained_on
+        {
+            return Some("outgrew its training sample");
+        }
+        let graph = matches!(self.def.index, IndexSpec::Hnsw { .. });
+        if graph && fresh >= REBUILD_MIN_FRESH && fresh > self.live() {
+            return Some("fresh points outnumber the graph's");
+        }
+        None
     }
 
     /// Up to `k` nearest live labels with their faiss scores (inner product
@@ -344,26 +385,18 @@ impl VectorIndex {
     pub fn memory_bytes(&self) -> u64 {
         let n = self.total() as u64;
         let d = u64::from(self.def.dimensions);
+        // Untrained: an exact flat stand-in of whole vectors.
+        let structure = match (self.untrained, self.def.index) {
+            (true, _) => 0,
+            (false, IndexSpec::Ivf { nlist, .. }) => {
+                n * structure_bytes(self.def.index) + u64::from(nlist) * d * 4
+            }
+            (false, index) => n * structure_bytes(index),
+        };
         let code = if self.untrained {
             4 * d
         } else {
-            match self.def.quantization {
-                Quantization::None => 4 * d,
-                Quantization::Sq8 => d,
-                Quantization::Sq4 => d.div_ceil(2),
-                Quantization::Pq {
-                    subquantizers,
-                    bits,
-                } => (u64::from(subquantizers) * u64::from(bits)).div_ceil(8),
-            }
-        };
-        let structure = match (self.untrained, self.def.index) {
-            (true, _) | (false, IndexSpec::Flat) => 0,
-            // Level 0 holds 2m neighbours, upper levels m per level with
-            // geometrically fewer nodes; plus levels and offsets.
-            (false, IndexSpec::Hnsw { m, .. }) => n * (4 * 2 * u64::from(m) + 4 * 2 + 12),
-            // An id per listed vector plus the centroids.
-            (false, IndexSpec::Ivf { nlist, .. }) => n * 8 + u64::from(nlist) * d * 4,
+            code_bytes(self.def.dimensions, self.def.quantization)
         };
         // IDMap's label array, the ids of live labels, the tombstone set and
         // the live bitmap.
@@ -445,6 +478,7 @@ impl VectorIndex {
             def: def.clone(),
             untrained: threshold > 0 && trained_on == 0,
             trained_on,
+            hnsw_locks: None,
         })
     }
 
@@ -558,13 +592,13 @@ mod tests {
         assert_eq!(found[0], (4, 0.0), "exact while untrained");
         let more = points(2_000, 11);
         index.add(&more.labels, &more.data, &ids(&more)).unwrap();
-        assert!(index.wants_rebuild(), "enough points to train now");
+        assert_eq!(index.rebuild_reason(0), Some("enough points to train"));
 
         let all = points(2_010, 1);
         let trained = VectorIndex::build(&d, &all, &ids(&all)).unwrap();
         assert!(!trained.untrained);
         assert_eq!(trained.trained_on(), 2_010);
-        assert!(!trained.wants_rebuild());
+        assert_eq!(trained.rebuild_reason(0), None);
     }
 
     #[test]
@@ -575,10 +609,135 @@ mod tests {
         index.kill(&(1..=100).collect::<Vec<_>>());
         index.kill(&[9_999]);
         assert_eq!((index.live(), index.dead()), (100, 100));
-        assert!(index.wants_rebuild());
+        assert_eq!(index.rebuild_reason(0), Some("tombstones"));
         let found = index.search(nth(&all, 0), 5, None, None).unwrap();
         assert_eq!(found.len(), 5);
         assert!(found.iter().all(|(label, _)| *label > 100));
+    }
+
+    /// `n` pseudo-random 8-dimensional vectors labelled `from`, `from + 1`…
+    fn random_points(n: usize, from: i64, seed: u64) -> LabelledVectors {
+        let mut state = seed.wrapping_mul(6_364_136_223_846_793_005) | 1;
+        let mut out = LabelledVectors::default();
+        for i in 0..n {
+            let v: Vec<f32> = (0..8)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                })
+                .collect();
+            out.push(from + i as i64, &v);
+        }
+        out
+    }
+
+    #[test]
+    fn small_inserts_into_a_graph_go_through_the_shim_and_are_found() {
+        for metric in [Metric::L2, Metric::Dot] {
+            let mut d = def(
+                IndexSpec::Hnsw {
+                    m: 16,
+                    ef_construction: 100,
+                    ef_search: 64,
+                },
+                Quantization::None,
+            );
+            d.metric = metric;
+            // Built by faiss (a large batch), then grown a few at a time.
+            let base = random_points(3_000, 1, 1);
+            let mut index = VectorIndex::build(&d, &base, &ids(&base)).unwrap();
+            assert!(index.hnsw_locks.is_none(), "a build goes through faiss");
+            let more = random_points(600, 10_001, 2);
+            for (labels, data) in more.labels.chunks(3).zip(more.data.chunks(3 * 8)) {
+                let ids: Vec<String> = labels.iter().map(|l| format!("p{l}")).collect();
+                index.add(labels, data, &ids).unwrap();
+            }
+            assert!(
+                index.hnsw_locks.is_some(),
+                "{metric:?}: small adds use the shim"
+            );
+            assert_eq!(index.live(), 3_600);
+            // Inserted points are reachable: for L2 each one's own vector
+            // finds it first.
+            for (i, label) in more.labels.iter().enumerate() {
+                let q = &more.data[i * 8..(i + 1) * 8];
+                if metric == Metric::L2 {
+                    let found = index.search(q, 1, Some(128), None).unwrap();
+                    assert_eq!(found[0].0, *label, "inserted point {label} not found");
+                }
+                assert_eq!(index.id_of(*label), Some(format!("p{label}").as_str()));
+            }
+            // And the graph answers as well as an exact scan would.
+            let mut all = base.clone();
+            for (label, v) in more.labels.iter().zip(more.data.chunks(8)) {
+                all.push(*label, v);
+            }
+            let queries = random_points(100, 0, 3);
+            let (mut hits, mut wanted) = (0, 0);
+            for q in queries.data.chunks(8) {
+                let mut exact: Vec<(f32, i64)> = all
+                    .labels
+                    .iter()
+                    .zip(all.data.chunks(8))
+                    .map(|(l, v)| {
+                        let score = match metric {
+                            Metric::L2 => v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(),
+                            _ => -v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(),
+                        };
+                        (score, *l)
+                    })
+                    .collect();
+                exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let found = index.search(q, 10, Some(128), None).unwrap();
+                wanted += 10;
+                hits += exact[..10]
+                    .iter()
+                    .filter(|(_, l)| found.iter().any(|f| f.0 == *l))
+                    .count();
+            }
+            let recall = hits as f64 / wanted as f64;
+            assert!(recall >= 0.95, "{metric:?}: recall@10 {recall}");
+            // The faiss index agrees on its size with the id table.
+            assert_eq!(index.index.ntotal(), 3_600);
+        }
+    }
+
+    #[test]
+    fn a_graph_outnumbered_by_fresh_points_is_rebuilt_not_merged_into() {
+        let hnsw = def(
+            IndexSpec::Hnsw {
+                m: 16,
+                ef_construction: 40,
+                ef_search: 64,
+            },
+            Quantization::None,
+        );
+        let empty = VectorIndex::build(&hnsw, &LabelledVectors::default(), &[]).unwrap();
+        assert_eq!(
+            empty.rebuild_reason(REBUILD_MIN_FRESH - 1),
+            None,
+            "too few to bother"
+        );
+        assert_eq!(
+            empty.rebuild_reason(REBUILD_MIN_FRESH),
+            Some("fresh points outnumber the graph's")
+        );
+        let some = points(2_000, 1);
+        let built = VectorIndex::build(&hnsw, &some, &ids(&some)).unwrap();
+        assert_eq!(built.rebuild_reason(2_000), None, "merging is cheaper");
+        assert!(built.rebuild_reason(2_001).is_some());
+        let flat = VectorIndex::build(
+            &def(IndexSpec::Flat, Quantization::None),
+            &some,
+            &ids(&some),
+        );
+        assert_eq!(
+            flat.unwrap().rebuild_reason(10_000),
+            None,
+            "Flat inserts are cheap"
+        );
     }
 
     /// The exact `k` nearest live labels, by L2 distance.

@@ -2,13 +2,17 @@
 //!
 //! One slot per collection holds its graph (the faiss [`VectorIndex`]) and
 //! its [fresh segment](super::fresh) behind a read/write lock. A write
-//! commits to the store and, under the write lock, kills replaced and
-//! deleted versions and copies the new ones into the fresh segment: the
-//! write is acknowledged at store speed and the next search finds it. A
-//! background merger per collection moves fresh points into the graph
-//! oldest first, in slices of about [`MERGE_SLICE`] under the write lock,
-//! so searches wait at most one slice; when it falls
-//! `fresh_segment_max_points` behind, writers wait for it (back-pressure).
+//! commits to the store (writers of a collection take turns, but the
+//! commit holds no lock a search needs) and then, under the write lock,
+//! kills replaced and deleted versions and copies the new ones into the
+//! fresh segment: the write is acknowledged at store speed and the next
+//! search finds it. A background merger per collection moves fresh points
+//! into the graph oldest first, in slices of about [`MERGE_SLICE`] under
+//! the write lock ([`super::hnsw_insert`] keeps a slice's cost to its
+//! points), so searches wait at most one slice; when it falls
+//! `fresh_segment_max_points` behind, writers wait for it (back-pressure),
+//! unless the fresh points outnumber the graph's: then the graph is
+//! rebuilt on every core instead (a bulk load), and writers do not wait.
 //! Searches take the read lock and run in parallel: nothing about a search
 //! is set on the shared index ([`super::live_filter::Tuning`]).
 //!
@@ -52,9 +56,12 @@ const REPLAY_CHUNK: usize = 20_000;
 
 /// How long the merger holds a collection's write lock at a time: searches
 /// wait at most about this long for it.
-pub const MERGE_SLICE: Duration = Duration::from_millis(2);
+pub const MERGE_SLICE: Duration = Duration::from_micros(500);
 
-/// Most points one merge slice takes (when the graph is flat or small,
+/// An insert faster than this is cheap enough to batch within a slice.
+const CHEAP_INSERT: Duration = Duration::from_micros(20);
+
+/// Most points one merge slice takes (when the index is flat or small,
 /// inserts are cheap and a slice of this many still fits [`MERGE_SLICE`]).
 const MAX_MERGE_BATCH: usize = 4_096;
 
@@ -152,6 +159,10 @@ pub struct Slot {
     /// Serialises snapshot writes to the slot's directory, and lets
     /// `forget` wait for one in progress. Taken without holding `state`.
     writing_snapshot: Mutex<()>,
+    /// One writer at a time, from its store commit to its application to
+    /// `state`, so both happen in the same order; the commit itself runs
+    /// without `state`'s lock, so searches do not wait for the disk.
+    writer: Mutex<()>,
     /// A merger thread is running (set and cleared under the write lock).
     merging: AtomicBool,
     /// Writers and blocking searches waiting for `state`: the merger steps
@@ -268,6 +279,7 @@ impl Indexes {
                     snapshotted_changes: AtomicU64::new(0),
                     last_search: LastSearch::default(),
                     writing_snapshot: Mutex::new(()),
+                    writer: Mutex::new(()),
                     merging: AtomicBool::new(false),
                     waiting: AtomicUsize::new(0),
                     rebuilds_running: AtomicUsize::new(0),
@@ -296,6 +308,7 @@ impl Indexes {
             slot.ring();
             // Wait for a write, merge or snapshot in progress before
             // removing files; later ones see `forgotten`.
+            drop(lock(&slot.writer));
             drop(slot.write());
             drop(lock(&slot.writing_snapshot));
         }
@@ -315,12 +328,14 @@ impl Indexes {
         }
     }
 
-    /// Commits a write with `write` and applies it to the loaded index, under
-    /// the collection's write lock: replaced and deleted versions die, new
-    /// ones join the fresh segment. Blocking; waits first while the fresh
-    /// segment is full (see the module docs).
-    /// With `with_index`, the index is loaded first and `write` gets it (to
-    /// look for near-duplicates before writing).
+    /// Commits a write with `write`, then applies it to the loaded index
+    /// under the collection's write lock: replaced and deleted versions
+    /// die, new ones join the fresh segment. Writers of a collection take
+    /// turns; the commit (with its fsync) holds no lock searches need.
+    /// Blocking; waits first while the fresh segment is full (see the
+    /// module docs). With `with_index`, the index is loaded first and
+    /// `write` gets it (to look for near-duplicates before writing), held
+    /// for reading while it runs.
     pub fn write<T>(
         &self,
         slot: &Arc<Slot>,
@@ -328,19 +343,24 @@ impl Indexes {
         write: impl FnOnce(&dyn PointStore, Option<Segments<'_>>) -> Result<Written<T>>,
     ) -> Result<T> {
         self.wait_for_room(slot);
+        let _turn = lock(&slot.writer);
+        let written = if with_index {
+            self.read(slot, |segments, store| write(store, Some(segments)))?
+        } else {
+            write(&*self.inner.store, None)?
+        };
         let mut state = slot.write();
-        if with_index && state.graph.is_none() {
-            self.load(slot, &mut state)?;
-        }
-        let segments = if with_index { state.segments() } else { None };
-        let written = write(&*self.inner.store, segments)?;
         slot.generation.fetch_add(1, Ordering::AcqRel);
         let state = &mut *state;
-        state.applied_seq = state.applied_seq.max(written.seq);
+        // Not loaded: the load reads this write from the store. Loaded
+        // since the commit: the load read it already.
+        if state.graph.is_none() || written.seq <= state.applied_seq {
+            return Ok(written.value);
+        }
+        state.applied_seq = written.seq;
         if let Some(log) = &mut state.rebuild_log {
             log.push(written.change.clone());
         }
-        // Not loaded: the load reads this write from the store.
         let Some(graph) = &mut state.graph else {
             return Ok(written.value);
         };
@@ -357,8 +377,8 @@ impl Indexes {
             state.fresh.push(label, vector, id);
         }
         slot.fresh_changed(&state.fresh);
-        if graph.wants_rebuild() {
-            self.start_rebuild(slot, state);
+        if let Some(reason) = graph.rebuild_reason(state.fresh.len()) {
+            self.start_rebuild(slot, state, reason);
         }
         self.start_merger(slot, state);
         Ok(written.value)
@@ -535,20 +555,20 @@ impl Indexes {
             );
             // One build on every core beats the merger's one-slice-at-a-time
             // inserts; the merger waits for it.
-            self.start_rebuild(slot, state);
+            self.start_rebuild(slot, state, "no snapshot");
         }
         self.install(slot, state, graph);
         Ok(())
     }
 
     fn install(&self, slot: &Arc<Slot>, state: &mut State, graph: VectorIndex) {
-        let wants_rebuild = graph.wants_rebuild();
+        let reason = graph.rebuild_reason(state.fresh.len());
         state.graph = Some(graph);
         slot.fresh_changed(&state.fresh);
         slot.graph_changes.fetch_add(1, Ordering::AcqRel);
         super::heap::release_free_memory();
-        if wants_rebuild {
-            self.start_rebuild(slot, state);
+        if let Some(reason) = reason {
+            self.start_rebuild(slot, state, reason);
         }
         self.start_merger(slot, state);
     }
@@ -577,8 +597,6 @@ impl Indexes {
     /// [`MERGE_SLICE`] under the write lock at a time, until none is left
     /// or a rebuild takes over.
     fn merge(&self, slot: &Arc<Slot>) {
-        // Small at first: a large graph inserts a point in milliseconds.
-        let mut batch = 8usize;
         loop {
             let mut guard = slot.write();
             let state = &mut *guard;
@@ -591,10 +609,9 @@ impl Indexes {
                 return;
             };
             let started = Instant::now();
-            let (points, ids) = state.fresh.oldest(batch);
             // One thread: the other cores keep serving searches.
             super::faiss_threads::for_merge();
-            if let Err(e) = graph.add(&points.labels, &points.data, &ids) {
+            if let Err(e) = merge_slice(graph, &mut state.fresh, started) {
                 // The store has everything; drop the index so the next use
                 // reloads it from the snapshot and the store.
                 tracing::error!(
@@ -606,31 +623,30 @@ impl Indexes {
                 slot.ring();
                 return;
             }
-            if let Some(last) = points.labels.last() {
-                state.fresh.drop_through(*last);
-            }
             slot.fresh_changed(&state.fresh);
             slot.graph_changes.fetch_add(1, Ordering::AcqRel);
-            if graph.wants_rebuild() {
-                self.start_rebuild(slot, state);
+            if let Some(reason) = state
+                .graph
+                .as_ref()
+                .and_then(|g| g.rebuild_reason(state.fresh.len()))
+            {
+                self.start_rebuild(slot, state, reason);
             }
             let took = started.elapsed();
             drop(guard);
             slot.ring();
             if slot.waiting.load(Ordering::Acquire) > 0 {
                 // Let the waiting writers and searches have the lock: at
-                // most half of the time goes to merging while others wait.
-                std::thread::sleep(took.clamp(Duration::from_micros(100), MERGE_SLICE));
+                // most a third of the time goes to merging while others
+                // wait.
+                std::thread::sleep(2 * took.clamp(Duration::from_micros(100), MERGE_SLICE));
             }
-            // Size the next slice to the time budget from this one's pace.
-            let per_point = took.as_secs_f64() / points.len().max(1) as f64;
-            batch = ((MERGE_SLICE.as_secs_f64() / per_point.max(1e-9)) as usize)
-                .clamp(1, MAX_MERGE_BATCH);
         }
     }
 
-    /// Starts a background rebuild unless one is running.
-    fn start_rebuild(&self, slot: &Arc<Slot>, state: &mut State) {
+    /// Starts a background rebuild unless one is running; `reason` goes to
+    /// the log.
+    fn start_rebuild(&self, slot: &Arc<Slot>, state: &mut State, reason: &'static str) {
         if state.rebuild_log.is_some() {
             return;
         }
@@ -640,7 +656,7 @@ impl Indexes {
         std::thread::Builder::new()
             .name(format!("rebuild-{}", slot.name))
             .spawn(move || {
-                registry.rebuild(&rebuilt);
+                registry.rebuild(&rebuilt, reason);
                 rebuilt.rebuilds_running.fetch_sub(1, Ordering::AcqRel);
             })
             .map(drop)
@@ -653,7 +669,7 @@ impl Indexes {
 
     /// Builds a fresh graph from the store outside the lock, then swaps it
     /// in with the fresh segment holding exactly the live points it lacks.
-    fn rebuild(&self, slot: &Arc<Slot>) {
+    fn rebuild(&self, slot: &Arc<Slot>, reason: &'static str) {
         let started = Instant::now();
         let built = self
             .inner
@@ -672,16 +688,23 @@ impl Indexes {
                     let fresh = carry_over(&state.fresh, &mut graph, &log);
                     tracing::info!(
                         collection = %slot.name,
+                        reason,
                         points = graph.live(),
                         fresh = fresh.len(),
                         replayed_changes = log.len(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "index rebuilt"
                     );
+                    // A bulk load that went on during the build may
+                    // call for another one at once.
+                    let again = graph.rebuild_reason(fresh.len());
                     state.fresh = fresh;
                     state.graph = Some(graph);
                     slot.fresh_changed(&state.fresh);
                     slot.graph_changes.fetch_add(1, Ordering::AcqRel);
+                    if let Some(reason) = again {
+                        self.start_rebuild(slot, state, reason);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(collection = %slot.name, error = %e, "index rebuild failed");
@@ -692,6 +715,41 @@ impl Indexes {
         slot.ring();
         super::heap::release_free_memory();
         snapshot(slot);
+    }
+}
+
+/// Moves the oldest fresh points into `graph` until the slice that began
+/// at `started` has used [`MERGE_SLICE`] (or [`MAX_MERGE_BATCH`] points),
+/// a step at a time, checking the clock after each. A slice thus
+/// overshoots by at most one step, however much inserts vary (a point
+/// starting a new region of the graph costs several times one in a dense
+/// region); HNSW inserts cost only their points ([`super::hnsw_insert`]),
+/// so one-point steps are not penalised.
+fn merge_slice(graph: &mut VectorIndex, fresh: &mut Fresh, started: Instant) -> Result<()> {
+    let (mut step, mut merged) = (1usize, 0usize);
+    loop {
+        let began = Instant::now();
+        let (points, ids) = fresh.oldest(step);
+        let Some(&last) = points.labels.last() else {
+            return Ok(());
+        };
+        graph.add(&points.labels, &points.data, &ids)?;
+        fresh.drop_through(last);
+        merged += points.len();
+        let spent = started.elapsed();
+        if spent >= MERGE_SLICE || merged >= MAX_MERGE_BATCH {
+            return Ok(());
+        }
+        // Graph inserts one at a time (their cost varies too much to
+        // plan several); cheap inserts (flat, IVF, a small graph) in steps
+        // filling half the time left, so the calls' overhead stays small.
+        let per_point = began.elapsed().as_secs_f64() / points.len() as f64;
+        step = if per_point < CHEAP_INSERT.as_secs_f64() {
+            (((MERGE_SLICE - spent).as_secs_f64() / per_point.max(1e-9) / 2.0) as usize)
+                .clamp(1, MAX_MERGE_BATCH - merged)
+        } else {
+            1
+        };
     }
 }
 

@@ -14,15 +14,19 @@
 //!   change sequence numbers the search indexes are derived from.
 //! - [`index`]: one collection's faiss index (tombstones for deletes,
 //!   training once there are enough points).
+//! - [`index_memory`]: what an index takes per point, and the limit that
+//!   refuses a collection too large for memory.
 //! - [`indexes`]: every collection's index, kept in step with the store
 //!   under a per-collection read/write lock (searches in parallel), merged
 //!   and rebuilt in the background, snapshotted.
 //! - [`fresh`], [`segments`]: points committed but not yet in the graph,
 //!   searched exactly alongside it, so writes never wait for the graph.
 //! - [`snapshot`]: crash-safe index snapshot files.
-//! - [`id_table`], [`live_filter`], [`faiss_threads`], [`heap`]: the
-//!   index's compact label → id table, faiss searches that skip tombstones,
-//!   OpenMP thread counts per call, and returning freed memory after loads.
+//! - [`id_table`], [`live_filter`], [`hnsw_insert`], [`faiss_threads`],
+//!   [`heap`]: the index's compact label → id table, faiss searches that
+//!   skip tombstones, small inserts into a large HNSW graph without faiss's
+//!   per-call setup, OpenMP thread counts per call, and returning freed
+//!   memory after loads.
 //! - [`search_job`]: the index part of a Search, run on the async worker
 //!   when it is predicted short, on the blocking pool otherwise.
 //! - [`search_cache`]: recent search results until the next write.
@@ -37,8 +41,10 @@ pub(crate) mod faiss_threads;
 pub(crate) mod filter;
 pub(crate) mod fresh;
 pub(crate) mod heap;
+pub(crate) mod hnsw_insert;
 pub(crate) mod id_table;
 pub(crate) mod index;
+pub(crate) mod index_memory;
 pub(crate) mod indexes;
 pub(crate) mod kv;
 pub(crate) mod live_filter;

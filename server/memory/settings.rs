@@ -13,6 +13,9 @@ pub const DEFAULT_FRESH_SEGMENT_MAX_POINTS: usize = 20_000;
 /// vectors, searched exactly).
 pub const MAX_FRESH_SEGMENT_POINTS: usize = 1_000_000;
 
+/// Smallest `max_index_bytes` accepted.
+pub const MIN_MAX_INDEX_BYTES: u64 = 1 << 20;
+
 /// `[memory]` as written in the file; absent keys take the defaults.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +24,7 @@ pub struct MemoryFile {
     #[serde(default, with = "humantime_serde")]
     snapshot_interval: Option<Duration>,
     fresh_segment_max_points: Option<usize>,
+    max_index_bytes: Option<u64>,
 }
 
 /// The memory engine's settings.
@@ -35,6 +39,10 @@ pub struct MemoryConfig {
     /// Points a collection may hold outside its graph (searched exactly)
     /// before writers wait for the background merge to catch up.
     pub fresh_segment_max_points: usize,
+    /// Largest in-memory index one collection may grow to (estimated from
+    /// its points, see [`super::index_memory`]): an Upsert past it is
+    /// refused. Default: half the memory the process may use.
+    pub max_index_bytes: u64,
 }
 
 impl Default for MemoryConfig {
@@ -43,6 +51,7 @@ impl Default for MemoryConfig {
             search_cache_bytes: 64 << 20,
             snapshot_interval: Duration::from_secs(60),
             fresh_segment_max_points: DEFAULT_FRESH_SEGMENT_MAX_POINTS,
+            max_index_bytes: super::index_memory::default_max_index_bytes(),
         }
     }
 }
@@ -59,6 +68,7 @@ impl MemoryConfig {
             fresh_segment_max_points: file
                 .fresh_segment_max_points
                 .unwrap_or(defaults.fresh_segment_max_points),
+            max_index_bytes: file.max_index_bytes.unwrap_or(defaults.max_index_bytes),
         };
         config.validate()?;
         Ok(config)
@@ -76,6 +86,12 @@ impl MemoryConfig {
             anyhow::bail!(
                 "memory fresh_segment_max_points must be 1 to {MAX_FRESH_SEGMENT_POINTS}, got {}",
                 self.fresh_segment_max_points
+            );
+        }
+        if self.max_index_bytes < MIN_MAX_INDEX_BYTES {
+            anyhow::bail!(
+                "memory max_index_bytes must be at least {MIN_MAX_INDEX_BYTES} (1 MiB), got {}",
+                self.max_index_bytes
             );
         }
         Ok(())

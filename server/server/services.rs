@@ -141,6 +141,7 @@ pub fn memory(
         embedder,
         indexes.clone(),
         cache,
+        config.memory.max_index_bytes,
     );
     let mut background = vec![
         kv.spawn_purger(KV_PURGE_INTERVAL),

@@ -33,7 +33,7 @@ async fn create_resolves_defaults_and_get_returns_them() {
     };
     assert_eq!(
         (hnsw.m, hnsw.ef_construction, hnsw.ef_search),
-        (32, 200, 64)
+        (16, 100, 100)
     );
     assert_eq!(
         created.quantization.unwrap().r#type,

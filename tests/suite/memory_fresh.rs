@@ -256,17 +256,27 @@ async fn a_kill_during_a_background_merge_loses_nothing() {
     let args = ["--disable", "embedding,query,agents", "--config", &config];
     let (server, channel) = Binary::start_with(&data, &args).await;
     let mut c = MemoryServiceClient::new(channel);
-    create(&mut c, "kill", hnsw()).await;
+    // The slower build settings, so the merge is still going at the kill.
+    let slow = index_spec::Kind::Hnsw(HnswIndex {
+        m: 32,
+        ef_construction: 200,
+        ef_search: 0,
+    });
+    create(&mut c, "kill", slow).await;
     let all = vectors(30 * BATCH, DIMS, 17);
-    c.upsert(UpsertRequest {
-        collection: "kill".into(),
-        points: points_from(0, &all[..BATCH]),
-    })
-    .await
-    .unwrap();
-    // Loaded and built, so the writes below go to the fresh segment.
+    for b in 0..20 {
+        c.upsert(UpsertRequest {
+            collection: "kill".into(),
+            points: points_from(b * BATCH, &all[b * BATCH..(b + 1) * BATCH]),
+        })
+        .await
+        .unwrap();
+    }
+    // Loaded and built, so the writes below go to the fresh segment, and
+    // fewer than the graph holds, so the merger takes them (more would
+    // call for a rebuild instead).
     settled(&mut c, "kill").await;
-    for b in 1..30 {
+    for b in 20..30 {
         c.upsert(UpsertRequest {
             collection: "kill".into(),
             points: points_from(b * BATCH, &all[b * BATCH..(b + 1) * BATCH]),
@@ -295,4 +305,51 @@ async fn a_kill_during_a_background_merge_loses_nothing() {
     let s = settled(&mut c, "kill").await;
     assert_eq!(s.indexed_points, all.len() as u64, "{s:?}");
     drop(server);
+}
+
+#[tokio::test]
+async fn a_bulk_load_into_a_small_graph_rebuilds_it_instead_of_merging() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // A small fresh segment: merging would hold the writers back at once.
+    let config = ConfigFile::new()
+        .raw("[memory]\nfresh_segment_max_points = 64")
+        .write(dir.path());
+    let config = config.to_str().unwrap().to_owned();
+    let args = ["--disable", "embedding,query,agents", "--config", &config];
+    let log_path = dir.path().join("agentd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (server, channel) = Binary::start_logging(&data, &args, log).await;
+    let mut c = MemoryServiceClient::new(channel);
+    create(&mut c, "bulk", hnsw()).await;
+    stats(&mut c, "bulk").await; // loaded: an empty graph
+    let all = vectors(6_000, DIMS, 23);
+    for b in 0..2 {
+        c.upsert(UpsertRequest {
+            collection: "bulk".into(),
+            points: points_from(b * 3_000, &all[b * 3_000..(b + 1) * 3_000]),
+        })
+        .await
+        .unwrap();
+    }
+    let s = settled(&mut c, "bulk").await;
+    assert_eq!(s.indexed_points, 6_000, "{s:?}");
+    for i in (0..all.len()).step_by(101) {
+        assert_eq!(
+            ids(c
+                .search(search("bulk", &all[i], 1))
+                .await
+                .unwrap()
+                .into_inner()),
+            [format!("p{i}")]
+        );
+    }
+    server.stop();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("index rebuilt") && l.contains("fresh points outnumber the graph")),
+        "no rebuild for the bulk load:\n{log}"
+    );
 }

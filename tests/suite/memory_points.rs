@@ -380,3 +380,61 @@ async fn points_survive_a_restart_and_go_with_their_collection() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_upsert_past_the_index_memory_limit_is_refused_and_writes_nothing() {
+    use crate::common::points::{points_from, vectors};
+    use tonic_types::StatusExt;
+
+    let (mut config, dir) = test_config();
+    config.memory.max_index_bytes = 1 << 20;
+    let server = TestServer::start_with(config, dir, |s| s).await;
+    let mut c = MemoryServiceClient::new(server.channel().await);
+    c.create_collection(CreateCollectionRequest {
+        name: "big".into(),
+        dimensions: 384,
+        metric: Metric::L2 as i32,
+        index: Some(IndexSpec {
+            kind: Some(index_spec::Kind::Flat(FlatIndex {})),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Unquantized 384-dimensional points take 1,594 bytes each in a Flat
+    // index with their ids: 657 fit in 1 MiB.
+    let all = vectors(700, 384, 5);
+    let upsert = |first: usize, last: usize| UpsertRequest {
+        collection: "big".into(),
+        points: points_from(first, &all[first..last]),
+    };
+    let count = || CountRequest {
+        collection: "big".into(),
+        filter: None,
+    };
+    c.upsert(upsert(0, 600)).await.unwrap();
+
+    let err = c.upsert(upsert(600, 700)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let info = err.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(info.reason, "MEMORY_LIMIT");
+    assert!(
+        err.message().contains("[memory] max_index_bytes")
+            && err.message().contains("657 points at most"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        c.count(count()).await.unwrap().into_inner().count,
+        600,
+        "nothing written"
+    );
+
+    // Replacing stored points does not grow the index; up to the limit fits.
+    c.upsert(upsert(0, 100)).await.unwrap();
+    c.upsert(upsert(600, 657)).await.unwrap();
+    assert_eq!(c.count(count()).await.unwrap().into_inner().count, 657);
+    let err = c.upsert(upsert(657, 658)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    server.stop().await.unwrap();
+}

@@ -45,6 +45,9 @@ pub struct Points {
     embedder: Option<Arc<dyn TextEmbedder>>,
     indexes: Indexes,
     cache: SearchCache,
+    /// `[memory] max_index_bytes`: the largest index a write may grow a
+    /// collection to.
+    max_index_bytes: u64,
 }
 
 /// A stored payload as a JSON object.
@@ -64,13 +67,15 @@ pub(super) fn passes(metric: Metric, threshold: Option<f32>, score: f32) -> bool
 
 impl Points {
     /// Points on `store`; `embedder` embeds text points (None when the
-    /// embedding service is disabled).
+    /// embedding service is disabled); writes that would grow an index past
+    /// `max_index_bytes` are refused.
     pub fn new(
         store: Arc<dyn PointStore>,
         collections: Collections,
         embedder: Option<Arc<dyn TextEmbedder>>,
         indexes: Indexes,
         cache: SearchCache,
+        max_index_bytes: u64,
     ) -> Self {
         Self {
             store,
@@ -78,6 +83,7 @@ impl Points {
             embedder,
             indexes,
             cache,
+            max_index_bytes,
         }
     }
 

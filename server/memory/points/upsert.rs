@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::super::collections::Metric;
+use super::super::collections::{CollectionDef, Metric};
+use super::super::index_memory::check_room;
 use super::super::indexes::{Change, Written};
 use super::super::segments::Segments;
 use super::types::{PointData, PointInput, UpsertOutcome, UpsertStatus, Upserted};
@@ -124,11 +125,13 @@ impl Points {
         }
         let name = def.name.clone();
         let dedup = def.dedup_threshold;
+        let (limit, def) = (self.max_index_bytes, def.clone());
         self.with_slot(&collection, move |indexes, slot| {
             indexes.write(slot, dedup.is_some(), move |s, index| {
-                // Under the collection's lock: no write can slip between the
-                // duplicate check and the commit.
+                // In the collection's writer turn: no other write can slip
+                // between the duplicate check (or the count) and the commit.
                 let ids: Vec<String> = stored.iter().map(|p| p.id.clone()).collect();
+                check_memory(s, &def, &ids, limit)?;
                 let (rows, placed) = match (dedup, index) {
                     (Some(threshold), Some(index)) => {
                         merge_duplicates(s, &name, index, threshold, stored)?
@@ -159,6 +162,19 @@ impl Points {
         })
         .await
     }
+}
+
+/// Refuses the write when the collection's index would pass `limit` bytes
+/// with `ids` in it. Replaced points do not grow it, so when all-new would
+/// pass, the ids already stored are counted before refusing.
+fn check_memory(s: &dyn PointStore, def: &CollectionDef, ids: &[String], limit: u64) -> Result<()> {
+    let count = s.count_points(&def.name)?;
+    let all_new = count + ids.len() as u64;
+    if check_room(def, all_new, limit).is_ok() {
+        return Ok(());
+    }
+    let existing = s.get_points(&def.name, ids)?.len() as u64;
+    check_room(def, all_new - existing, limit)
 }
 
 /// An embedding error about `inputs[j]` (the j-th text) as one about the
