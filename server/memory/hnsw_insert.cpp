@@ -33,23 +33,31 @@ struct Locks {
     std::vector<omp_lock_t> locks;
     faiss::VisitedTable visited{0};
 
+    // Room for n nodes. An initialised OpenMP lock may not be moved, so a
+    // larger set is made and initialised whole (the old one destroyed, all
+    // unlocked: one thread uses them); doubling keeps that rare.
     void grow(size_t n) {
-        size_t old = locks.size();
-        if (n <= old) {
+        if (n <= locks.size()) {
             return;
         }
-        locks.resize(n);
-        for (size_t i = old; i < n; i++) {
-            omp_init_lock(&locks[i]);
+        std::vector<omp_lock_t> bigger(std::max(n, 2 * locks.size()));
+        for (auto& lock : bigger) {
+            omp_init_lock(&lock);
         }
+        destroy();
+        locks.swap(bigger);
         // New slots read 0, never the current mark (at least 1).
-        visited.visited.resize(n, 0);
+        visited.visited.resize(locks.size(), 0);
     }
 
-    ~Locks() {
+    void destroy() {
         for (auto& lock : locks) {
             omp_destroy_lock(&lock);
         }
+    }
+
+    ~Locks() {
+        destroy();
     }
 };
 

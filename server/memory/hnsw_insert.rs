@@ -9,7 +9,7 @@
 //! ten times worse at 1M. The C++ shim `hnsw_insert.cpp` (compiled by
 //! build.rs against faiss-sys's headers) runs faiss's own per-point insert
 //! on the calling thread with the locks and the visited table kept from one
-//! call to the next ([`HnswLocks`], 5 bytes a node), so a call costs what
+//! call to the next ([`HnswLocks`], 5–10 bytes a node), so a call costs what
 //! its points cost and the merger can insert one point at a time. Large batches (builds) still go through
 //! faiss's add, which spreads them over every core.
 //!
