@@ -123,19 +123,12 @@ fn exact(data: &[f32], queries: &[f32]) -> Vec<Vec<i64>> {
 
 async fn upload(c: &mut MemoryServiceClient<Channel>, name: &str, data: &[f32]) -> f64 {
     let n = data.len() / DIMS;
-    let messages: Vec<UpsertStreamRequest> = (0..n)
-        .step_by(BATCH)
-        .map(|first| UpsertStreamRequest {
+    let messages: Vec<UpsertStreamRequest> = data
+        .chunks(BATCH * DIMS)
+        .enumerate()
+        .map(|(b, chunk)| UpsertStreamRequest {
             collection: name.into(),
-            points: (first..(first + BATCH).min(n))
-                .map(|i| PointInput {
-                    id: i.to_string(),
-                    data: Some(point_input::Data::Vector(Vector {
-                        values: data[i * DIMS..(i + 1) * DIMS].to_vec(),
-                    })),
-                    payload: None,
-                })
-                .collect(),
+            points: vector_points(chunk, "", b * BATCH),
         })
         .collect();
     let started = Instant::now();
@@ -168,6 +161,67 @@ async fn create(c: &mut MemoryServiceClient<Channel>, name: &str, m: u32, q: Qua
     })
     .await
     .unwrap();
+}
+
+/// Points `{prefix}{first}`, `{prefix}{first + 1}`, … for the vectors
+/// in `data` (back to back), without payloads.
+fn vector_points(data: &[f32], prefix: &str, first: usize) -> Vec<PointInput> {
+    data.chunks(DIMS)
+        .enumerate()
+        .map(|(i, v)| PointInput {
+            id: format!("{prefix}{}", first + i),
+            data: Some(point_input::Data::Vector(Vector { values: v.to_vec() })),
+            payload: None,
+        })
+        .collect()
+}
+
+/// A k-nearest search of `collection` for `q` (the collection's efSearch
+/// unless `ef_search`).
+fn vector_search(collection: &str, q: &[f32], ef_search: Option<u32>) -> SearchRequest {
+    SearchRequest {
+        collection: collection.into(),
+        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
+        k: K as u32,
+        ef_search,
+        ..Default::default()
+    }
+}
+
+/// Every query once, one at a time: each one's latency (sorted) and result
+/// ids (in query order).
+async fn one_by_one(
+    c: &mut MemoryServiceClient<Channel>,
+    collection: &str,
+    queries: &[f32],
+) -> (Vec<Duration>, Vec<Vec<i64>>) {
+    let (mut times, mut got) = (Vec::new(), Vec::new());
+    for q in queries.chunks(DIMS) {
+        let t = Instant::now();
+        let r = c
+            .search(vector_search(collection, q, None))
+            .await
+            .unwrap()
+            .into_inner();
+        times.push(t.elapsed());
+        got.push(result_ids(&r));
+    }
+    times.sort();
+    (times, got)
+}
+
+/// `n` clients, each on its own connection to `addr`.
+async fn clients(addr: std::net::SocketAddr, n: usize) -> Vec<MemoryServiceClient<Channel>> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients.push(MemoryServiceClient::new(channel));
+    }
+    clients
 }
 
 /// The ids of a search's results (the bench's ids are point numbers).
@@ -281,13 +335,7 @@ async fn search_run(kind: &str, run: &Run) {
     settled(&mut c, "bench").await;
     let build = started.elapsed().as_secs_f64();
 
-    let request = |q: &[f32]| SearchRequest {
-        collection: "bench".into(),
-        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
-        k: K as u32,
-        ef_search: Some(ef),
-        ..Default::default()
-    };
+    let request = |q: &[f32]| vector_search("bench", q, Some(ef));
     // Store labels start at 1 for point "0"; the raw index's at 0.
     let truth_labels: Vec<Vec<i64>> = truth
         .iter()
@@ -308,15 +356,7 @@ async fn search_run(kind: &str, run: &Run) {
     let mut inserts = c.clone();
     let started = Instant::now();
     for (b, chunk) in extra.chunks(BATCH * DIMS).enumerate() {
-        let points = chunk
-            .chunks(DIMS)
-            .enumerate()
-            .map(|(i, v)| PointInput {
-                id: format!("x{}", b * BATCH + i),
-                data: Some(point_input::Data::Vector(Vector { values: v.to_vec() })),
-                payload: None,
-            })
-            .collect();
+        let points = vector_points(chunk, "x", b * BATCH);
         inserts
             .upsert(UpsertRequest {
                 collection: "bench".into(),

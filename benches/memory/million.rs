@@ -18,7 +18,9 @@ use agentd::pb::v1::*;
 use faiss::{Index, MetricType, index_factory};
 
 use super::binary::Binary;
-use super::{DIMS, K, Run, dataset, percentile, recall, result_ids, settled, stats, upload};
+use super::{
+    DIMS, K, Run, dataset, one_by_one, percentile, recall, settled, stats, upload, vector_search,
+};
 
 /// server/memory/index_memory.rs's estimate for 384 dimensions, SQ8, M 16:
 /// the code (384), links (8·16 + ⌈64/15⌉ + 12), the id map's label (8) and
@@ -71,28 +73,16 @@ pub async fn million_run(run: &Run) {
     let s = stats(&mut c, "million").await;
     assert_eq!(s.points_count, n as u64);
 
-    let request = |q: &[f32]| SearchRequest {
-        collection: "million".into(),
-        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
-        k: K as u32,
-        ..Default::default()
-    };
-    let mut times = Vec::new();
-    let mut got = Vec::new();
-    for q in queries.chunks(DIMS) {
-        let t = Instant::now();
-        let r = c.search(request(q)).await.unwrap().into_inner();
-        times.push(t.elapsed());
-        got.push(result_ids(&r));
-    }
-    times.sort();
+    let (times, got) = one_by_one(&mut c, "million", &queries).await;
     server.stop();
 
     // Restart: the snapshot written after the build (and at shutdown).
     let restarted = Instant::now();
     let (server, channel) = Binary::start(&data_dir).await;
     let mut c = MemoryServiceClient::new(channel);
-    c.search(request(&queries[..DIMS])).await.unwrap();
+    c.search(vector_search("million", &queries[..DIMS], None))
+        .await
+        .unwrap();
     let restart = restarted.elapsed().as_secs_f64();
     let s_after = stats(&mut c, "million").await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -20,7 +20,10 @@ use agentd::pb::v1::*;
 use tonic::transport::Channel;
 
 use super::binary::{Binary, ConfigFile};
-use super::{DIMS, K, Run, create_default, dataset, percentile, settled, stats, upload};
+use super::{
+    DIMS, K, Run, create_default, dataset, percentile, settled, stats, upload, vector_points,
+    vector_search,
+};
 
 /// Concurrent clients in the parallel phases.
 const CLIENTS: usize = 16;
@@ -67,7 +70,7 @@ pub async fn parallel_run(run: &Run) {
     settled(&mut c, "bench").await;
     // Warm the connection and the index's pages.
     for q in queries.chunks(DIMS).take(200) {
-        c.search(request(q)).await.unwrap();
+        c.search(vector_search("bench", q, None)).await.unwrap();
     }
 
     let phase = |clients, rate| timed(&server, &channel, &queries, run.phase, clients, rate);
@@ -137,15 +140,6 @@ pub async fn parallel_run(run: &Run) {
     }
 }
 
-fn request(q: &[f32]) -> SearchRequest {
-    SearchRequest {
-        collection: "bench".into(),
-        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
-        k: K as u32,
-        ..Default::default()
-    }
-}
-
 /// Own CPU time (this process: clients and writer), user and system.
 fn own_cpu() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -165,19 +159,11 @@ async fn timed(
     clients: usize,
     write_rate: Option<usize>,
 ) -> Phase {
-    let mut connections = Vec::new();
-    for _ in 0..clients {
-        let ch = if clients == 1 {
-            channel.clone()
-        } else {
-            tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap()
-        };
-        connections.push(MemoryServiceClient::new(ch));
-    }
+    let connections = if clients == 1 {
+        vec![MemoryServiceClient::new(channel.clone())]
+    } else {
+        super::clients(server.addr, clients).await
+    };
     let done = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let most_fresh = Arc::new(AtomicU64::new(0));
@@ -195,17 +181,13 @@ async fn timed(
             while !done.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let first = (batch % 50) * WRITE_BATCH;
-                let points = (0..WRITE_BATCH)
-                    .map(|i| PointInput {
-                        // New ids each batch and phase: the collection
-                        // grows, as an agent's memory does.
-                        id: format!("w{clients}-{rate}-{}", batch * WRITE_BATCH + i),
-                        data: Some(point_input::Data::Vector(Vector {
-                            values: extra[(first + i) * DIMS..(first + i + 1) * DIMS].to_vec(),
-                        })),
-                        payload: None,
-                    })
-                    .collect();
+                // New ids each batch and phase: the collection grows, as
+                // an agent's memory does.
+                let points = vector_points(
+                    &extra[first * DIMS..(first + WRITE_BATCH) * DIMS],
+                    &format!("w{clients}-{rate}-"),
+                    batch * WRITE_BATCH,
+                );
                 c.upsert(UpsertRequest {
                     collection: "bench".into(),
                     points,
@@ -234,7 +216,11 @@ async fn timed(
                 while started.elapsed() < phase {
                     let q = &queries[(at % n) * DIMS..(at % n + 1) * DIMS];
                     let t = Instant::now();
-                    let r = c.search(request(q)).await.unwrap().into_inner();
+                    let r = c
+                        .search(vector_search("bench", q, None))
+                        .await
+                        .unwrap()
+                        .into_inner();
                     let took = t.elapsed();
                     let timing = r.timing.unwrap_or_default();
                     let ms = |d: Option<prost_types::Duration>| {

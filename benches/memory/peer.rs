@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 use agentd::pb::v1::*;
 use faiss::{Index, MetricType, index_factory};
-use tonic::transport::Channel;
 
 use super::binary::{Binary, ConfigFile};
-use super::{BATCH, DIMS, K, Run, dataset, percentile, recall, result_ids, settled, stats};
+use super::{
+    BATCH, DIMS, K, Run, clients, dataset, one_by_one, percentile, recall, settled, stats,
+    vector_points, vector_search,
+};
 
 pub async fn peer_run(run: &Run) {
     let data = dataset("clustered", run.n, 1);
@@ -70,38 +72,23 @@ pub async fn peer_run(run: &Run) {
 
     let started = Instant::now();
     for (b, chunk) in data.chunks(BATCH * DIMS).enumerate() {
-        let points = chunk
-            .chunks(DIMS)
-            .enumerate()
-            .map(|(i, v)| PointInput {
-                id: (b * BATCH + i).to_string(),
-                data: Some(point_input::Data::Vector(Vector { values: v.to_vec() })),
-                payload: None,
-            })
-            .collect();
         c.upsert(UpsertRequest {
             collection: "peer".into(),
-            points,
+            points: vector_points(chunk, "", b * BATCH),
         })
         .await
         .unwrap();
     }
     let ingest = started.elapsed().as_secs_f64();
-    c.search(request(&queries[..DIMS])).await.unwrap();
+    c.search(vector_search("peer", &queries[..DIMS], None))
+        .await
+        .unwrap();
     let first_answer = started.elapsed().as_secs_f64();
     settled(&mut c, "peer").await;
     let built = started.elapsed().as_secs_f64();
 
-    let mut times = Vec::new();
-    let mut got = Vec::new();
-    for q in queries.chunks(DIMS) {
-        let t = Instant::now();
-        let r = c.search(request(q)).await.unwrap().into_inner();
-        times.push(t.elapsed());
-        got.push(result_ids(&r));
-    }
+    let (times, got) = one_by_one(&mut c, "peer", &queries).await;
     let qps_1 = times.len() as f64 / times.iter().sum::<Duration>().as_secs_f64();
-    times.sort();
     let (qps_16, mut times_16) = concurrent(server.addr, &queries).await;
     times_16.sort();
     let s = stats(&mut c, "peer").await;
@@ -128,27 +115,10 @@ pub async fn peer_run(run: &Run) {
     println!("\n### agentd's side of the Chroma comparison\n\n{json:#}");
 }
 
-fn request(q: &[f32]) -> SearchRequest {
-    SearchRequest {
-        collection: "peer".into(),
-        query: Some(search_request::Query::Vector(Vector { values: q.to_vec() })),
-        k: K as u32,
-        ..Default::default()
-    }
-}
-
 /// Every query once, split over 16 clients with their own connections:
 /// searches per second and every search's latency.
 async fn concurrent(addr: std::net::SocketAddr, queries: &[f32]) -> (f64, Vec<Duration>) {
-    let mut clients: Vec<MemoryServiceClient<Channel>> = Vec::new();
-    for _ in 0..16 {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        clients.push(MemoryServiceClient::new(ch));
-    }
+    let clients = clients(addr, 16).await;
     let per = (queries.len() / DIMS).div_ceil(16);
     let started = Instant::now();
     let times: Vec<Duration> =
@@ -157,7 +127,7 @@ async fn concurrent(addr: std::net::SocketAddr, queries: &[f32]) -> (f64, Vec<Du
                 let mut times = Vec::new();
                 for q in mine.chunks(DIMS) {
                     let t = Instant::now();
-                    c.search(request(q)).await.unwrap();
+                    c.search(vector_search("peer", q, None)).await.unwrap();
                     times.push(t.elapsed());
                 }
                 times

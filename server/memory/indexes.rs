@@ -352,15 +352,15 @@ impl Indexes {
         let mut state = slot.write();
         slot.generation.fetch_add(1, Ordering::AcqRel);
         let state = &mut *state;
-        // Not loaded: the load reads this write from the store. Loaded
-        // since the commit: the load read it already.
-        if state.graph.is_none() || written.seq <= state.applied_seq {
+        // Loaded since the commit: the load read this write already.
+        if written.seq <= state.applied_seq {
             return Ok(written.value);
         }
         state.applied_seq = written.seq;
         if let Some(log) = &mut state.rebuild_log {
             log.push(written.change.clone());
         }
+        // Not loaded: the load reads this write from the store.
         let Some(graph) = &mut state.graph else {
             return Ok(written.value);
         };
