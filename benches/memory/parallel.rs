@@ -33,15 +33,21 @@ const WRITE_RATES: [usize; 2] = [1_000, 5_000];
 /// Points per Upsert of the writer.
 const WRITE_BATCH: usize = 100;
 
+/// One search as the client timed it, then as the server did (queue,
+/// compute, total).
+type Sample = [Duration; 4];
+
 /// What one phase measured.
 struct Phase {
     qps: f64,
     p50_ms: f64,
     p99_ms: f64,
     /// The server's own account (SearchResponse.timing), p99 in ms: time
-    /// waiting for a thread and the collection's lock, and computing.
+    /// waiting for a thread and the collection's lock, computing, and from
+    /// receiving the request to sending the answer.
     queue_p99_ms: f64,
     compute_p99_ms: f64,
+    total_p99_ms: f64,
     /// Cores used by this process (clients, writer) and by the server.
     client_cores: f64,
     server_cores: f64,
@@ -102,18 +108,19 @@ pub async fn parallel_run(run: &Run) {
         run.phase.as_secs_f64()
     );
     println!(
-        "| phase | searches/s | p50 (ms) | p99 (ms) | server's p99: queue / compute (ms) | \
+        "| phase | searches/s | p50 (ms) | p99 (ms) | server's p99: queue / compute / total (ms) | \
          cores: clients + writer / server | writer (points/s acknowledged) | most fresh points seen |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (label, p) in &rows {
         println!(
-            "| {label} | {:.0} | {:.3} | {:.3} | {:.3} / {:.3} | {:.2} / {:.2} | {} | {} |",
+            "| {label} | {:.0} | {:.3} | {:.3} | {:.3} / {:.3} / {:.3} | {:.2} / {:.2} | {} | {} |",
             p.qps,
             p.p50_ms,
             p.p99_ms,
             p.queue_p99_ms,
             p.compute_p99_ms,
+            p.total_p99_ms,
             p.client_cores,
             p.server_cores,
             if p.written_rate > 0.0 {
@@ -167,9 +174,15 @@ async fn timed(
     let done = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let most_fresh = Arc::new(AtomicU64::new(0));
-    let writing = write_rate.map(|rate| {
+    // The writer is another agent, on its own connection (on the
+    // searching client's, the searches' frames could queue behind its
+    // 150 KB Upserts, which would measure the connection, not the index).
+    let writer = match write_rate {
+        Some(_) => super::clients(server.addr, 1).await.pop(),
+        None => None,
+    };
+    let writing = write_rate.zip(writer).map(|(rate, mut c)| {
         let (done, written, most_fresh) = (done.clone(), written.clone(), most_fresh.clone());
-        let mut c = MemoryServiceClient::new(channel.clone());
         tokio::spawn(async move {
             let extra = dataset("clustered", WRITE_BATCH * 50, 9);
             let mut tick =
@@ -206,7 +219,7 @@ async fn timed(
     let (client_before, server_before) = (own_cpu(), server.cpu_time());
     let started = Instant::now();
     let n = queries.len() / DIMS;
-    let times: Vec<Vec<(Duration, Duration, Duration)>> =
+    let times: Vec<Vec<Sample>> =
         futures::future::join_all(connections.into_iter().enumerate().map(|(i, mut c)| {
             // Each client starts at its own place in the query set.
             let start = i * n / clients;
@@ -227,7 +240,7 @@ async fn timed(
                         d.and_then(|d| Duration::try_from(d).ok())
                             .unwrap_or_default()
                     };
-                    times.push((took, ms(timing.queue), ms(timing.compute)));
+                    times.push([took, ms(timing.queue), ms(timing.compute), ms(timing.total)]);
                     at += 1;
                 }
                 times
@@ -240,19 +253,20 @@ async fn timed(
     if let Some(w) = writing {
         w.await.unwrap();
     }
-    let times: Vec<(Duration, Duration, Duration)> = times.into_iter().flatten().collect();
-    let sorted = |pick: fn(&(Duration, Duration, Duration)) -> Duration| {
-        let mut v: Vec<Duration> = times.iter().map(pick).collect();
+    let times: Vec<Sample> = times.into_iter().flatten().collect();
+    let sorted = |at: usize| {
+        let mut v: Vec<Duration> = times.iter().map(|t| t[at]).collect();
         v.sort();
         v
     };
-    let (total, queue, compute) = (sorted(|t| t.0), sorted(|t| t.1), sorted(|t| t.2));
+    let (total, queue, compute, server) = (sorted(0), sorted(1), sorted(2), sorted(3));
     Phase {
         qps: times.len() as f64 / elapsed,
         p50_ms: percentile(&total, 0.5),
         p99_ms: percentile(&total, 0.99),
         queue_p99_ms: percentile(&queue, 0.99),
         compute_p99_ms: percentile(&compute, 0.99),
+        total_p99_ms: percentile(&server, 0.99),
         client_cores: client_cpu.as_secs_f64() / elapsed,
         server_cores: server_cpu.as_secs_f64() / elapsed,
         written_rate: written.load(Ordering::Relaxed) as f64 / elapsed,

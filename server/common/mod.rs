@@ -15,10 +15,12 @@
 //!   every paged list.
 //! - [`stats`]: counter arithmetic (hit rates).
 //! - [`timing`]: where the time of one request went.
+//! - [`priority`]: background threads giving way to requests.
 
 pub mod blocking;
 pub mod clock;
 pub mod page;
+pub mod priority;
 pub mod stats;
 pub mod sync;
 pub mod timing;

@@ -93,7 +93,6 @@ impl Fresh {
     }
 
     /// Whether `label` is here.
-    #[cfg(test)]
     pub fn contains(&self, label: i64) -> bool {
         self.at.contains_key(&label)
     }
