@@ -189,17 +189,22 @@ fn vector_search(collection: &str, q: &[f32], ef_search: Option<u32>) -> SearchR
 }
 
 /// Every query once, one at a time: each one's latency (sorted) and result
-/// ids (in query order).
+/// ids (in query order). `rescore` as SearchRequest's (None: the server's
+/// default).
 async fn one_by_one(
     c: &mut MemoryServiceClient<Channel>,
     collection: &str,
     queries: &[f32],
+    rescore: Option<bool>,
 ) -> (Vec<Duration>, Vec<Vec<i64>>) {
     let (mut times, mut got) = (Vec::new(), Vec::new());
     for q in queries.chunks(DIMS) {
         let t = Instant::now();
         let r = c
-            .search(vector_search(collection, q, None))
+            .search(SearchRequest {
+                rescore,
+                ..vector_search(collection, q, None)
+            })
             .await
             .unwrap()
             .into_inner();

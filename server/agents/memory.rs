@@ -72,6 +72,8 @@ impl AgentMemory {
                 score_threshold: None,
                 with_payload: true,
                 with_vector: false,
+                rescore: None,
+                oversampling: None,
             })
             .await?;
         Ok(found

@@ -174,13 +174,10 @@ impl Fresh {
         if k == 0 || self.is_empty() {
             return Vec::new();
         }
-        let score = match self.metric {
-            Metric::Cosine | Metric::Dot => dot,
-            Metric::L2 => squared_distance,
-        };
+        let metric = self.metric;
         let mut scored: Vec<(i64, f32)> = (self.start..self.labels.len())
             .filter(|p| self.alive[*p])
-            .map(|p| (self.labels[p], score(query, self.vector(p))))
+            .map(|p| (self.labels[p], exact_score(metric, query, self.vector(p))))
             .collect();
         let order = |a: &(i64, f32), b: &(i64, f32)| better_first(self.metric, a.1, b.1);
         if scored.len() > k {
@@ -189,6 +186,16 @@ impl Fresh {
         }
         scored.sort_by(order);
         scored
+    }
+}
+
+/// The score faiss gives under `metric`, computed exactly from full
+/// vectors: the inner product for cosine (of normalised vectors) and dot,
+/// the squared distance for L2.
+pub fn exact_score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    match metric {
+        Metric::Cosine | Metric::Dot => dot(a, b),
+        Metric::L2 => squared_distance(a, b),
     }
 }
 

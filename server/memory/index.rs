@@ -199,6 +199,12 @@ impl VectorIndex {
             .map_err(|e| faiss_error("adding points", e))
     }
 
+    /// Whether its scores come from quantized codes (SQ, PQ), not from the
+    /// vectors themselves (an untrained stand-in holds the vectors).
+    pub fn is_quantized(&self) -> bool {
+        !self.untrained && self.def.quantization != Quantization::None
+    }
+
     /// Whether this is a built HNSW graph (not its untrained stand-in).
     fn is_graph(&self) -> bool {
         matches!(self.def.index, IndexSpec::Hnsw { .. }) && !self.untrained

@@ -34,6 +34,9 @@ pub struct SearchKey {
     pub nprobe: Option<u32>,
     /// Score threshold bits.
     pub threshold: Option<u32>,
+    /// Candidates ranked per result by their full vectors (None: no
+    /// rescoring).
+    pub rescore: Option<usize>,
     /// Payloads asked for.
     pub with_payload: bool,
     /// Vectors asked for.

@@ -91,6 +91,9 @@ pub struct IndexSearch {
     pub nprobe: Option<u32>,
     /// Drop results scoring worse than this.
     pub score_threshold: Option<f32>,
+    /// Rank this many candidates per result by their stored vectors when
+    /// the index's scores are quantized (see [`Segments::search_rescored`]).
+    pub rescore: Option<usize>,
     /// The collection's metric.
     pub metric: Metric,
     /// What the caller wants of each point besides its id.
@@ -130,7 +133,8 @@ impl IndexSearch {
             .last_search
             .predict(effort)
             .is_some_and(|predicted| predicted < INLINE_BUDGET);
-        if short && !self.needs_rows() {
+        // Store reads run on the blocking pool, never on an async worker.
+        if short && !self.needs_rows() && self.rescore.is_none() {
             let started = Instant::now();
             if let Some(found) = indexes.try_read_now(&slot, |index, s| self.against(index, s)) {
                 slot.last_search.record(effort, started.elapsed());
@@ -168,7 +172,18 @@ impl IndexSearch {
             k
         };
         loop {
-            let found = index.search(&self.query, fetch, self.ef_search, self.nprobe)?;
+            let found = match self.rescore {
+                Some(oversampling) => index.search_rescored(
+                    &self.query,
+                    fetch,
+                    self.ef_search,
+                    self.nprobe,
+                    oversampling,
+                    s,
+                    &self.collection,
+                )?,
+                None => index.search(&self.query, fetch, self.ef_search, self.nprobe)?,
+            };
             if !self.needs_rows() {
                 let hits: Vec<Hit> = found
                     .into_iter()

@@ -79,6 +79,8 @@ impl ServerTool for MemorySearch {
                     score_threshold: None,
                     with_payload: true,
                     with_vector: false,
+                    rescore: None,
+                    oversampling: None,
                 })
                 .await
                 .map_err(|e| e.to_string())?;

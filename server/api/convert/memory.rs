@@ -449,6 +449,8 @@ impl TryFrom<pb::SearchRequest> for SearchParams {
             with_payload,
             with_vector,
             score_threshold,
+            rescore,
+            oversampling,
         } = r;
         Ok(SearchParams {
             collection,
@@ -465,6 +467,8 @@ impl TryFrom<pb::SearchRequest> for SearchParams {
             score_threshold,
             with_payload,
             with_vector,
+            rescore,
+            oversampling,
         })
     }
 }

@@ -5,12 +5,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::super::collections::Metric;
+use super::super::collections::{CollectionDef, Metric, Quantization};
 use super::super::search_cache::{QueryKey, SearchKey};
 use super::super::search_job::IndexSearch;
 use super::Points;
 use super::types::{Include, Query, SearchParams, SearchResult};
-use super::validate::{MAX_BATCH_SEARCHES, check_search};
+use super::validate::{DEFAULT_OVERSAMPLING, MAX_BATCH_SEARCHES, check_search};
 use crate::common::timing::Timing;
 use crate::common::vector::l2_normalize;
 use crate::error::{Error, Result};
@@ -33,6 +33,7 @@ impl Points {
         };
 
         let slot = self.indexes.slot(&collection);
+        let rescore = rescoring(def, &p);
         let key = SearchKey {
             collection: def.name.clone(),
             created_at: collection.created_at,
@@ -43,6 +44,7 @@ impl Points {
             ef_search: p.ef_search,
             nprobe: p.nprobe,
             threshold: p.score_threshold.map(f32::to_bits),
+            rescore,
             with_payload: p.with_payload,
             with_vector: p.with_vector,
         };
@@ -96,6 +98,7 @@ impl Points {
             ef_search: p.ef_search,
             nprobe: p.nprobe,
             score_threshold: p.score_threshold,
+            rescore,
             metric: def.metric,
             include: Include {
                 payload: p.with_payload,
@@ -169,4 +172,11 @@ impl Points {
         }
         Ok(results)
     }
+}
+
+/// Candidates ranked per result by their full vectors, for a search of a
+/// quantized collection that asks for rescoring; None otherwise.
+fn rescoring(def: &CollectionDef, p: &SearchParams) -> Option<usize> {
+    (def.quantization != Quantization::None && p.rescore == Some(true))
+        .then(|| p.oversampling.unwrap_or(DEFAULT_OVERSAMPLING) as usize)
 }

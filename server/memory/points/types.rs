@@ -137,6 +137,11 @@ pub struct SearchParams {
     pub with_payload: bool,
     /// Return vectors.
     pub with_vector: bool,
+    /// Quantized collections: rank the candidates by their stored vectors
+    /// (None: no).
+    pub rescore: Option<bool>,
+    /// Candidates ranked per result when rescoring (None: the default).
+    pub oversampling: Option<u32>,
 }
 
 /// One search result.

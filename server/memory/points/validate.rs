@@ -15,6 +15,10 @@ pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 pub const MAX_K: usize = 1000;
 /// Largest `ef_search` a search may ask for.
 pub const MAX_EF_SEARCH: u32 = 4096;
+/// Most candidates ranked per result when rescoring.
+pub const MAX_OVERSAMPLING: u32 = 16;
+/// Candidates ranked per result when a rescoring search names none.
+pub const DEFAULT_OVERSAMPLING: u32 = 4;
 /// Most searches in one SearchBatch.
 pub const MAX_BATCH_SEARCHES: usize = 256;
 
@@ -91,6 +95,14 @@ pub fn check_search(def: &CollectionDef, p: &SearchParams) -> Result<(), Error> 
                 ),
             );
         }
+    }
+    if let Some(o) = p.oversampling
+        && !(1..=MAX_OVERSAMPLING).contains(&o)
+    {
+        v.add(
+            "oversampling",
+            format!("must be 1 to {MAX_OVERSAMPLING}, got {o}"),
+        );
     }
     if let Some(filter) = &p.filter {
         filter.validate("filter", &mut v);
