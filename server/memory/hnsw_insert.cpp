@@ -6,7 +6,7 @@
 // of the cost) and then links it: its own neighbour lists, and a link back
 // from each neighbour, pruning a neighbour's list when it is full. Only the
 // second step changes the graph. `agentd_hnsw_plan` does the first on a
-// graph that only reads (beside searches), `agentd_hnsw_link` the second
+// graph it only reads (beside searches), `agentd_hnsw_link` the second
 // (alone with the graph). A plan is valid while the graph has not changed:
 // its caller is the graph's only writer, and the link checks that the
 // graph still has the size it was planned against.
@@ -22,7 +22,9 @@
 // point's, neighbours on each of its levels chosen by faiss's pruning rule
 // (HNSW::shrink_neighbor_list) from an efConstruction-wide search, the same
 // rule pruning a neighbour's full list. It runs on the calling thread
-// without OpenMP locks: the caller inserts one point at a time.
+// without OpenMP locks: the caller links one point at a time (the points
+// of a batch are planned against the same graph, so they do not see each
+// other, as in faiss's parallel add).
 
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>

@@ -8,18 +8,20 @@
 //! points/s beside one client raised its p99 6.6-fold). The C++ shim
 //! `hnsw_insert.cpp` (compiled by build.rs against faiss-sys's headers)
 //! splits them: [`Faiss::plan`] searches a graph it only reads, beside
-//! the searches and without the collection's lock, for a batch of points;
-//! [`Faiss::link`] applies a point's plan under the write lock, and
-//! refuses (changing nothing) when the graph has changed since. The link never reallocates either:
-//! the plan copies a full array into one twice as large, which the link
-//! swaps in, so growing a 1M-point graph's codes costs a search nothing.
+//! the searches and without the collection's lock, for one point or a
+//! batch; [`Faiss::link`] applies a point's plan under the write lock, and
+//! refuses (changing nothing) when the graph has changed since. The link
+//! never reallocates either: the plan copies a full array into one twice
+//! as large, which the link swaps in, so growing a 1M-point graph's codes
+//! costs a search nothing.
 //!
 //! The plan is sound without the lock because of who may change a graph:
-//! [`Faiss`] is shared (an `Arc`) between the collection's state and its
-//! merger, the merger is the only writer of a graph it can plan on (it
-//! links through [`Arc::get_mut`], which fails while a plan holds a clone),
-//! and a graph replaced meanwhile (a rebuild) stays alive in the merger's
-//! clone until its plan ends, then fails the link's identity check.
+//! [`Faiss`] is shared (an `Arc`) between the collection's state, its
+//! merger while it plans and a snapshot while it copies; the merger is the
+//! only writer of a graph it can plan on, and it links through
+//! [`Arc::get_mut`], which fails while anyone else holds a clone. A graph
+//! replaced meanwhile (a rebuild) stays alive in the merger's clone until
+//! its plan ends, then fails the link's identity check.
 //!
 //! Inserts of a few points into a graph held mutably (plan, then link, per
 //! point) also go through here: faiss's own add sets up one OpenMP lock per
@@ -142,9 +144,14 @@ impl Faiss {
             )));
         }
         // One point per plan: each sees the ones before it.
-        for (label, vector) in labels.iter().zip(data.chunks_exact(dims)) {
+        for (i, (label, vector)) in labels.iter().zip(data.chunks_exact(dims)).enumerate() {
             if !self.plan(std::slice::from_ref(label), vector)? {
-                return Ok(false);
+                if i == 0 {
+                    return Ok(false);
+                }
+                return Err(Error::Internal(
+                    "faiss shim: a graph it inserted into stopped being one it knows".into(),
+                ));
             }
             if !self.link(*label, vector)? {
                 return Err(Error::Internal(

@@ -210,12 +210,14 @@ impl VectorIndex {
         matches!(self.def.index, IndexSpec::Hnsw { .. }) && !self.untrained
     }
 
-    /// The faiss index, to change; fails while the merger plans on it,
-    /// which never overlaps a change (the merger drops its [`Planner`]
-    /// before it links).
+    /// The faiss index, to change; fails while it is shared (the merger
+    /// planning, a snapshot copying), which its changers rule out first
+    /// ([`Self::is_shared`]; the merger drops its [`Planner`] before it
+    /// links).
     fn faiss_mut(&mut self) -> Result<&mut Faiss> {
-        Arc::get_mut(&mut self.faiss)
-            .ok_or_else(|| Error::Internal("the index is being read by a planned insert".into()))
+        Arc::get_mut(&mut self.faiss).ok_or_else(|| {
+            Error::Internal("the index is shared (a plan or a snapshot copy reads it)".into())
+        })
     }
 
     /// A handle to plan inserts into this graph without holding the
