@@ -647,6 +647,7 @@ fn training_sample(points: &LabelledVectors, dims: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::fresh::{better_first, exact_score};
 
     fn def(index: IndexSpec, quantization: Quantization) -> CollectionDef {
         CollectionDef {
@@ -773,34 +774,7 @@ mod tests {
                 assert_eq!(index.id_of(*label), Some(format!("p{label}").as_str()));
             }
             // And the graph answers as well as an exact scan would.
-            let mut all = base.clone();
-            for (label, v) in more.labels.iter().zip(more.data.chunks(8)) {
-                all.push(*label, v);
-            }
-            let queries = random_points(100, 0, 3);
-            let (mut hits, mut wanted) = (0, 0);
-            for q in queries.data.chunks(8) {
-                let mut exact: Vec<(f32, i64)> = all
-                    .labels
-                    .iter()
-                    .zip(all.data.chunks(8))
-                    .map(|(l, v)| {
-                        let score = match metric {
-                            Metric::L2 => v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum(),
-                            _ => -v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(),
-                        };
-                        (score, *l)
-                    })
-                    .collect();
-                exact.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let found = index.search(q, 10, Some(128), None).unwrap();
-                wanted += 10;
-                hits += exact[..10]
-                    .iter()
-                    .filter(|(_, l)| found.iter().any(|f| f.0 == *l))
-                    .count();
-            }
-            let recall = hits as f64 / wanted as f64;
+            let recall = recall_at_10(&index, &joined(&base, &more), metric, 3);
             assert!(recall >= 0.95, "{metric:?}: recall@10 {recall}");
             // The faiss index agrees on its size with the id table.
             assert_eq!(index.faiss.index().ntotal(), 3_600);
@@ -869,18 +843,7 @@ mod tests {
                 assert_eq!(found[0].0, *label, "{quantization:?}: {label} not found");
                 assert_eq!(index.id_of(*label), Some(format!("p{label}").as_str()));
             }
-            let mut all = base.clone();
-            for (label, v) in more.labels.iter().zip(more.data.chunks(8)) {
-                all.push(*label, v);
-            }
-            let queries = random_points(100, 0, 7);
-            let mut hits = 0;
-            for q in queries.data.chunks(8) {
-                let exact = exact_live(&all, |_| true, q, 10);
-                let found = labels_of(index.search(q, 10, Some(128), None).unwrap());
-                hits += exact.iter().filter(|l| found.contains(l)).count();
-            }
-            let recall = hits as f64 / 1_000.0;
+            let recall = recall_at_10(&index, &joined(&base, &more), Metric::L2, 7);
             assert!(recall >= 0.9, "{quantization:?}: recall@10 {recall}");
 
             let (a, b) = (random_points(1, 20_001, 8), random_points(1, 20_002, 9));
@@ -986,6 +949,37 @@ mod tests {
             .collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
         scored.into_iter().take(k).map(|(_, l)| l).collect()
+    }
+
+    /// `a`'s points, then `b`'s.
+    fn joined(a: &LabelledVectors, b: &LabelledVectors) -> LabelledVectors {
+        let mut all = a.clone();
+        for (label, v) in b.labels.iter().zip(b.data.chunks(8)) {
+            all.push(*label, v);
+        }
+        all
+    }
+
+    /// recall@10 of `index` over 100 queries (from `seed`) against an exact
+    /// scan of `all` under `metric`.
+    fn recall_at_10(index: &VectorIndex, all: &LabelledVectors, metric: Metric, seed: u64) -> f64 {
+        let queries = random_points(100, 0, seed);
+        let mut hits = 0;
+        for q in queries.data.chunks(8) {
+            let mut exact: Vec<(f32, i64)> = all
+                .labels
+                .iter()
+                .zip(all.data.chunks(8))
+                .map(|(l, v)| (exact_score(metric, q, v), *l))
+                .collect();
+            exact.sort_by(|a, b| better_first(metric, a.0, b.0));
+            let found = labels_of(index.search(q, 10, Some(128), None).unwrap());
+            hits += exact[..10]
+                .iter()
+                .filter(|(_, l)| found.contains(l))
+                .count();
+        }
+        hits as f64 / 1_000.0
     }
 
     fn labels_of(found: Vec<(i64, f32)>) -> Vec<i64> {

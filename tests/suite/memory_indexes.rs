@@ -26,6 +26,15 @@ async fn create(
     create_collection(c, name, DIMS, kind, quantization).await;
 }
 
+/// HNSW M 16, efConstruction 100, efSearch 64.
+fn hnsw16() -> index_spec::Kind {
+    index_spec::Kind::Hnsw(HnswIndex {
+        m: 16,
+        ef_construction: 100,
+        ef_search: 64,
+    })
+}
+
 async fn upsert_all(c: &mut MemoryServiceClient<Channel>, name: &str, points: &[Vec<f32>]) {
     for (n, chunk) in points.chunks(1000).enumerate() {
         c.upsert(UpsertRequest {
@@ -57,11 +66,7 @@ async fn hnsw_and_hnsw_sq8_recall_against_exact_search() {
     let mut c = MemoryServiceClient::new(server.channel().await);
     let points = vectors(4000, DIMS, 11);
     let queries = vectors(60, DIMS, 12);
-    let hnsw = index_spec::Kind::Hnsw(HnswIndex {
-        m: 16,
-        ef_construction: 100,
-        ef_search: 64,
-    });
+    let hnsw = hnsw16();
     create(&mut c, "hnsw", hnsw, QuantizationType::None).await;
     create(&mut c, "sq8", hnsw, QuantizationType::Sq8).await;
     upsert_all(&mut c, "hnsw", &points).await;
@@ -136,11 +141,7 @@ async fn quantized_and_ivf_collections_are_exact_until_trained_then_approximate(
 async fn quantized_searches_asked_to_rescore_rank_candidates_by_their_stored_vectors() {
     let server = TestServer::start().await;
     let mut c = MemoryServiceClient::new(server.channel().await);
-    let hnsw = index_spec::Kind::Hnsw(HnswIndex {
-        m: 16,
-        ef_construction: 100,
-        ef_search: 64,
-    });
+    let hnsw = hnsw16();
     // SQ4: 16 levels a dimension, coarse enough that the codes misorder
     // near neighbours.
     create(&mut c, "sq4", hnsw, QuantizationType::Sq4).await;
@@ -186,6 +187,17 @@ async fn quantized_searches_asked_to_rescore_rank_candidates_by_their_stored_vec
     assert!(off_scores > 0, "SQ4 scores are not exact");
     assert!(rescored >= 0.95, "rescored recall@10 {rescored}");
     assert!(rescored > quantized, "rescored {rescored} vs {quantized}");
+    // One candidate a result: the index's own ten, ranked exactly.
+    for q in &queries[..5] {
+        let mut one = search("sq4", q, 10);
+        one.rescore = Some(true);
+        one.oversampling = Some(1);
+        let mut rescored = ids(c.search(one).await.unwrap().into_inner());
+        let mut plain = ids(c.search(search("sq4", q, 10)).await.unwrap().into_inner());
+        rescored.sort();
+        plain.sort();
+        assert_eq!(rescored, plain);
+    }
     // Oversampling is checked.
     for bad in [0, 17] {
         let mut wide = search("sq4", &queries[0], 10);
