@@ -16,6 +16,7 @@ use crate::agents::AgentsConfig;
 use crate::embed::{EmbeddingConfig, EmbeddingFile};
 use crate::memory::{MemoryConfig, MemoryFile};
 use crate::query::QueryConfig;
+use crate::security::AuditTarget;
 
 /// Default gRPC listen address: loopback only, so a fresh install is not
 /// reachable from the network until asked.
@@ -121,6 +122,30 @@ pub struct ServeArgs {
     /// the hash embedder]
     #[arg(long, env = "AGENTD_EMBEDDING_MODEL_DIR", value_name = "DIR")]
     pub embedding_model_dir: Option<PathBuf>,
+
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key. Both
+    /// files are re-read when they change or on SIGHUP.
+    #[arg(long, env = "AGENTD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "AGENTD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by these CAs (PEM): mutual TLS.
+    #[arg(long, env = "AGENTD_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Require an API key on every call but health checks, from this keys
+    /// file (TOML, or JSON by its .json extension; `agentd keys create`
+    /// writes it). Re-read when it changes or on SIGHUP.
+    #[arg(long, env = "AGENTD_API_KEYS_FILE", value_name = "FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Where audit lines go: "log" (log target `audit`), "off", or a file
+    /// appended to [default: "log" with --api-keys-file, else "off"]
+    #[arg(long, env = "AGENTD_AUDIT_LOG", value_name = "TARGET")]
+    pub audit_log: Option<String>,
 }
 
 /// The contents of `agentd.toml`. Unknown keys are an error so that a typo
@@ -145,6 +170,86 @@ struct FileConfig {
     query: QueryConfig,
     #[serde(default)]
     agents: AgentsConfig,
+    #[serde(default)]
+    tls: Option<TlsFile>,
+    api_keys_file: Option<PathBuf>,
+    audit_log: Option<String>,
+}
+
+/// `[tls]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+}
+
+/// TLS on the gRPC port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+    /// CA certificates (PEM) client certificates must chain to; `None`:
+    /// clients need none.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Who may call, and the record of what they did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// TLS, when served.
+    pub tls: Option<TlsConfig>,
+    /// The API keys file, when keys are required.
+    pub api_keys_file: Option<PathBuf>,
+    /// Where audit lines go.
+    pub audit: AuditTarget,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            tls: None,
+            api_keys_file: None,
+            audit: AuditTarget::Off,
+        }
+    }
+}
+
+impl SecurityConfig {
+    fn merge(args: &ServeArgs, file: &mut FileConfig) -> anyhow::Result<SecurityConfig> {
+        let tls_file = file.tls.take().unwrap_or_default();
+        let cert = args.tls_cert.clone().or(tls_file.cert);
+        let key = args.tls_key.clone().or(tls_file.key);
+        let client_ca = args.tls_client_ca.clone().or(tls_file.client_ca);
+        let tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None) if client_ca.is_some() => {
+                bail!("tls client_ca needs a server certificate: set tls cert and key too")
+            }
+            (None, None) => None,
+            (Some(_), None) => bail!("tls cert is set without tls key: set both"),
+            (None, Some(_)) => bail!("tls key is set without tls cert: set both"),
+        };
+        let api_keys_file = args.api_keys_file.clone().or(file.api_keys_file.take());
+        let audit = match args.audit_log.clone().or(file.audit_log.take()) {
+            Some(target) if target.is_empty() => bail!("audit_log must not be empty"),
+            Some(target) => target.parse().unwrap_or(AuditTarget::Off),
+            None if api_keys_file.is_some() => AuditTarget::Log,
+            None => AuditTarget::Off,
+        };
+        Ok(SecurityConfig {
+            tls,
+            api_keys_file,
+            audit,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +347,8 @@ pub struct Config {
     pub query: QueryConfig,
     /// The agents engine's worker leases.
     pub agents: AgentsConfig,
+    /// TLS, API keys, audit.
+    pub security: SecurityConfig,
 }
 
 impl Default for Config {
@@ -263,6 +370,7 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             query: QueryConfig::default(),
             agents: AgentsConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -287,8 +395,9 @@ impl Config {
         Config::merge(args, file)
     }
 
-    fn merge(args: &ServeArgs, file: FileConfig) -> anyhow::Result<Config> {
+    fn merge(args: &ServeArgs, mut file: FileConfig) -> anyhow::Result<Config> {
         let defaults = Config::default();
+        let security = SecurityConfig::merge(args, &mut file)?;
         let mut services = Services {
             embedding: file.services.embedding,
             memory: file.services.memory,
@@ -323,6 +432,7 @@ impl Config {
             memory: MemoryConfig::from_file(file.memory)?,
             query: file.query,
             agents: file.agents,
+            security,
         };
         config.validate()?;
         Ok(config)
@@ -450,6 +560,41 @@ mod tests {
             err.to_string().contains("dimensions must be 1 to 4096"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn security_settings_pair_up_and_audit_follows_the_keys() {
+        let args = ServeArgs::default();
+        let config = Config::from_toml(&args, "").unwrap();
+        assert_eq!(config.security, SecurityConfig::default());
+        let text = "api_keys_file = \"keys.toml\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"";
+        let config = Config::from_toml(&args, text).unwrap();
+        assert_eq!(
+            config.security.audit,
+            AuditTarget::Log,
+            "keys turn the audit log on"
+        );
+        assert_eq!(config.security.tls.unwrap().cert, PathBuf::from("c.pem"));
+        let args = ServeArgs {
+            audit_log: Some("/tmp/audit.jsonl".into()),
+            ..ServeArgs::default()
+        };
+        let config = Config::from_toml(&args, "").unwrap();
+        assert_eq!(
+            config.security.audit,
+            AuditTarget::File("/tmp/audit.jsonl".into())
+        );
+        for (text, expected) in [
+            ("[tls]\ncert = \"c.pem\"", "without tls key"),
+            ("[tls]\nkey = \"k.pem\"", "without tls cert"),
+            (
+                "[tls]\nclient_ca = \"ca.pem\"",
+                "needs a server certificate",
+            ),
+        ] {
+            let err = Config::from_toml(&ServeArgs::default(), text).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
     }
 
     #[test]

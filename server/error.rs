@@ -90,6 +90,23 @@ pub enum Error {
     #[error("overloaded: {0}")]
     Overloaded(String),
 
+    /// The call carried no API key, or one the server does not know.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+
+    /// The call's key may not do this (scope, namespace).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
+    /// The call's key is over one of its limits.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// Which limit, and its value.
+        message: String,
+        /// When to retry, if waiting is enough.
+        retry_after: Option<std::time::Duration>,
+    },
+
     /// A spending limit was reached.
     #[error("budget exceeded: {0}")]
     BudgetExceeded(String),

@@ -23,6 +23,8 @@
 //! - `tools`: the built-in tools a query's model can call (memory search,
 //!   key-value memory, embeddings), joining the query engine's tool trait
 //!   to the other engines.
+//! - [`security`]: API keys (scopes, namespace prefixes, limits) and the
+//!   audit log; `api::guard` applies them to every call.
 //! - `store`: durable storage behind narrow traits, the source of truth.
 //! - `common`: small neutral pieces every engine shares (clock, vector
 //!   maths, the lock policy, blocking-pool calls, paging, timing).
@@ -43,6 +45,7 @@ pub mod embed;
 pub mod error;
 pub mod memory;
 pub mod query;
+pub mod security;
 pub mod server;
 pub(crate) mod store;
 pub mod telemetry;

@@ -50,6 +50,14 @@ impl From<Error> for Status {
                 (Code::InvalidArgument, ErrorReason::MalformedMessage)
             }
             Error::Overloaded(_) => (Code::ResourceExhausted, ErrorReason::Overloaded),
+            Error::Unauthenticated(_) => (Code::Unauthenticated, ErrorReason::Unauthenticated),
+            Error::PermissionDenied(_) => (Code::PermissionDenied, ErrorReason::PermissionDenied),
+            Error::RateLimited { retry_after, .. } => {
+                if let Some(delay) = retry_after {
+                    details.set_retry_info(Some(delay));
+                }
+                (Code::ResourceExhausted, ErrorReason::RateLimited)
+            }
             Error::BudgetExceeded(_) => (Code::ResourceExhausted, ErrorReason::BudgetExceeded),
             Error::StorageFull(_) => (Code::ResourceExhausted, ErrorReason::StorageFull),
             Error::MemoryLimit(_) => (Code::ResourceExhausted, ErrorReason::MemoryLimit),

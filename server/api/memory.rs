@@ -56,7 +56,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let r = request.into_inner();
-        let rpc = Rpc::about("namespace", &r.namespace);
+        let rpc = Rpc::on_namespace(&r.namespace)?;
         rpc.unary(
             async {
                 let stored = self.kv.put(PutParams::try_from(r)?).await?;
@@ -74,7 +74,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let pb::GetRequest { namespace, key } = request.into_inner();
-        let rpc = Rpc::about("namespace", &namespace);
+        let rpc = Rpc::on_namespace(&namespace)?;
         rpc.unary(
             async {
                 let found = self.kv.get(namespace, key).await?;
@@ -95,7 +95,7 @@ impl MemoryService for MemoryApi {
             key,
             if_version,
         } = request.into_inner();
-        let rpc = Rpc::about("namespace", &namespace);
+        let rpc = Rpc::on_namespace(&namespace)?;
         rpc.unary(
             async {
                 let deleted = self.kv.delete(namespace, key, if_version).await?;
@@ -110,7 +110,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
         let r = request.into_inner();
-        let rpc = Rpc::about("namespace", &r.namespace);
+        let rpc = Rpc::on_namespace(&r.namespace)?;
         rpc.unary(
             async {
                 let page = self.kv.list(ListParams::from(r)).await?;
@@ -128,7 +128,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::CreateCollectionRequest>,
     ) -> Result<Response<pb::CreateCollectionResponse>, Status> {
         let r = request.into_inner();
-        let rpc = Rpc::about("collection", &r.name);
+        let rpc = Rpc::on_collection(&r.name)?;
         rpc.unary(
             async {
                 let created = self.collections.create(CreateParams::try_from(r)?).await?;
@@ -145,7 +145,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::GetCollectionRequest>,
     ) -> Result<Response<pb::GetCollectionResponse>, Status> {
         let pb::GetCollectionRequest { name } = request.into_inner();
-        let rpc = Rpc::about("collection", &name);
+        let rpc = Rpc::on_collection(&name)?;
         rpc.unary(
             async {
                 let found = self.collections.get(name).await?;
@@ -166,6 +166,9 @@ impl MemoryService for MemoryApi {
             page_token,
         } = request.into_inner();
         let rpc = Rpc::begin();
+        // A key limited to some namespaces sees only the collections it may
+        // touch (a page may then hold fewer than page_size).
+        let caller = rpc.caller();
         rpc.unary(
             async {
                 let page = self
@@ -173,7 +176,12 @@ impl MemoryService for MemoryApi {
                     .list(page_size as usize, page_token)
                     .await?;
                 Ok(pb::ListCollectionsResponse {
-                    collections: page.items.into_iter().map(Into::into).collect(),
+                    collections: page
+                        .items
+                        .into_iter()
+                        .filter(|c| caller.may_touch(&c.def.name))
+                        .map(Into::into)
+                        .collect(),
                     next_page_token: page.next_page_token,
                 })
             }
@@ -186,7 +194,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::DeleteCollectionRequest>,
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
         let pb::DeleteCollectionRequest { name } = request.into_inner();
-        let rpc = Rpc::about("collection", &name);
+        let rpc = Rpc::on_collection(&name)?;
         rpc.unary(
             async {
                 let deleted = self.points.delete_collection(name).await?;
@@ -201,7 +209,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::CollectionStatsRequest>,
     ) -> Result<Response<pb::CollectionStatsResponse>, Status> {
         let pb::CollectionStatsRequest { name } = request.into_inner();
-        let rpc = Rpc::about("collection", &name);
+        let rpc = Rpc::on_collection(&name)?;
         rpc.unary(async { Ok(self.points.stats(name).await?.into()) }.await)
     }
 
@@ -210,7 +218,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::UpsertRequest>,
     ) -> Result<Response<pb::UpsertResponse>, Status> {
         let pb::UpsertRequest { collection, points } = request.into_inner();
-        let rpc = Rpc::about("collection", &collection);
+        let rpc = Rpc::on_collection(&collection)?;
         rpc.unary(
             async {
                 let points = points_from(points)?;
@@ -270,7 +278,11 @@ impl MemoryService for MemoryApi {
                         ))
                         .into());
                     }
-                    None => collection.insert(name).clone(),
+                    None => {
+                        // Checked before the first batch is committed.
+                        rpc.record_collection(&name)?;
+                        collection.insert(name).clone()
+                    }
                     Some(first) if name.is_empty() || &name == first => first.clone(),
                     Some(first) => {
                         return Err(within(Error::invalid(
@@ -310,7 +322,7 @@ impl MemoryService for MemoryApi {
             with_payload,
             with_vector,
         } = request.into_inner();
-        let rpc = Rpc::about("collection", &collection);
+        let rpc = Rpc::on_collection(&collection)?;
         rpc.unary(
             async {
                 let include = Include {
@@ -334,7 +346,7 @@ impl MemoryService for MemoryApi {
             collection,
             selector,
         } = request.into_inner();
-        let rpc = Rpc::about("collection", &collection);
+        let rpc = Rpc::on_collection(&collection)?;
         rpc.unary(
             async {
                 let selector = Selector::try_from(selector)?;
@@ -349,7 +361,7 @@ impl MemoryService for MemoryApi {
         request: Request<pb::CountRequest>,
     ) -> Result<Response<pb::CountResponse>, Status> {
         let pb::CountRequest { collection, filter } = request.into_inner();
-        let rpc = Rpc::about("collection", &collection);
+        let rpc = Rpc::on_collection(&collection)?;
         rpc.unary(
             async {
                 let count = self.points.count(collection, filter_from(filter)?).await?;
@@ -365,7 +377,7 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let received = Instant::now();
         let r = request.into_inner();
-        let rpc = Rpc::about("collection", &r.collection);
+        let rpc = Rpc::on_collection(&r.collection)?;
         rpc.unary(
             async {
                 let found = self.points.search(SearchParams::try_from(r)?).await?;
@@ -384,7 +396,7 @@ impl MemoryService for MemoryApi {
             collection,
             searches,
         } = request.into_inner();
-        let rpc = Rpc::about("collection", &collection);
+        let rpc = Rpc::on_collection(&collection)?;
         rpc.unary(
             async {
                 let searches = searches

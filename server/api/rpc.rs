@@ -1,49 +1,38 @@
-//! What every handler shares: the RPC's span and the shapes of its answer.
+//! What every handler shares: the RPC's span, the caller, and the shapes
+//! of its answer.
 //!
-//! The server opens one `rpc` span per request ([`span_for`]) with the
-//! method and a request id. A handler names the resource the call is about
-//! ([`Rpc::about`]: a collection, a namespace, a model, a query id), runs
-//! its body, and answers through [`Rpc::unary`] or [`Rpc::stream`], which
-//! record the final status code on the span and log the call: at debug
-//! level normally, at error level when the status is INTERNAL (a bug, to be
-//! found by its request id). Streams are followed to their end, so their
-//! code is the one the client sees in the trailers; a stream dropped
-//! before its end (the client went away) is CANCELLED.
+//! The guard ([`super::guard`]) opens one `rpc` span per request with the
+//! method, a request id and the key's id. A handler names the resource the
+//! call is about ([`Rpc::about`]: a model, a query id; [`Rpc::on_namespace`]
+//! and [`Rpc::on_collection`] also check that the caller's key may touch
+//! it), runs its body, and answers through [`Rpc::unary`] or
+//! [`Rpc::stream`], which record the final status code on the span and log
+//! the call: at debug level normally, at error level when the status is
+//! INTERNAL (a bug, to be found by its request id). Streams are followed
+//! to their end, so their code is the one the client sees in the trailers;
+//! a stream dropped before its end (the client went away) is CANCELLED.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::Stream;
 use tonic::{Code, Response, Status};
 use tracing::Span;
-use tracing::field::Empty;
 
 use super::ResponseStream;
-
-/// The span of one incoming request: `rpc{method, request_id, resource,
-/// code}`, the last two filled in by the handler.
-pub fn span_for<B>(request: &http::Request<B>) -> Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map_or_else(|| ulid::Ulid::new().to_string(), str::to_owned);
-    tracing::info_span!(
-        "rpc",
-        method = %request.uri().path(),
-        request_id = %request_id,
-        resource = Empty,
-        code = Empty,
-    )
-}
+use super::guard::Call;
+use crate::error::Error;
+use crate::security::Caller;
 
 /// One RPC being served.
 #[derive(Debug)]
 pub struct Rpc {
     span: Span,
     started: Instant,
+    /// `None` when the handler is called without the guard (unit tests).
+    call: Option<Arc<Call>>,
 }
 
 impl Rpc {
@@ -52,7 +41,48 @@ impl Rpc {
         Rpc {
             span: Span::current(),
             started: Instant::now(),
+            call: Call::current(),
         }
+    }
+
+    /// The RPC being served, about the key-value namespace `name`, if the
+    /// caller's key may touch it (PERMISSION_DENIED otherwise).
+    pub fn on_namespace(name: &str) -> Result<Rpc, Status> {
+        let rpc = Rpc::begin();
+        rpc.record_checked("namespace", name)?;
+        Ok(rpc)
+    }
+
+    /// The RPC being served, about the collection `name`, if the caller's
+    /// key may touch it (PERMISSION_DENIED otherwise).
+    pub fn on_collection(name: &str) -> Result<Rpc, Status> {
+        let rpc = Rpc::begin();
+        rpc.record_checked("collection", name)?;
+        Ok(rpc)
+    }
+
+    /// Names the collection once the handler knows it (the collection of
+    /// an UpsertStream is in its first message), if the caller's key may
+    /// touch it.
+    pub fn record_collection(&self, name: &str) -> Result<(), Status> {
+        self.record_checked("collection", name)
+    }
+
+    fn record_checked(&self, kind: &str, name: &str) -> Result<(), Status> {
+        self.record_resource(kind, name);
+        let caller = self.caller();
+        if caller.may_touch(name) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(caller.refusal(kind, name)).into())
+        }
+    }
+
+    /// Who is calling.
+    pub fn caller(&self) -> Caller {
+        self.call
+            .as_ref()
+            .map_or_else(Caller::anyone, |call| call.caller.clone())
     }
 
     /// The RPC being served, about the `kind` named `name` (for example a
@@ -66,10 +96,11 @@ impl Rpc {
     /// Names the resource once the handler knows it (the collection of an
     /// UpsertStream is in its first message).
     pub fn record_resource(&self, kind: &str, name: &str) {
-        self.span.record(
-            "resource",
-            tracing::field::display(format_args!("{kind}:{name}")),
-        );
+        let resource = format!("{kind}:{name}");
+        self.span.record("resource", resource.as_str());
+        if let Some(call) = &self.call {
+            call.set_resource(resource);
+        }
     }
 
     /// The answer of a unary RPC, its code recorded and logged.

@@ -18,10 +18,14 @@
 //!   service with the shared settings), plus health and reflection.
 //! - [`health`]: service names and their health, following model loading.
 //! - [`signal`]: SIGINT / SIGTERM.
+//! - [`tls`]: TLS on the port, certificates swapped without a restart.
+//! - [`reload`]: re-reads the API keys and TLS files on change or SIGHUP.
 
 mod health;
+mod reload;
 mod services;
 mod signal;
+mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,10 +44,13 @@ use health::{report_storage_health, set_services_health};
 pub use signal::shutdown_signal;
 
 use crate::api;
+use crate::api::guard::Guard;
 use crate::config::{Config, Services};
 use crate::embed::TextEmbedder;
 use crate::memory::Indexes;
 use crate::query::QueryEngine;
+use crate::security::{AuditLog, KeyRing};
+use tls::Tls;
 
 /// How long shutdown waits, after the grace period, for the queries it
 /// terminates to be persisted.
@@ -76,6 +83,12 @@ pub struct Server {
     memory_indexes: Option<Indexes>,
     /// Its unfinished queries are terminated at shutdown.
     query: Option<QueryEngine>,
+    /// The API keys required, if any.
+    keys: Option<Arc<KeyRing>>,
+    /// TLS, if served.
+    tls: Option<Arc<Tls>>,
+    /// Where audit lines go.
+    audit: Option<AuditLog>,
 }
 
 impl Server {
@@ -89,6 +102,22 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
+        // Keys, certificates and the audit file fail the start, not a call.
+        let security = &config.security;
+        let keys = match &security.api_keys_file {
+            Some(path) => {
+                let ring = KeyRing::open(path)?;
+                tracing::info!(file = %path.display(), keys = ring.len(), "API keys required");
+                Some(Arc::new(ring))
+            }
+            None => None,
+        };
+        let tls = security
+            .tls
+            .as_ref()
+            .map(|files| Tls::load(files).map(Arc::new))
+            .transpose()?;
+        let audit = Some(AuditLog::open(&security.audit)?);
         let mut routes = RoutesBuilder::default();
         let health = services::health_and_reflection(&config, &mut routes)?;
         let services = config.services;
@@ -150,6 +179,9 @@ impl Server {
             background,
             memory_indexes,
             query,
+            keys,
+            tls,
+            audit,
         })
     }
 
@@ -186,6 +218,9 @@ impl Server {
             background,
             memory_indexes,
             query,
+            keys,
+            tls,
+            audit,
         } = self;
         let addr = listener
             .local_addr()
@@ -205,14 +240,32 @@ impl Server {
             let _ = draining_tx.send(());
         };
 
-        // TCP_NODELAY: without it, small answers wait for the peer's delayed
-        // ACK (about 40 ms on Linux), which dwarfs a cached embedding.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = tonic::transport::Server::builder()
-            .trace_fn(api::rpc::span_for)
+        if keys.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "listening beyond loopback without API keys: anyone who can reach this port \
+                 can read and write everything (set --api-keys-file)"
+            );
+        }
+        let reloader = reload::spawn(keys.clone(), tls.clone());
+        let router = tonic::transport::Server::builder()
+            .layer(Guard::new(keys, audit.unwrap_or_else(AuditLog::off)))
             .layer(api::message_limit::layer())
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming, signal);
+            .add_routes(routes.routes());
+        let server = match tls {
+            Some(tls) => futures::future::Either::Left(
+                router.serve_with_incoming_shutdown(tls::incoming(listener, tls), signal),
+            ),
+            None => {
+                // TCP_NODELAY: without it, small answers wait for the
+                // peer's delayed ACK (about 40 ms on Linux), which dwarfs
+                // a cached embedding.
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                futures::future::Either::Right(
+                    router.serve_with_incoming_shutdown(incoming, signal),
+                )
+            }
+        };
 
         tracing::info!(%addr, "agentd serving");
         tokio::pin!(server);
@@ -234,6 +287,9 @@ impl Server {
             query.shutdown(QUERY_SHUTDOWN_WAIT).await;
         }
         background.iter().for_each(tokio::task::JoinHandle::abort);
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         if let Some(indexes) = memory_indexes {
             // Saves restarts a replay; the store already has every write,
             // so a snapshot cut short (written to temporary names, renamed

@@ -35,4 +35,5 @@ mod reliability;
 mod response_fields;
 mod response_fields_agents;
 mod rpc_logs;
+mod security;
 mod shutdown;

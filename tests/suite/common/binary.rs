@@ -38,6 +38,22 @@ impl Binary {
         args: &[&str],
         log: impl Into<Stdio>,
     ) -> (Binary, Channel) {
+        let binary = Binary::spawn(data_dir, args, log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match connect(binary.addr).await {
+                Ok(channel) => return (binary, channel),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("agentd did not start: {e}"),
+            }
+        }
+    }
+
+    /// Starts `agentd serve` on a free port without connecting (a TLS
+    /// server does not speak plaintext): see [`Binary::wait_listening`].
+    pub fn spawn(data_dir: &Path, args: &[&str], log: impl Into<Stdio>) -> Binary {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
@@ -52,17 +68,27 @@ impl Binary {
             .stderr(log)
             .spawn()
             .expect("start agentd");
-        let binary = Binary { child, addr };
+        Binary { child, addr }
+    }
+
+    /// Waits until the port accepts TCP connections.
+    pub async fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match connect(addr).await {
-                Ok(channel) => return (binary, channel),
-                Err(_) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await
-                }
-                Err(e) => panic!("agentd did not start: {e}"),
-            }
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "agentd did not listen within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sends SIGHUP (reload the keys and TLS files).
+    pub fn hangup(&self) {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "SIGHUP agentd");
     }
 
     /// The process id.
