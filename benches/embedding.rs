@@ -101,6 +101,7 @@ async fn start(
             tuning,
             ..EmbeddingConfig::default()
         },
+        metrics_listen: None,
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

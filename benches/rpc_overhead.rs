@@ -15,6 +15,7 @@ fn health_check(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let config = agentd::config::Config {
             data_dir: dir.keep().join("data"),
+            metrics_listen: None,
             ..Default::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -21,6 +21,8 @@ use crate::security::AuditTarget;
 /// Default gRPC listen address: loopback only, so a fresh install is not
 /// reachable from the network until asked.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default address of `/metrics`: loopback, like the gRPC port.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
 /// Default largest gRPC message, in bytes (16 MiB): room for a 10,000-point
 /// upsert of 384-dimensional vectors.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -142,6 +144,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTD_API_KEYS_FILE", value_name = "FILE")]
     pub api_keys_file: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics, or "off"
+    /// [default: 127.0.0.1:9090]
+    #[arg(long, env = "AGENTD_METRICS_LISTEN", value_name = "ADDR|off")]
+    pub metrics_listen: Option<String>,
+
     /// Where audit lines go: "log" (log target `audit`), "off", or a file
     /// appended to [default: "log" with --api-keys-file, else "off"]
     #[arg(long, env = "AGENTD_AUDIT_LOG", value_name = "TARGET")]
@@ -174,6 +181,7 @@ struct FileConfig {
     tls: Option<TlsFile>,
     api_keys_file: Option<PathBuf>,
     audit_log: Option<String>,
+    metrics_listen: Option<String>,
 }
 
 /// `[tls]` in the config file.
@@ -349,6 +357,8 @@ pub struct Config {
     pub agents: AgentsConfig,
     /// TLS, API keys, audit.
     pub security: SecurityConfig,
+    /// Where `/metrics` is served; `None`: nowhere (and nothing recorded).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -371,6 +381,11 @@ impl Default for Config {
             query: QueryConfig::default(),
             agents: AgentsConfig::default(),
             security: SecurityConfig::default(),
+            metrics_listen: Some(
+                DEFAULT_METRICS_LISTEN
+                    .parse()
+                    .expect("valid default address"),
+            ),
         }
     }
 }
@@ -433,6 +448,13 @@ impl Config {
             query: file.query,
             agents: file.agents,
             security,
+            metrics_listen: match args.metrics_listen.clone().or(file.metrics_listen) {
+                None => defaults.metrics_listen,
+                Some(off) if off == "off" => None,
+                Some(addr) => Some(addr.parse().with_context(|| {
+                    format!("metrics_listen must be an address (IP:port) or \"off\", got {addr:?}")
+                })?),
+            },
         };
         config.validate()?;
         Ok(config)

@@ -29,6 +29,7 @@
 //! - `common`: small neutral pieces every engine shares (clock, vector
 //!   maths, the lock policy, blocking-pool calls, paging, timing).
 //! - [`telemetry`]: logging set-up (text or JSON).
+//! - [`metrics`]: the Prometheus recorder, the metric catalog and `/metrics`.
 //!
 //! Only what the binary, the tests and the benchmarks need is public:
 //! the configuration, [`server`], the generated types, and a few engine
@@ -44,6 +45,7 @@ pub mod config;
 pub mod embed;
 pub mod error;
 pub mod memory;
+pub mod metrics;
 pub mod query;
 pub mod security;
 pub mod server;

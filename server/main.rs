@@ -22,7 +22,7 @@ enum Command {
     /// Serve every service, health and reflection on one gRPC port until
     /// SIGINT or SIGTERM. Every flag can also be set by the AGENTD_* variable
     /// shown, or in the config file.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the API keys file a server requires keys from
     /// (--api-keys-file). A running server picks changes up within a
     /// second, or at once on SIGHUP.

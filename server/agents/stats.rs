@@ -92,6 +92,8 @@ pub struct AgentStats {
 impl AgentEngine {
     /// Notes that a task submitted at `created_at_ms` ended now.
     pub(crate) fn note_end(&self, created_at_ms: i64) {
+        let took_ms = (crate::common::clock::now_ms() - created_at_ms).max(0);
+        metrics::histogram!(crate::metrics::catalog::TASK_DURATION).record(took_ms as f64 / 1e3);
         lock(&self.ended).record(created_at_ms);
     }
 

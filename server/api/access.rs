@@ -261,6 +261,12 @@ const PUBLIC: &[(&str, bool)] = &[
     ("/grpc.health.v1.Health/Watch", STREAM),
 ];
 
+/// Whether `path` is a method agentd serves (metrics label unknown paths
+/// as such, so a scanner cannot grow the label set).
+pub fn is_known(path: &str) -> bool {
+    PUBLIC.iter().any(|(p, _)| *p == path) || RULES.iter().any(|(p, ..)| *p == path)
+}
+
 /// How the method at `path` is guarded.
 pub fn rule(path: &str) -> Rule {
     if let Some((_, streaming)) = PUBLIC.iter().find(|(p, _)| *p == path) {

@@ -14,7 +14,8 @@
 //! The response body is followed to its end, so the status code is the
 //! one the client gets (trailers of a stream, or the headers of a
 //! trailers-only answer; CANCELLED when the client goes away first): the
-//! audit line is written then, for every write, admin call and refusal.
+//! call's count and duration are recorded then (metrics), and its audit
+//! line written, for every write, admin call and refusal.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,6 +33,7 @@ use tracing::field::Empty;
 
 use super::access::{self, Names, Need};
 use crate::error::Error;
+use crate::metrics::catalog;
 use crate::security::{AuditEntry, AuditLog, Caller, KeyRing, Scope, StreamPermit};
 
 tokio::task_local! {
@@ -238,8 +240,10 @@ where
         let rule = access::rule(&method);
         let peer = peer(&request);
         let admitted = state.admit(&method, request.headers(), rule);
+        let known = access::is_known(&method);
         let audited = |caller: &Caller| Ending {
             state: Arc::clone(&state),
+            known,
             key: caller.key_id().map(str::to_owned),
             method: method.clone(),
             request_id: request_id.clone(),
@@ -306,6 +310,8 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
 /// frees with it.
 struct Ending {
     state: Arc<State>,
+    /// The method is one of the contract's (else metrics say "unknown").
+    known: bool,
     key: Option<String>,
     method: String,
     request_id: String,
@@ -322,6 +328,16 @@ impl Drop for Ending {
     fn drop(&mut self) {
         // No code by the end: the client went away before the trailers.
         let code = self.code.unwrap_or(Code::Cancelled);
+        let elapsed = self.started.elapsed();
+        let method = if self.known {
+            self.method.clone()
+        } else {
+            "unknown".to_owned()
+        };
+        metrics::histogram!(catalog::RPC_DURATION, "method" => method.clone())
+            .record(elapsed.as_secs_f64());
+        metrics::counter!(catalog::RPC_REQUESTS, "method" => method, "code" => code_name(code))
+            .increment(1);
         let audited = self.writes || matches!(code, Code::Unauthenticated | Code::PermissionDenied);
         if audited && self.state.audit.is_on() {
             let resource = self.call.as_ref().and_then(|c| c.resource());
@@ -332,7 +348,7 @@ impl Drop for Ending {
                 code: code_name(code),
                 peer: self.peer.take(),
                 request_id: &self.request_id,
-                elapsed_ms: self.started.elapsed().as_secs_f64() * 1e3,
+                elapsed_ms: elapsed.as_secs_f64() * 1e3,
             });
         }
     }

@@ -17,6 +17,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::metrics::catalog;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::{Embedder, Encoded};
@@ -100,6 +102,7 @@ async fn run(
     limits: BatchLimits,
 ) {
     let mut carried: Option<Job> = None;
+    let model_id = embedder.info().id.clone();
     loop {
         let first = match carried.take() {
             Some(job) => job,
@@ -144,6 +147,14 @@ async fn run(
                 .unwrap_or_else(|e| Err(Error::Internal(format!("forward pass panicked: {e}"))));
         let compute = started.elapsed();
         let batch_requests = replies.len();
+        let model = || [("model", model_id.clone())];
+        metrics::histogram!(catalog::EMBEDDING_COMPUTE, &model()).record(compute.as_secs_f64());
+        let queue = metrics::histogram!(catalog::EMBEDDING_QUEUE, &model());
+        let inputs: usize = replies.iter().map(|(count, ..)| count).sum();
+        metrics::histogram!(catalog::EMBEDDING_BATCH_INPUTS, &model()).record(inputs as f64);
+        for (_, enqueued, _) in &replies {
+            queue.record(started.duration_since(*enqueued).as_secs_f64());
+        }
         match result {
             Ok(vectors) => {
                 let mut vectors = vectors.into_iter();

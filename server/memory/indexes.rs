@@ -122,6 +122,22 @@ pub struct IndexStats {
     pub indexed_points: u64,
 }
 
+/// One collection's index as the metrics show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexFigures {
+    /// The collection.
+    pub collection: String,
+    /// Live points in the graph.
+    pub indexed_points: u64,
+    /// Points searched exactly while they wait for the graph.
+    pub fresh_points: u64,
+    /// Estimated bytes in memory.
+    pub memory_bytes: u64,
+    /// How long the graph has had changes its newest snapshot lacks (zero
+    /// when it has none, or when snapshots are off).
+    pub snapshot_age: Duration,
+}
+
 #[derive(Debug)]
 struct State {
     /// The faiss index; None until loaded.
@@ -168,6 +184,9 @@ pub struct Slot {
     /// snapshot saw: a snapshot is due when they differ.
     graph_changes: AtomicU64,
     snapshotted_changes: AtomicU64,
+    /// When the graph last matched a snapshot on disk (written or loaded),
+    /// or the slot was made: how stale the snapshot is once changes come.
+    snapshot_at: Mutex<Instant>,
     /// How long the previous search took, to predict the next.
     pub last_search: LastSearch,
     /// Serialises snapshot writes to the slot's directory, and lets
@@ -291,6 +310,7 @@ impl Indexes {
                     snapshot_seq: AtomicU64::new(0),
                     graph_changes: AtomicU64::new(0),
                     snapshotted_changes: AtomicU64::new(0),
+                    snapshot_at: Mutex::new(Instant::now()),
                     last_search: LastSearch::default(),
                     writing_snapshot: Mutex::new(()),
                     writer: Mutex::new(()),
@@ -475,6 +495,34 @@ impl Indexes {
             fresh_points: state.fresh.len() as u64,
             indexed_points: graph_live,
         })
+    }
+
+    /// Figures of every collection whose index is in memory, for metrics.
+    /// Never waits: a collection whose lock is held right now (a rebuild
+    /// swapping in, a link) is left out of this round.
+    pub fn figures(&self) -> Vec<IndexFigures> {
+        let slots: Vec<Arc<Slot>> = lock(&self.inner.slots).values().cloned().collect();
+        slots
+            .iter()
+            .filter_map(|slot| {
+                let state = try_read(&slot.state)?;
+                let graph = state.graph.as_ref();
+                let unsnapshotted = slot.graph_changes.load(Ordering::Acquire)
+                    != slot.snapshotted_changes.load(Ordering::Acquire);
+                Some(IndexFigures {
+                    collection: slot.name.clone(),
+                    indexed_points: graph.map_or(0, |g| g.live() as u64),
+                    fresh_points: state.fresh.len() as u64,
+                    memory_bytes: graph.map_or(0, VectorIndex::memory_bytes)
+                        + state.fresh.memory_bytes(),
+                    snapshot_age: if unsnapshotted && slot.snapshots.is_some() {
+                        lock(&slot.snapshot_at).elapsed()
+                    } else {
+                        Duration::ZERO
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Snapshots every loaded graph that changed since its last snapshot.
@@ -964,6 +1012,7 @@ fn snapshot(slot: &Slot) {
         slot.snapshot_seq.fetch_max(seq, Ordering::AcqRel);
         slot.snapshotted_changes
             .fetch_max(changes, Ordering::AcqRel);
+        *lock(&slot.snapshot_at) = Instant::now();
         Ok(())
     });
     if let Err(e) = written {

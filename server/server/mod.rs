@@ -20,7 +20,9 @@
 //! - [`signal`]: SIGINT / SIGTERM.
 //! - [`tls`]: TLS on the port, certificates swapped without a restart.
 //! - [`reload`]: re-reads the API keys and TLS files on change or SIGHUP.
+//! - [`gauges`]: what `/metrics` reads from each engine before rendering.
 
+mod gauges;
 mod health;
 mod reload;
 mod services;
@@ -48,6 +50,7 @@ use crate::api::guard::Guard;
 use crate::config::{Config, Services};
 use crate::embed::TextEmbedder;
 use crate::memory::Indexes;
+use crate::metrics::Scrape;
 use crate::query::QueryEngine;
 use crate::security::{AuditLog, KeyRing};
 use tls::Tls;
@@ -89,6 +92,8 @@ pub struct Server {
     tls: Option<Arc<Tls>>,
     /// Where audit lines go.
     audit: Option<AuditLog>,
+    /// `/metrics`: its listener and what it renders, when served.
+    metrics: Option<(tokio::net::TcpListener, Arc<Scrape>)>,
 }
 
 impl Server {
@@ -118,18 +123,30 @@ impl Server {
             .map(|files| Tls::load(files).map(Arc::new))
             .transpose()?;
         let audit = Some(AuditLog::open(&security.audit)?);
+        // Before any engine starts, so that what they record is kept.
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let handle = crate::metrics::install()?;
+                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("binding the metrics address {addr} (--metrics-listen; \"off\" turns it off)")
+                })?;
+                Some((listener, Scrape::new(handle)))
+            }
+            None => None,
+        };
         let mut routes = RoutesBuilder::default();
         let health = services::health_and_reflection(&config, &mut routes)?;
         let services = config.services;
         let (draining_tx, draining_rx) = watch::channel(false);
 
-        let embedder: Option<Arc<dyn TextEmbedder>> = if services.embedding {
-            let engine =
-                services::embedding(&config, &mut routes, &health, draining_rx.clone()).await?;
-            Some(engine)
+        let embedding = if services.embedding {
+            Some(services::embedding(&config, &mut routes, &health, draining_rx.clone()).await?)
         } else {
             None
         };
+        let embedder = embedding
+            .clone()
+            .map(|engine| engine as Arc<dyn TextEmbedder>);
         // The store is the source of truth for every engine that persists.
         let store = Arc::new(SqliteStore::open(&config.data_dir)?);
         let mut background = Vec::new();
@@ -152,11 +169,22 @@ impl Server {
                 memory_engines,
             )
         });
+        let mut agents = None;
         if services.agents {
-            let (_, tasks) =
+            let (engine, tasks) =
                 services::agents(&config, &mut routes, &store, query.clone(), agent_memory)?;
             background.extend(tasks);
+            agents = Some(engine);
         }
+        let metrics = metrics.map(|(listener, mut scrape)| {
+            scrape.add_all([
+                embedding.map(gauges::embedding),
+                memory_indexes.clone().map(gauges::memory),
+                query.clone().map(gauges::query),
+                agents.map(gauges::agents),
+            ]);
+            (listener, Arc::new(scrape))
+        });
         // Embedding reports its own readiness (above).
         let ready = Services {
             embedding: false,
@@ -182,6 +210,7 @@ impl Server {
             keys,
             tls,
             audit,
+            metrics,
         })
     }
 
@@ -221,6 +250,7 @@ impl Server {
             keys,
             tls,
             audit,
+            metrics,
         } = self;
         let addr = listener
             .local_addr()
@@ -248,6 +278,14 @@ impl Server {
             );
         }
         let reloader = reload::spawn(keys.clone(), tls.clone());
+        let mut metrics_tasks = Vec::new();
+        if let Some((listener, scrape)) = metrics {
+            if let Ok(at) = listener.local_addr() {
+                tracing::info!(addr = %at, "metrics at http://{at}/metrics");
+            }
+            metrics_tasks.push(scrape.spawn_upkeep());
+            metrics_tasks.push(tokio::spawn(crate::metrics::serve(listener, scrape)));
+        }
         let router = tonic::transport::Server::builder()
             .layer(Guard::new(keys, audit.unwrap_or_else(AuditLog::off)))
             .layer(api::message_limit::layer())
@@ -290,6 +328,9 @@ impl Server {
         if let Some(reloader) = reloader {
             reloader.abort();
         }
+        metrics_tasks
+            .iter()
+            .for_each(tokio::task::JoinHandle::abort);
         if let Some(indexes) = memory_indexes {
             // Saves restarts a replay; the store already has every write,
             // so a snapshot cut short (written to temporary names, renamed

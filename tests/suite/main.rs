@@ -26,6 +26,7 @@ mod memory_indexes;
 mod memory_kv;
 mod memory_points;
 mod memory_search;
+mod metrics;
 mod native_deps;
 mod query_local;
 mod query_sessions;

@@ -107,6 +107,8 @@ async fn sigterm_stops_the_binary_after_the_grace_period() {
             &addr.to_string(),
             "--shutdown-grace",
             "1s",
+            "--metrics-listen",
+            "off",
         ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))

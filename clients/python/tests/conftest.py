@@ -88,7 +88,8 @@ class RunningServer:
             self.log = open(tmp / f"agentd-{self.port}.log", "wb")
             self.process = subprocess.Popen(
                 [str(binary), "serve", "--listen", self.target, "--data-dir", str(tmp / "data"),
-                 "--shutdown-grace", "1s", "--embedding-model-dir", str(model_dir())],
+                 "--shutdown-grace", "1s", "--embedding-model-dir", str(model_dir()),
+                 "--metrics-listen", "off"],
                 stdout=self.log,
                 stderr=subprocess.STDOUT,
                 cwd=tmp,

@@ -123,6 +123,8 @@ export async function startServer(): Promise<RunningServer> {
         "1s",
         "--embedding-model-dir",
         modelDir(),
+        "--metrics-listen",
+        "off",
       ],
       { cwd: dir, stdio: ["ignore", log, log] },
     );

@@ -14,12 +14,24 @@ use super::validate::{DEFAULT_OVERSAMPLING, MAX_BATCH_SEARCHES, check_search};
 use crate::common::timing::Timing;
 use crate::common::vector::l2_normalize;
 use crate::error::{Error, Result};
+use crate::metrics::catalog;
 
 impl Points {
     /// The `k` nearest points to the query, best first; with a filter, the
     /// `k` nearest among those whose payload matches (never fewer when at
     /// least `k` match).
     pub async fn search(&self, p: SearchParams) -> Result<SearchResult> {
+        let collection = p.collection.clone();
+        let result = self.search_once(p).await;
+        if let Ok(found) = &result {
+            let took = found.timing.queue + found.timing.compute;
+            metrics::histogram!(catalog::MEMORY_SEARCH, "collection" => collection)
+                .record(took.as_secs_f64());
+        }
+        result
+    }
+
+    async fn search_once(&self, p: SearchParams) -> Result<SearchResult> {
         let started = Instant::now();
         let collection = self.collections.resolve(p.collection.clone()).await?;
         let def = &collection.def;

@@ -306,6 +306,12 @@ impl Driver {
     /// fallback (no delay), or the query fails.
     pub(super) fn recover(&mut self, error: ProviderError) -> Duration {
         self.attempts += 1;
+        metrics::counter!(
+            crate::metrics::catalog::QUERY_PROVIDER_ERRORS,
+            "model" => self.model.clone(),
+            "retryable" => if error.retryable { "true" } else { "false" }
+        )
+        .increment(1);
         let settings = &self.shared.settings;
         let id = self.query.id();
         // A retry on a model with a queue (the local one) would wait in

@@ -9,6 +9,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::{Driver, Mode, Outcome};
 use crate::error::Error;
+use crate::metrics::catalog;
 use crate::query::events::EventKind;
 use crate::query::models::ModelEntry;
 use crate::query::provider::{GenerationRequest, ProviderError, ProviderEvent, estimate_tokens};
@@ -152,6 +153,10 @@ impl Driver {
                     }
                     Some(Ok(ProviderEvent::Started)) => running_since = Some(Instant::now()),
                     Some(Ok(ProviderEvent::Delta(text))) => {
+                        if segment.deltas == 0 {
+                            metrics::histogram!(catalog::QUERY_FIRST_TOKEN, "model" => self.model.clone())
+                                .record(started.elapsed().as_secs_f64());
+                        }
                         self.delta(text);
                         segment.deltas += 1;
                         if let Some(max) = self.start.max_cost_usd {
@@ -261,6 +266,12 @@ impl Driver {
         }
         segment.counted += pending;
         self.usage += pending;
+        for (kind, tokens) in [("input", pending.input), ("output", pending.output)] {
+            if tokens > 0 {
+                metrics::counter!(catalog::QUERY_TOKENS, "model" => self.model.clone(), "kind" => kind)
+                    .increment(tokens);
+            }
+        }
         self.cost += segment.entry.cost(pending);
         let (usage, cost_usd) = (self.usage, self.cost);
         self.query.push(EventKind::Usage { usage, cost_usd }, |r| {

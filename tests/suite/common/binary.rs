@@ -63,6 +63,9 @@ impl Binary {
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("AGENTD_CONFIG")
+            // Many servers run at once in tests: none takes the metrics
+            // port unless a test asks (a flag wins over this).
+            .env("AGENTD_METRICS_LISTEN", "off")
             .current_dir(data_dir.parent().unwrap_or(data_dir))
             .stdout(Stdio::null())
             .stderr(log)

@@ -44,6 +44,8 @@ pub fn test_config() -> (Config, tempfile::TempDir) {
             limits: DEFAULT_EMBEDDING_LIMITS,
             tuning: DEFAULT_EMBEDDING_TUNING,
         },
+        // Many servers run at once here: none takes the metrics port.
+        metrics_listen: None,
         ..Config::default()
     };
     (config, dir)
