@@ -8,6 +8,7 @@
 //! belongs to the engine, not to the stream: when the client goes away the
 //! query runs on (Attach finds it) unless `terminate_on_disconnect` was set.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,7 +21,8 @@ use crate::error::Error;
 use crate::pb::v1 as pb;
 use crate::pb::v1::query_control_service_server::QueryControlService;
 use crate::pb::v1::session_request::Command;
-use crate::query::{ChatMessage, EventKind, QueryEngine, QueryError};
+use crate::query::{ChatMessage, EventKind, Query, QueryEngine, QueryError};
+use crate::security::Caller;
 
 /// How long a Session stream stays open after its final event for the
 /// client to half-close its side.
@@ -95,6 +97,25 @@ fn tool_result_outcome(
     }
 }
 
+/// Charges the query's model tokens to the caller's key as its Usage
+/// events report them, until it ends (a query may outlive its stream).
+async fn charge_tokens(caller: Caller, query: Arc<Query>) {
+    let mut charged = 0;
+    let mut events = std::pin::pin!(query.follow(0));
+    while let Some(e) = events.next().await {
+        let total = match &e.kind {
+            EventKind::Usage { usage, .. } | EventKind::Completed { usage, .. } => {
+                usage.input + usage.output
+            }
+            _ => continue,
+        };
+        if total > charged {
+            caller.charge_tokens(total - charged);
+            charged = total;
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl QueryControlService for QueryApi {
     type SessionStream = ResponseStream<pb::SessionResponse>;
@@ -105,6 +126,7 @@ impl QueryControlService for QueryApi {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let mut incoming = request.into_inner();
         let rpc = Rpc::begin();
+        let caller = rpc.caller();
         let started = async {
             let first = incoming.message().await?.ok_or_else(|| {
                 Error::invalid(
@@ -123,6 +145,8 @@ impl QueryControlService for QueryApi {
                 query,
                 terminate_on_disconnect,
             } = SessionStart::try_from(start).map_err(|e| e.within("start"))?;
+            // A key whose tokens per minute are used up starts nothing.
+            caller.admit_tokens()?;
             let query = self
                 .engine
                 .start(query)
@@ -137,6 +161,9 @@ impl QueryControlService for QueryApi {
         };
         let id = query.id();
         rpc.record_resource("query", &id);
+        if caller.counts_tokens() {
+            tokio::spawn(charge_tokens(caller, Arc::clone(&query)));
+        }
 
         let engine = self.engine.clone();
         let (commands_id, commands_query) = (id.clone(), query.clone());

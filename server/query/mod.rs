@@ -51,6 +51,7 @@ pub(crate) use local::LocalProvider;
 pub use local::{Gemma3, Tokenizer};
 pub(crate) use models::{ModelListing, ModelRegistry};
 pub(crate) use provider::{ModelProvider, estimate_tokens};
+pub(crate) use session::Query;
 pub use settings::{ModelAliasSpec, ProviderKind, QueryConfig, RuleSpec};
 pub use tools::{
     ServerTool, ServerTools, ToolCall, ToolCallRecord, ToolChoice, ToolDescription, ToolLocation,

@@ -1,8 +1,10 @@
 //! The key behind one call and what it may touch.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::keyring::Principal;
+use crate::error::Error;
 
 /// Who is calling: a key, or anyone when the server requires no keys.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +51,35 @@ impl Caller {
                 .iter()
                 .any(|prefix| name.starts_with(prefix.as_str())),
             _ => true,
+        }
+    }
+
+    /// Whether the key may start spending model tokens now (its
+    /// `tokens_per_minute` is not used up).
+    pub fn admit_tokens(&self) -> Result<(), Error> {
+        let Some(p) = self.principal.as_deref() else {
+            return Ok(());
+        };
+        p.limits
+            .admit_tokens(Instant::now())
+            .map_err(|refusal| Error::RateLimited {
+                message: format!("key {}: {refusal}", p.id),
+                retry_after: refusal.retry_after(),
+            })
+    }
+
+    /// Whether the key's model tokens are counted (it has a
+    /// `tokens_per_minute`).
+    pub fn counts_tokens(&self) -> bool {
+        self.principal
+            .as_deref()
+            .is_some_and(|p| p.limits.settings().tokens_per_minute.is_some())
+    }
+
+    /// Charges model tokens to the key.
+    pub fn charge_tokens(&self, tokens: u64) {
+        if let Some(p) = self.principal.as_deref() {
+            p.limits.charge_tokens(tokens, Instant::now());
         }
     }
 

@@ -874,3 +874,63 @@ async fn a_server_without_keys_beyond_loopback_warns_at_start() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("without API keys"), "{text}");
 }
+
+/// Runs one query on the fake model to its end, holding `key`.
+async fn run_query(channel: &Channel, key: &str) -> Result<usize, Status> {
+    use agentd::pb::v1::session_request::Command as SessionCommand;
+    let request = pb::SessionRequest {
+        command: Some(SessionCommand::Start(crate::common::sessions::start(
+            "fake",
+        ))),
+    };
+    let mut events = QueryControlServiceClient::new(keyed(channel, key))
+        .session(futures::stream::iter(vec![request]))
+        .await?
+        .into_inner();
+    let mut seen = 0;
+    while events.message().await?.is_some() {
+        seen += 1;
+    }
+    Ok(seen)
+}
+
+#[tokio::test]
+async fn a_key_over_its_model_tokens_per_minute_starts_no_query_until_they_refill() {
+    let fake = crate::common::fake_llm::FakeLlm::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    let small = create_key(&keys, &["--scope", "write", "--tokens-per-minute", "5"]);
+    let other = create_key(&keys, &["--scope", "write"]);
+    let config = ConfigFile::new()
+        .hash_embeddings()
+        .fake_model("fake", &fake.openai_url())
+        .write(dir.path());
+    let (_server, channel) = Binary::start_with(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--api-keys-file",
+            keys.to_str().unwrap(),
+        ],
+    )
+    .await;
+    // The first query is admitted (the budget is positive) and overdraws it.
+    assert!(run_query(&channel, &small).await.unwrap() > 2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let err = loop {
+        match run_query(&channel, &small).await {
+            Err(e) => break e,
+            Ok(_) => assert!(Instant::now() < deadline, "still admitted 5 s later"),
+        }
+    };
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("5 model tokens/minute"), "{err:?}");
+    let details = err.get_error_details();
+    assert_eq!(details.error_info().unwrap().reason, "RATE_LIMITED");
+    let delay = details.retry_info().and_then(|r| r.retry_delay).unwrap();
+    // 5 tokens a minute: each token overdrawn is 12 s more.
+    assert!(delay > Duration::from_secs(12), "{delay:?}");
+    // Another key's budget is its own.
+    assert!(run_query(&channel, &other).await.unwrap() > 2);
+}
