@@ -28,10 +28,22 @@ SERVICES = (
 ChannelOptions = Sequence[Tuple[str, object]]
 
 
-def _credentials(tls: bool, root_certificates: Optional[bytes]):
-    if not tls:
+def _credentials(
+    tls: bool,
+    root_certificates: Optional[bytes],
+    certificate_chain: Optional[bytes],
+    private_key: Optional[bytes],
+):
+    """TLS credentials when asked for (``tls``, or any certificate given)."""
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("certificate_chain and private_key go together (mutual TLS)")
+    if not (tls or root_certificates or certificate_chain):
         return None
-    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return grpc.ssl_channel_credentials(
+        root_certificates=root_certificates,
+        private_key=private_key,
+        certificate_chain=certificate_chain,
+    )
 
 
 def _attach_stubs(client, channel) -> None:
@@ -54,9 +66,15 @@ class Client:
 
     Args:
         target: ``host:port`` of the server, default ``127.0.0.1:50051``.
-        tls: connect with TLS.
+        tls: connect with TLS (implied by any of the certificates below).
         root_certificates: PEM roots for TLS; system roots when omitted.
+        certificate_chain: PEM client certificate, for servers that require
+            one (``--tls-client-ca``: mutual TLS); with ``private_key``.
+        private_key: PEM key of ``certificate_chain``.
         api_key: sent as ``authorization: Bearer <api_key>`` on every call.
+            A server that requires keys answers UNAUTHENTICATED without one
+            and PERMISSION_DENIED for a key whose scope or namespaces do not
+            cover the call; :func:`error_details` gives the reason.
         options: extra gRPC channel options.
         compression: e.g. ``grpc.Compression.Gzip`` for every call.
     """
@@ -67,11 +85,13 @@ class Client:
         *,
         tls: bool = False,
         root_certificates: Optional[bytes] = None,
+        certificate_chain: Optional[bytes] = None,
+        private_key: Optional[bytes] = None,
         api_key: Optional[str] = None,
         options: ChannelOptions = (),
         compression: Optional[grpc.Compression] = None,
     ) -> None:
-        credentials = _credentials(tls, root_certificates)
+        credentials = _credentials(tls, root_certificates, certificate_chain, private_key)
         if credentials is None:
             channel = grpc.insecure_channel(target, options=options, compression=compression)
         else:
@@ -111,12 +131,14 @@ class AsyncClient:
         *,
         tls: bool = False,
         root_certificates: Optional[bytes] = None,
+        certificate_chain: Optional[bytes] = None,
+        private_key: Optional[bytes] = None,
         api_key: Optional[str] = None,
         options: ChannelOptions = (),
         compression: Optional[grpc.Compression] = None,
     ) -> None:
         interceptors = AsyncApiKeyInterceptors(api_key) if api_key else None
-        credentials = _credentials(tls, root_certificates)
+        credentials = _credentials(tls, root_certificates, certificate_chain, private_key)
         if credentials is None:
             channel = aio.insecure_channel(
                 target, options=options, compression=compression, interceptors=interceptors

@@ -23,6 +23,16 @@ class ErrorDetails:
     metadata: Dict[str, str] = field(default_factory=dict)
     #: (field, description) of each invalid field.
     field_violations: List[Tuple[str, str]] = field(default_factory=list)
+    #: Seconds to wait before retrying (google.rpc.RetryInfo), when the
+    #: server says waiting is enough: a key over its rate ("RATE_LIMITED").
+    retry_delay: Optional[float] = None
+
+    @property
+    def is_auth_error(self) -> bool:
+        """The server refused the call's API key: none or an unknown one
+        ("UNAUTHENTICATED"), or one that may not do this
+        ("PERMISSION_DENIED": its scope or namespaces)."""
+        return self.reason in ("UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
 def error_details(error: grpc.RpcError) -> Optional[ErrorDetails]:
@@ -43,4 +53,8 @@ def error_details(error: grpc.RpcError) -> Optional[ErrorDetails]:
             bad = error_details_pb2.BadRequest()
             any_detail.Unpack(bad)
             details.field_violations = [(v.field, v.description) for v in bad.field_violations]
+        elif any_detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            any_detail.Unpack(retry)
+            details.retry_delay = retry.retry_delay.ToTimedelta().total_seconds()
     return details

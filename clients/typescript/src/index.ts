@@ -20,7 +20,11 @@ import { AgentService } from "./gen/agentd/v1/agent_pb.js";
 import { EmbeddingService } from "./gen/agentd/v1/embedding_pb.js";
 import { MemoryService } from "./gen/agentd/v1/memory_pb.js";
 import { QueryControlService } from "./gen/agentd/v1/query_pb.js";
-import { BadRequestSchema, ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import {
+  BadRequestSchema,
+  ErrorInfoSchema,
+  RetryInfoSchema,
+} from "./gen/google/rpc/error_details_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "./gen/grpc/reflection/v1/reflection_pb.js";
 
@@ -44,7 +48,15 @@ export interface ClientOptions {
   tls?: boolean;
   /** PEM root certificates for TLS; Node's defaults when omitted. */
   ca?: string | Buffer;
-  /** Sent as `authorization: Bearer <apiKey>` on every call. */
+  /** PEM client certificate, for servers that require one (`--tls-client-ca`: mutual TLS); with `key`. */
+  cert?: string | Buffer;
+  /** PEM key of `cert`. */
+  key?: string | Buffer;
+  /**
+   * Sent as `authorization: Bearer <apiKey>` on every call. A server that
+   * requires keys answers Unauthenticated without one and PermissionDenied for
+   * a key whose scope or namespaces do not cover the call (see `errorDetails`).
+   */
   apiKey?: string;
   /** Compress requests with gzip (responses are accepted compressed either way). */
   gzip?: boolean;
@@ -73,6 +85,12 @@ export interface AgentdClient {
 /** Creates a client. Nothing connects until the first call. */
 export function createAgentdClient(options: ClientOptions = {}): AgentdClient {
   const target = options.target ?? "127.0.0.1:50051";
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new Error("cert and key go together (mutual TLS)");
+  }
+  // Any certificate implies TLS.
+  const tls = options.tls || options.ca !== undefined || options.cert !== undefined;
+  const tlsOptions = { ca: options.ca, cert: options.cert, key: options.key };
   const interceptors: Interceptor[] = [];
   if (options.apiKey) {
     const header = `Bearer ${options.apiKey}`;
@@ -83,11 +101,11 @@ export function createAgentdClient(options: ClientOptions = {}): AgentdClient {
   }
   interceptors.push(...(options.interceptors ?? []));
   const transport = createGrpcTransport({
-    baseUrl: `${options.tls ? "https" : "http"}://${target}`,
+    baseUrl: `${tls ? "https" : "http"}://${target}`,
     interceptors,
     acceptCompression: [compressionGzip],
     sendCompression: options.gzip ? compressionGzip : undefined,
-    nodeOptions: options.ca ? { ca: options.ca } : undefined,
+    nodeOptions: tls ? tlsOptions : undefined,
   });
   const healthService = createClient(Health, transport);
   const reflection = createClient(ServerReflection, transport);
@@ -130,6 +148,10 @@ export interface ErrorDetails {
   metadata: Record<string, string>;
   /** Each invalid field and what is wrong with it. */
   fieldViolations: { field: string; description: string }[];
+  /** Milliseconds to wait before retrying (google.rpc.RetryInfo), when waiting is enough: a key over its rate ("RATE_LIMITED"). */
+  retryDelayMs?: number;
+  /** The server refused the call's API key: "UNAUTHENTICATED" (none, or unknown) or "PERMISSION_DENIED" (its scope or namespaces). */
+  isAuthError: boolean;
 }
 
 /** Decodes the google.rpc details of an error thrown by a call. */
@@ -137,10 +159,15 @@ export function errorDetails(error: unknown): ErrorDetails {
   const err = ConnectError.from(error);
   const [info] = err.findDetails(ErrorInfoSchema);
   const bad = err.findDetails(BadRequestSchema).flatMap((b) => b.fieldViolations);
+  const [retry] = err.findDetails(RetryInfoSchema);
+  const delay = retry?.retryDelay;
+  const reason = info?.reason ?? "";
   return {
-    reason: info?.reason ?? "",
+    reason,
     domain: info?.domain ?? "",
     metadata: { ...(info?.metadata ?? {}) },
     fieldViolations: bad.map((v) => ({ field: v.field, description: v.description })),
+    retryDelayMs: delay ? Number(delay.seconds) * 1000 + delay.nanos / 1e6 : undefined,
+    isAuthError: reason === "UNAUTHENTICATED" || reason === "PERMISSION_DENIED",
   };
 }

@@ -62,7 +62,7 @@ function writeConfig(dir: string, openaiUrl: string): void {
   writeFileSync(join(dir, "agentd.toml"), `[query]\nlocal_threads = 2\n\n${agents}${aliases}${tools}`);
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
