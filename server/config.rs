@@ -149,6 +149,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTD_METRICS_LISTEN", value_name = "ADDR|off")]
     pub metrics_listen: Option<String>,
 
+    /// Export traces (a span per call, the engines' children) over
+    /// OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317 [default: off]
+    #[arg(long, env = "AGENTD_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Where audit lines go: "log" (log target `audit`), "off", or a file
     /// appended to [default: "log" with --api-keys-file, else "off"]
     #[arg(long, env = "AGENTD_AUDIT_LOG", value_name = "TARGET")]
@@ -182,6 +187,7 @@ struct FileConfig {
     api_keys_file: Option<PathBuf>,
     audit_log: Option<String>,
     metrics_listen: Option<String>,
+    otlp_endpoint: Option<String>,
 }
 
 /// `[tls]` in the config file.
@@ -359,6 +365,8 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Where `/metrics` is served; `None`: nowhere (and nothing recorded).
     pub metrics_listen: Option<SocketAddr>,
+    /// The OTLP/gRPC collector traces go to; `None`: no traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -386,6 +394,7 @@ impl Default for Config {
                     .parse()
                     .expect("valid default address"),
             ),
+            otlp_endpoint: None,
         }
     }
 }
@@ -448,6 +457,12 @@ impl Config {
             query: file.query,
             agents: file.agents,
             security,
+            otlp_endpoint: match args.otlp_endpoint.clone().or(file.otlp_endpoint) {
+                Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    bail!("otlp_endpoint must be an http:// or https:// URL, got {url:?}")
+                }
+                endpoint => endpoint,
+            },
             metrics_listen: match args.metrics_listen.clone().or(file.metrics_listen) {
                 None => defaults.metrics_listen,
                 Some(off) if off == "off" => None,

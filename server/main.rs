@@ -143,7 +143,6 @@ fn keys(command: KeysCommand) -> anyhow::Result<()> {
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args)?;
-    agentd::telemetry::init(config.log_format, &config.log)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Idle blocking-pool threads (store calls, searches) exit after a
@@ -151,12 +150,23 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .thread_keep_alive(Duration::from_secs(1))
         .build()
         .context("starting the async runtime")?;
+    // Inside the runtime: the OTLP exporter's connection lives on it.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        agentd::telemetry::init(
+            config.log_format,
+            &config.log,
+            config.otlp_endpoint.as_deref(),
+        )?
+    };
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         agentd::server::run(config, listener, agentd::server::shutdown_signal()).await
     });
+    // The last spans, while the runtime still runs their connection.
+    telemetry.shutdown();
     // `run` has ended every query and written what matters; blocking work
     // still running (a search, a snapshot) must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));

@@ -30,6 +30,7 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Code, Status};
 use tracing::Instrument;
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::access::{self, Names, Need};
 use crate::error::Error;
@@ -237,6 +238,10 @@ where
             resource = Empty,
             code = Empty,
         );
+        // A caller's W3C trace context makes this call's span its child.
+        if let Some(parent) = crate::telemetry::remote_context(request.headers()) {
+            let _ = span.set_parent(parent);
+        }
         let rule = access::rule(&method);
         let peer = peer(&request);
         let admitted = state.admit(&method, request.headers(), rule);

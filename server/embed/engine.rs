@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 
+use tracing::Instrument;
+
 use super::batcher::{BatchLimits, Batcher};
 use super::bert::{BertBackend, BertEmbedder};
 use super::cache::{Cached, EmbeddingCache};
@@ -412,7 +414,24 @@ impl EmbeddingEngine {
         let (fresh, queue, compute) = if encoded.is_empty() {
             (Vec::new(), Duration::ZERO, Duration::ZERO)
         } else {
-            let batched = model.batcher.embed(encoded).await?;
+            // A child of the call's span in traces: the wait for a forward
+            // pass and the pass itself (shared with other requests).
+            let span = tracing::info_span!(
+                "embedding.batch",
+                model = %info.id,
+                texts = encoded.len(),
+                queue_ms = tracing::field::Empty,
+                compute_ms = tracing::field::Empty,
+                batch_requests = tracing::field::Empty,
+            );
+            let batched = model
+                .batcher
+                .embed(encoded)
+                .instrument(span.clone())
+                .await?;
+            span.record("queue_ms", batched.queue.as_secs_f64() * 1e3);
+            span.record("compute_ms", batched.compute.as_secs_f64() * 1e3);
+            span.record("batch_requests", batched.batch_requests);
             tracing::debug!(
                 model = %info.id,
                 texts = batched.vectors.len(),

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures::Stream;
 
@@ -328,7 +329,10 @@ impl QueryEngine {
             semantic_key,
             admitted,
         );
-        tokio::spawn(driver.run());
+        // The query outlives the call that started it, but in traces it
+        // belongs to it: the driver's spans are the call's children.
+        let span = tracing::info_span!("query", id = %query.id());
+        tokio::spawn(driver.run().instrument(span));
         Ok(query)
     }
 

@@ -38,3 +38,4 @@ mod response_fields_agents;
 mod rpc_logs;
 mod security;
 mod shutdown;
+mod traces;

@@ -11,6 +11,8 @@ use super::super::search_job::IndexSearch;
 use super::Points;
 use super::types::{Include, Query, SearchParams, SearchResult};
 use super::validate::{DEFAULT_OVERSAMPLING, MAX_BATCH_SEARCHES, check_search};
+use tracing::Instrument;
+
 use crate::common::timing::Timing;
 use crate::common::vector::l2_normalize;
 use crate::error::{Error, Result};
@@ -117,7 +119,17 @@ impl Points {
                 vector: p.with_vector,
             },
         };
-        let searched = job.run(&self.indexes, slot, def).await?;
+        let span = tracing::info_span!(
+            "memory.search",
+            collection = %def.name,
+            k = p.k,
+            queue_ms = tracing::field::Empty,
+        );
+        let searched = job
+            .run(&self.indexes, slot, def)
+            .instrument(span.clone())
+            .await?;
+        span.record("queue_ms", searched.queued.as_secs_f64() * 1e3);
         let hits = searched.found.hits.clone();
         self.cache.insert(key, searched.found);
         Ok(SearchResult {

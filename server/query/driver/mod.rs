@@ -26,6 +26,7 @@ mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -191,7 +192,12 @@ impl Driver {
             match self.query.state() {
                 QueryState::Running => {
                     let began = Instant::now();
-                    let outcome = self.segment(delay).await;
+                    let span = tracing::info_span!(
+                        "model.request",
+                        model = %self.model,
+                        first_token_ms = tracing::field::Empty,
+                    );
+                    let outcome = self.segment(delay).instrument(span).await;
                     self.budget_left = self.budget_left.saturating_sub(began.elapsed());
                     delay = match outcome {
                         Outcome::Continue | Outcome::Stopped => Duration::ZERO,

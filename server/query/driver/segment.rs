@@ -154,8 +154,11 @@ impl Driver {
                     Some(Ok(ProviderEvent::Started)) => running_since = Some(Instant::now()),
                     Some(Ok(ProviderEvent::Delta(text))) => {
                         if segment.deltas == 0 {
+                            let first = started.elapsed();
                             metrics::histogram!(catalog::QUERY_FIRST_TOKEN, "model" => self.model.clone())
-                                .record(started.elapsed().as_secs_f64());
+                                .record(first.as_secs_f64());
+                            tracing::Span::current()
+                                .record("first_token_ms", first.as_secs_f64() * 1e3);
                         }
                         self.delta(text);
                         segment.deltas += 1;
