@@ -498,18 +498,18 @@ impl Indexes {
     }
 
     /// Figures of every collection whose index is in memory, for metrics.
-    /// Never waits: a collection whose lock is held right now (a rebuild
-    /// swapping in, a link) is left out of this round.
+    /// Blocking: waits its turn for each collection's read lock (held
+    /// long by nothing: builds run outside it).
     pub fn figures(&self) -> Vec<IndexFigures> {
         let slots: Vec<Arc<Slot>> = lock(&self.inner.slots).values().cloned().collect();
         slots
             .iter()
-            .filter_map(|slot| {
-                let state = try_read(&slot.state)?;
+            .map(|slot| {
+                let state = slot.read();
                 let graph = state.graph.as_ref();
                 let unsnapshotted = slot.graph_changes.load(Ordering::Acquire)
                     != slot.snapshotted_changes.load(Ordering::Acquire);
-                Some(IndexFigures {
+                IndexFigures {
                     collection: slot.name.clone(),
                     indexed_points: graph.map_or(0, |g| g.live() as u64),
                     fresh_points: state.fresh.len() as u64,
@@ -520,7 +520,7 @@ impl Indexes {
                     } else {
                         Duration::ZERO
                     },
-                })
+                }
             })
             .collect()
     }

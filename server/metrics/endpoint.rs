@@ -1,6 +1,8 @@
 //! `GET /metrics` over HTTP/1.1, on its own port (`--metrics-listen`), so
 //! a scraper never shares the gRPC port's TLS or keys and the port can be
-//! left unexposed.
+//! left unexposed. The same port answers `GET /healthz` (the process
+//! serves) and `GET /readyz` (503 once shutdown began): probes for
+//! orchestrators whose gRPC probes cannot speak TLS (Kubernetes').
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,11 +11,13 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::Scrape;
 
-/// Serves `scrape` on `listener` until the task is aborted.
-pub async fn serve(listener: TcpListener, scrape: Arc<Scrape>) {
+/// Serves `scrape` on `listener` until the task is aborted; `draining`
+/// turns true when shutdown begins.
+pub async fn serve(listener: TcpListener, scrape: Arc<Scrape>, draining: watch::Receiver<bool>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -24,10 +28,12 @@ pub async fn serve(listener: TcpListener, scrape: Arc<Scrape>) {
             }
         };
         let scrape = Arc::clone(&scrape);
+        let draining = draining.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let scrape = Arc::clone(&scrape);
-                async move { Ok::<_, Infallible>(respond(&scrape, request).await) }
+                let draining = *draining.borrow();
+                async move { Ok::<_, Infallible>(respond(&scrape, draining, request).await) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -39,7 +45,7 @@ pub async fn serve(listener: TcpListener, scrape: Arc<Scrape>) {
     }
 }
 
-async fn respond(scrape: &Scrape, request: Request<Incoming>) -> Response<String> {
+async fn respond(scrape: &Scrape, draining: bool, request: Request<Incoming>) -> Response<String> {
     let reply = |status: StatusCode, body: String| {
         let mut response = Response::new(body);
         *response.status_mut() = status;
@@ -54,7 +60,17 @@ async fn respond(scrape: &Scrape, request: Request<Incoming>) -> Response<String
             );
             response
         }
-        (_, "/metrics") => reply(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into()),
-        _ => reply(StatusCode::NOT_FOUND, "metrics are at /metrics\n".into()),
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n".into()),
+        (&Method::GET, "/readyz") if draining => {
+            reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+        }
+        (&Method::GET, "/readyz") => reply(StatusCode::OK, "ready\n".into()),
+        (_, "/metrics" | "/healthz" | "/readyz") => {
+            reply(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into())
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "/metrics, /healthz and /readyz only\n".into(),
+        ),
     }
 }

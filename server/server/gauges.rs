@@ -29,8 +29,11 @@ pub fn embedding(engine: Arc<EmbeddingEngine>) -> Collector {
 /// Points, index memory and snapshot age per loaded collection.
 pub fn memory(indexes: Indexes) -> Collector {
     Box::new(move || {
-        let figures = indexes.figures();
+        let indexes = indexes.clone();
         Box::pin(async move {
+            let figures = tokio::task::spawn_blocking(move || indexes.figures())
+                .await
+                .unwrap_or_default();
             for f in figures {
                 let collection = || f.collection.clone();
                 metrics::gauge!(catalog::MEMORY_POINTS, "collection" => collection(), "segment" => "graph")

@@ -258,6 +258,8 @@ impl Server {
         let grace = config.shutdown_grace;
         let services = config.services;
 
+        // For /readyz, which turns 503 when shutdown begins.
+        let probes_draining = draining.subscribe();
         let (draining_tx, draining_rx) = oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
@@ -284,7 +286,11 @@ impl Server {
                 tracing::info!(addr = %at, "metrics at http://{at}/metrics");
             }
             metrics_tasks.push(scrape.spawn_upkeep());
-            metrics_tasks.push(tokio::spawn(crate::metrics::serve(listener, scrape)));
+            metrics_tasks.push(tokio::spawn(crate::metrics::serve(
+                listener,
+                scrape,
+                probes_draining,
+            )));
         }
         let router = tonic::transport::Server::builder()
             .layer(Guard::new(keys, audit.unwrap_or_else(AuditLog::off)))
