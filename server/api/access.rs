@@ -8,6 +8,9 @@
 //! A path not in the table (a service an embedding application added)
 //! needs `admin`.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use crate::security::Scope;
 
 /// Who may call a method.
@@ -35,6 +38,9 @@ pub enum Names {
 /// How one method is guarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
+    /// The method's path, or "unknown" for a path not in the contract (so
+    /// that metrics labelled with it cannot grow without bound).
+    pub path: &'static str,
     /// The key it needs.
     pub need: Need,
     /// Whether it streams (either way).
@@ -261,35 +267,41 @@ const PUBLIC: &[(&str, bool)] = &[
     ("/grpc.health.v1.Health/Watch", STREAM),
 ];
 
-/// Whether `path` is a method agentd serves (metrics label unknown paths
-/// as such, so a scanner cannot grow the label set).
-pub fn is_known(path: &str) -> bool {
-    PUBLIC.iter().any(|(p, _)| *p == path) || RULES.iter().any(|(p, ..)| *p == path)
+/// Every rule by path, built once.
+fn rules() -> &'static HashMap<&'static str, Rule> {
+    static RULE_MAP: OnceLock<HashMap<&'static str, Rule>> = OnceLock::new();
+    RULE_MAP.get_or_init(|| {
+        let public = PUBLIC.iter().map(|(path, streaming)| Rule {
+            path,
+            need: Need::Nobody,
+            streaming: *streaming,
+            names: Untouched,
+        });
+        let keyed = RULES.iter().map(|(path, scope, streaming, names)| Rule {
+            path,
+            need: Need::Key(*scope),
+            streaming: *streaming,
+            names: *names,
+        });
+        public.chain(keyed).map(|rule| (rule.path, rule)).collect()
+    })
 }
 
 /// How the method at `path` is guarded.
 pub fn rule(path: &str) -> Rule {
-    if let Some((_, streaming)) = PUBLIC.iter().find(|(p, _)| *p == path) {
-        return Rule {
-            need: Need::Nobody,
-            streaming: *streaming,
-            names: Untouched,
-        };
-    }
-    match RULES.iter().find(|(p, ..)| *p == path) {
-        Some((_, scope, streaming, names)) => Rule {
-            need: Need::Key(*scope),
-            streaming: *streaming,
-            names: *names,
-        },
+    rules().get(path).copied().unwrap_or(Rule {
         // Unknown to the contract: an added service, or a typo that gets
         // UNIMPLEMENTED, but only once the caller proved it is an admin.
-        None => Rule {
-            need: Need::Key(Admin),
-            streaming: true,
-            names: Refused,
-        },
-    }
+        path: "unknown",
+        need: Need::Key(Admin),
+        streaming: true,
+        names: Refused,
+    })
+}
+
+/// Every path of the contract (and health's), for per-method metrics.
+pub fn paths() -> impl Iterator<Item = &'static str> {
+    rules().keys().copied()
 }
 
 #[cfg(test)]
@@ -340,6 +352,11 @@ mod tests {
     fn health_is_public_and_unknown_paths_need_admin() {
         assert_eq!(rule("/grpc.health.v1.Health/Check").need, Need::Nobody);
         assert_eq!(rule("/x.Y/Z").need, Need::Key(Admin));
+        assert_eq!(rule("/x.Y/Z").path, "unknown");
+        assert_eq!(
+            rule("/agentd.v1.MemoryService/Search").path,
+            "/agentd.v1.MemoryService/Search"
+        );
         assert_eq!(
             rule("/agentd.v1.MemoryService/Search").need,
             Need::Key(Read)

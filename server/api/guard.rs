@@ -34,7 +34,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::access::{self, Names, Need};
 use crate::error::Error;
-use crate::metrics::catalog;
 use crate::security::{AuditEntry, AuditLog, Caller, KeyRing, Scope, StreamPermit};
 
 tokio::task_local! {
@@ -245,10 +244,9 @@ where
         let rule = access::rule(&method);
         let peer = peer(&request);
         let admitted = state.admit(&method, request.headers(), rule);
-        let known = access::is_known(&method);
         let audited = |caller: &Caller| Ending {
             state: Arc::clone(&state),
-            known,
+            label: rule.path,
             key: caller.key_id().map(str::to_owned),
             method: method.clone(),
             request_id: request_id.clone(),
@@ -315,8 +313,8 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
 /// frees with it.
 struct Ending {
     state: Arc<State>,
-    /// The method is one of the contract's (else metrics say "unknown").
-    known: bool,
+    /// The method's path for metrics ("unknown" outside the contract).
+    label: &'static str,
     key: Option<String>,
     method: String,
     request_id: String,
@@ -334,15 +332,7 @@ impl Drop for Ending {
         // No code by the end: the client went away before the trailers.
         let code = self.code.unwrap_or(Code::Cancelled);
         let elapsed = self.started.elapsed();
-        let method = if self.known {
-            self.method.clone()
-        } else {
-            "unknown".to_owned()
-        };
-        metrics::histogram!(catalog::RPC_DURATION, "method" => method.clone())
-            .record(elapsed.as_secs_f64());
-        metrics::counter!(catalog::RPC_REQUESTS, "method" => method, "code" => code_name(code))
-            .increment(1);
+        super::rpc_metrics::record(self.label, code, elapsed, code_name(code));
         let audited = self.writes || matches!(code, Code::Unauthenticated | Code::PermissionDenied);
         if audited && self.state.audit.is_on() {
             let resource = self.call.as_ref().and_then(|c| c.resource());

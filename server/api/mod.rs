@@ -21,6 +21,7 @@ pub(crate) mod memory;
 pub(crate) mod message_limit;
 pub(crate) mod query;
 pub(crate) mod rpc;
+pub(crate) mod rpc_metrics;
 
 use std::pin::Pin;
 

@@ -102,7 +102,12 @@ async fn run(
     limits: BatchLimits,
 ) {
     let mut carried: Option<Job> = None;
-    let model_id = embedder.info().id.clone();
+    // Kept, not looked up per batch (the recorder is in place before any
+    // engine starts; without one they record nothing).
+    let model = [("model", embedder.info().id.clone())];
+    let compute_seconds = metrics::histogram!(catalog::EMBEDDING_COMPUTE, &model);
+    let queue_seconds = metrics::histogram!(catalog::EMBEDDING_QUEUE, &model);
+    let batch_inputs = metrics::histogram!(catalog::EMBEDDING_BATCH_INPUTS, &model);
     loop {
         let first = match carried.take() {
             Some(job) => job,
@@ -147,13 +152,11 @@ async fn run(
                 .unwrap_or_else(|e| Err(Error::Internal(format!("forward pass panicked: {e}"))));
         let compute = started.elapsed();
         let batch_requests = replies.len();
-        let model = || [("model", model_id.clone())];
-        metrics::histogram!(catalog::EMBEDDING_COMPUTE, &model()).record(compute.as_secs_f64());
-        let queue = metrics::histogram!(catalog::EMBEDDING_QUEUE, &model());
+        compute_seconds.record(compute.as_secs_f64());
         let inputs: usize = replies.iter().map(|(count, ..)| count).sum();
-        metrics::histogram!(catalog::EMBEDDING_BATCH_INPUTS, &model()).record(inputs as f64);
+        batch_inputs.record(inputs as f64);
         for (_, enqueued, _) in &replies {
-            queue.record(started.duration_since(*enqueued).as_secs_f64());
+            queue_seconds.record(started.duration_since(*enqueued).as_secs_f64());
         }
         match result {
             Ok(vectors) => {

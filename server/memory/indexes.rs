@@ -44,7 +44,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::collections::Collection;
@@ -189,6 +189,8 @@ pub struct Slot {
     snapshot_at: Mutex<Instant>,
     /// How long the previous search took, to predict the next.
     pub last_search: LastSearch,
+    /// The collection's search-time histogram, looked up once.
+    search_seconds: OnceLock<metrics::Histogram>,
     /// Serialises snapshot writes to the slot's directory, and lets
     /// `forget` wait for one in progress. Taken without holding `state`.
     writing_snapshot: Mutex<()>,
@@ -214,6 +216,15 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Records one search's time in the collection's histogram.
+    pub fn record_search(&self, took: Duration) {
+        self.search_seconds
+            .get_or_init(|| {
+                metrics::histogram!(crate::metrics::catalog::MEMORY_SEARCH, "collection" => self.name.clone())
+            })
+            .record(took.as_secs_f64());
+    }
+
     /// The write generation (see the field).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -312,6 +323,7 @@ impl Indexes {
                     snapshotted_changes: AtomicU64::new(0),
                     snapshot_at: Mutex::new(Instant::now()),
                     last_search: LastSearch::default(),
+                    search_seconds: OnceLock::new(),
                     writing_snapshot: Mutex::new(()),
                     writer: Mutex::new(()),
                     merging: AtomicBool::new(false),

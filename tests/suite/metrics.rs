@@ -171,7 +171,9 @@ async fn metrics_follow_the_traffic() {
 
     // Probes for orchestrators whose gRPC probes speak no TLS.
     for probe in ["healthz", "readyz"] {
-        let answer = reqwest::get(format!("http://{addr}/{probe}")).await.unwrap();
+        let answer = reqwest::get(format!("http://{addr}/{probe}"))
+            .await
+            .unwrap();
         assert_eq!(answer.status(), 200, "{probe}");
     }
     // Only those, only GET.

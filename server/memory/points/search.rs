@@ -2,6 +2,7 @@
 //! of text queries, then the index search itself
 //! ([`super::super::search_job`]).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -16,24 +17,12 @@ use tracing::Instrument;
 use crate::common::timing::Timing;
 use crate::common::vector::l2_normalize;
 use crate::error::{Error, Result};
-use crate::metrics::catalog;
 
 impl Points {
     /// The `k` nearest points to the query, best first; with a filter, the
     /// `k` nearest among those whose payload matches (never fewer when at
     /// least `k` match).
     pub async fn search(&self, p: SearchParams) -> Result<SearchResult> {
-        let collection = p.collection.clone();
-        let result = self.search_once(p).await;
-        if let Ok(found) = &result {
-            let took = found.timing.queue + found.timing.compute;
-            metrics::histogram!(catalog::MEMORY_SEARCH, "collection" => collection)
-                .record(took.as_secs_f64());
-        }
-        result
-    }
-
-    async fn search_once(&self, p: SearchParams) -> Result<SearchResult> {
         let started = Instant::now();
         let collection = self.collections.resolve(p.collection.clone()).await?;
         let def = &collection.def;
@@ -64,6 +53,7 @@ impl Points {
         };
         if let Some(cached) = self.cache.get(&key) {
             slot.cache_hits.fetch_add(1, Ordering::Relaxed);
+            slot.record_search(started.elapsed());
             return Ok(SearchResult {
                 hits: cached.hits.clone(),
                 cached: true,
@@ -126,12 +116,13 @@ impl Points {
             queue_ms = tracing::field::Empty,
         );
         let searched = job
-            .run(&self.indexes, slot, def)
+            .run(&self.indexes, Arc::clone(&slot), def)
             .instrument(span.clone())
             .await?;
         span.record("queue_ms", searched.queued.as_secs_f64() * 1e3);
         let hits = searched.found.hits.clone();
         self.cache.insert(key, searched.found);
+        slot.record_search(started.elapsed());
         Ok(SearchResult {
             hits,
             cached: false,
