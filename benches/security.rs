@@ -38,6 +38,10 @@ struct Run {
     clients: usize,
     phase: Duration,
     rounds: usize,
+    /// Calls per second from all clients together, spread evenly (open
+    /// loop, below saturation: latency, not queueing); `None`: each client
+    /// calls again as soon as answered (closed loop, saturating).
+    rate: Option<f64>,
 }
 
 /// One server configuration.
@@ -172,6 +176,7 @@ async fn measure(server: &Binary, setup: &Setup, call: Call, run: &Run) -> Figur
     let cpu_before = server.cpu_time();
     let deadline = Instant::now() + run.phase;
     let key = Arc::new(key);
+    let (rate, clients) = (run.rate, run.clients);
     let tasks: Vec<_> = channels
         .into_iter()
         .enumerate()
@@ -180,7 +185,16 @@ async fn measure(server: &Binary, setup: &Setup, call: Call, run: &Run) -> Figur
             tokio::spawn(async move {
                 let mut took = Vec::new();
                 let mut i = c as u64 * 1_000_000;
+                // Open loop: this client's calls at a fixed pace, the
+                // clients' phases spread over one interval.
+                let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
+                let mut next = Instant::now()
+                    + interval.map_or(Duration::ZERO, |d| d.mul_f64(c as f64 / clients as f64));
                 while Instant::now() < deadline {
+                    if let Some(interval) = interval {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += interval;
+                    }
                     let began = Instant::now();
                     once(&channel, call, key.as_ref().as_ref(), i).await;
                     took.push(began.elapsed());
@@ -312,8 +326,13 @@ async fn compare(dir: &Path, title: &str, setups: &[Setup], calls: &[Call], run:
         fill(&server, setup).await;
         servers.push(server);
     }
+    let pace = run
+        .rate
+        .map_or("each calling again when answered".to_owned(), |r| {
+            format!("{r:.0} calls/s in all, evenly paced")
+        });
     println!(
-        "\n{title} ({} clients, {:?} per measurement, {} rounds)\n",
+        "\n{title} ({} clients, {pace}, {:?} per measurement, {} rounds)\n",
         run.clients, run.phase, run.rounds
     );
     println!(
@@ -363,12 +382,17 @@ fn main() {
                 .unwrap_or(100),
             phase: Duration::from_secs(5),
             rounds: 3,
+            // AGENTD_BENCH_RATE=N paces the clients to N calls/s in all.
+            rate: std::env::var("AGENTD_BENCH_RATE")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         }
     } else {
         Run {
             clients: 2,
             phase: Duration::from_millis(200),
             rounds: 1,
+            rate: None,
         }
     };
     let rt = tokio::runtime::Builder::new_current_thread()
