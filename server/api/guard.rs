@@ -242,7 +242,12 @@ where
             let _ = span.set_parent(parent);
         }
         let rule = access::rule(&method);
-        let peer = peer(&request);
+        // Only audit lines show the peer: not formatted when none is written.
+        let peer = if state.audit.is_on() {
+            peer(&request)
+        } else {
+            None
+        };
         let admitted = state.admit(&method, request.headers(), rule);
         let audited = |caller: &Caller| Ending {
             state: Arc::clone(&state),
@@ -264,6 +269,10 @@ where
                 ending.code = Some(status.code());
                 // Refusals are audited whatever the method.
                 ending.writes = true;
+                span.record(
+                    "code",
+                    tracing::field::display(format_args!("{:?}", status.code())),
+                );
                 span.in_scope(|| {
                     tracing::debug!(code = ?status.code(), message = status.message(), "call refused");
                 });
