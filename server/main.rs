@@ -150,25 +150,21 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .thread_keep_alive(Duration::from_secs(1))
         .build()
         .context("starting the async runtime")?;
-    // Inside the runtime: the OTLP exporter's connection lives on it.
-    let telemetry = {
-        let _runtime = runtime.enter();
-        agentd::telemetry::init(
-            config.log_format,
-            &config.log,
-            config.otlp_endpoint.as_deref(),
-        )?
-    };
+    let telemetry = agentd::telemetry::init(
+        config.log_format,
+        &config.log,
+        config.otlp_endpoint.as_deref(),
+    )?;
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         agentd::server::run(config, listener, agentd::server::shutdown_signal()).await
     });
-    // The last spans, while the runtime still runs their connection.
-    telemetry.shutdown();
     // `run` has ended every query and written what matters; blocking work
     // still running (a search, a snapshot) must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    // Every task is gone, so every span is closed: send the last ones.
+    telemetry.shutdown();
     served
 }

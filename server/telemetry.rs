@@ -26,16 +26,23 @@ use crate::config::LogFormat;
 #[derive(Debug, Default)]
 pub struct Telemetry {
     traces: Option<SdkTracerProvider>,
+    /// The exporter's connection runs on a runtime of its own (one
+    /// thread), so that the server's runtime can stop first: its tasks are
+    /// dropped, their spans close and are exported, then this one goes.
+    exporter_runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Telemetry {
     /// Sends the spans still buffered (bounded by the exporter's timeout).
-    /// Call inside the runtime, before it stops.
+    /// Call after the server's runtime stopped, so every span is closed.
     pub fn shutdown(self) {
         if let Some(provider) = self.traces
             && let Err(e) = provider.shutdown()
         {
             tracing::warn!(error = %e, "flushing the last traces");
+        }
+        if let Some(runtime) = self.exporter_runtime {
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
         }
     }
 }
@@ -43,8 +50,7 @@ impl Telemetry {
 /// Installs the global subscriber. `filter` uses RUST_LOG syntax; `RUST_LOG`
 /// itself, when set, wins so that a developer can turn up one module without
 /// touching the config. With `otlp_endpoint` (e.g. `http://127.0.0.1:4317`)
-/// spans are exported there too; this must run inside the Tokio runtime
-/// (the gRPC exporter's connection lives on it).
+/// spans are exported there too, from a one-thread runtime of their own.
 pub fn init(
     format: LogFormat,
     filter: &str,
@@ -64,11 +70,21 @@ pub fn init(
     let mut telemetry = Telemetry::default();
     let traces = match otlp_endpoint {
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .build()
-                .map_err(|e| anyhow::anyhow!("the OTLP exporter for {endpoint}: {e}"))?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("otlp-export")
+                .enable_all()
+                .build()?;
+            // The tonic channel binds to the runtime it is made in.
+            let exporter = {
+                let _in = runtime.enter();
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("the OTLP exporter for {endpoint}: {e}"))?
+            };
+            telemetry.exporter_runtime = Some(runtime);
             let provider = SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
                 .with_resource(
