@@ -365,6 +365,11 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Where `/metrics` is served; `None`: nowhere (and nothing recorded).
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether `metrics_listen` was asked for (flag, variable or file):
+    /// then a port already taken fails the start; the default one taken
+    /// (Prometheus itself listens on 9090) only turns metrics off, with a
+    /// warning.
+    pub metrics_listen_explicit: bool,
     /// The OTLP/gRPC collector traces go to; `None`: no traces.
     pub otlp_endpoint: Option<String>,
 }
@@ -395,6 +400,7 @@ impl Default for Config {
                     .expect("valid default address"),
             ),
             otlp_endpoint: None,
+            metrics_listen_explicit: false,
         }
     }
 }
@@ -463,6 +469,7 @@ impl Config {
                 }
                 endpoint => endpoint,
             },
+            metrics_listen_explicit: args.metrics_listen.is_some() || file.metrics_listen.is_some(),
             metrics_listen: match args.metrics_listen.clone().or(file.metrics_listen) {
                 None => defaults.metrics_listen,
                 Some(off) if off == "off" => None,

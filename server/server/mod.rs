@@ -125,13 +125,23 @@ impl Server {
         let audit = Some(AuditLog::open(&security.audit)?);
         // Before any engine starts, so that what they record is kept.
         let metrics = match config.metrics_listen {
-            Some(addr) => {
-                let handle = crate::metrics::install()?;
-                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                    format!("binding the metrics address {addr} (--metrics-listen; \"off\" turns it off)")
-                })?;
-                Some((listener, Scrape::new(handle)))
-            }
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => Some((listener, Scrape::new(crate::metrics::install()?))),
+                Err(e) if !config.metrics_listen_explicit => {
+                    tracing::warn!(
+                        %addr,
+                        error = %e,
+                        "the default metrics address is taken: serving without metrics \
+                         (set --metrics-listen to another address, or \"off\")"
+                    );
+                    None
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "binding the metrics address {addr} (--metrics-listen; \"off\" turns it off)"
+                    )));
+                }
+            },
             None => None,
         };
         let mut routes = RoutesBuilder::default();

@@ -214,3 +214,25 @@ async fn a_taken_metrics_port_fails_the_start_naming_the_flag() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_default_metrics_port_taken_only_turns_metrics_off() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    // As if it were the default address (nobody asked for it).
+    let (mut config, dir) = crate::common::test_config();
+    config.metrics_listen = Some(addr);
+    config.metrics_listen_explicit = false;
+    let server = crate::common::TestServer::start_with(config, dir, |s| s).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    // Asked for explicitly, the same address fails the start.
+    let (mut config, _dir) = crate::common::test_config();
+    config.metrics_listen = Some(addr);
+    config.metrics_listen_explicit = true;
+    let err = agentd::server::Server::new(config).await.unwrap_err();
+    assert!(format!("{err:#}").contains("metrics address"), "{err:#}");
+}
