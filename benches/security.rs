@@ -100,23 +100,29 @@ async fn connect(addr: std::net::SocketAddr, ca: Option<&[u8]>) -> Channel {
     endpoint.connect().await.unwrap()
 }
 
-/// One call of `call`, with `key` if any.
-async fn once(
-    channel: &Channel,
-    call: Call,
-    key: Option<&MetadataValue<tonic::metadata::Ascii>>,
-    i: u64,
-) {
-    fn keyed<T>(
-        message: T,
-        key: Option<&MetadataValue<tonic::metadata::Ascii>>,
-    ) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(key) = key {
-            request.metadata_mut().insert("authorization", key.clone());
-        }
-        request
+/// An `authorization: Bearer <key>` value.
+type Key = MetadataValue<tonic::metadata::Ascii>;
+
+impl Setup {
+    /// The header value its clients send, if it requires a key.
+    fn header(&self) -> Option<Key> {
+        self.key
+            .as_ref()
+            .map(|k| MetadataValue::try_from(format!("Bearer {k}")).unwrap())
     }
+}
+
+/// `message` as a request carrying `key`, if any.
+fn keyed<T>(message: T, key: Option<&Key>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(key) = key {
+        request.metadata_mut().insert("authorization", key.clone());
+    }
+    request
+}
+
+/// One call of `call`, with `key` if any.
+async fn once(channel: &Channel, call: Call, key: Option<&Key>, i: u64) {
     match call {
         Call::Health => {
             HealthClient::new(channel.clone())
@@ -162,10 +168,7 @@ async fn once(
 /// `run.clients` clients calling `call` for `run.phase`.
 async fn measure(server: &Binary, setup: &Setup, call: Call, run: &Run) -> Figures {
     let addr = server.addr;
-    let key = setup
-        .key
-        .as_ref()
-        .map(|k| MetadataValue::try_from(format!("Bearer {k}")).unwrap());
+    let key = setup.header();
     let mut channels = Vec::new();
     for _ in 0..run.clients {
         let channel = connect(addr, setup.ca.as_deref()).await;
@@ -247,7 +250,7 @@ fn keys(path: &Path) -> String {
     last
 }
 
-/// Starts `setup` and fills the search collection.
+/// Starts `setup` and fills the search collection (2,000 × 64).
 async fn start(dir: &Path, setup: &Setup) -> Binary {
     let data = dir.join(format!("data-{}", setup.name.replace(' ', "-")));
     let mut args: Vec<&str> = setup.args.iter().map(String::as_str).collect();
@@ -260,39 +263,19 @@ async fn start(dir: &Path, setup: &Setup) -> Binary {
     ]);
     let server = Binary::spawn(&data, &args, Stdio::null());
     server.wait_listening().await;
-    let key = setup
-        .key
-        .as_ref()
-        .map(|k| MetadataValue::try_from(format!("Bearer {k}")).unwrap());
+    let key = setup.header();
     let channel = connect(server.addr, setup.ca.as_deref()).await;
     let mut memory = MemoryServiceClient::new(channel);
-    let with_key = |message| {
-        let mut request = tonic::Request::new(message);
-        if let Some(key) = &key {
-            request.metadata_mut().insert("authorization", key.clone());
-        }
-        request
+    let create = pb::CreateCollectionRequest {
+        name: "bench".into(),
+        dimensions: 64,
+        metric: pb::Metric::L2 as i32,
+        ..Default::default()
     };
     memory
-        .create_collection(with_key(pb::CreateCollectionRequest {
-            name: "bench".into(),
-            dimensions: 64,
-            metric: pb::Metric::L2 as i32,
-            ..Default::default()
-        }))
+        .create_collection(keyed(create, key.as_ref()))
         .await
         .unwrap();
-    // Wait for the embedding model (the hash one: instant) to be served.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    server
-}
-
-async fn fill(server: &Binary, setup: &Setup) {
-    let key = setup
-        .key
-        .as_ref()
-        .map(|k| MetadataValue::try_from(format!("Bearer {k}")).unwrap());
-    let channel = connect(server.addr, setup.ca.as_deref()).await;
     let points = (0..2_000u64)
         .map(|i| pb::PointInput {
             id: format!("p{i}"),
@@ -304,17 +287,14 @@ async fn fill(server: &Binary, setup: &Setup) {
             payload: None,
         })
         .collect();
-    let mut request = tonic::Request::new(pb::UpsertRequest {
+    let upsert = pb::UpsertRequest {
         collection: "bench".into(),
         points,
-    });
-    if let Some(key) = &key {
-        request.metadata_mut().insert("authorization", key.clone());
-    }
-    MemoryServiceClient::new(channel)
-        .upsert(request)
-        .await
-        .unwrap();
+    };
+    memory.upsert(keyed(upsert, key.as_ref())).await.unwrap();
+    // Wait for the embedding model (the hash one: instant) to be served.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
 }
 
 /// Measures `calls` on each of `setups`, interleaved, `run.rounds` times;
@@ -322,9 +302,7 @@ async fn fill(server: &Binary, setup: &Setup) {
 async fn compare(dir: &Path, title: &str, setups: &[Setup], calls: &[Call], run: &Run) {
     let mut servers = Vec::new();
     for setup in setups {
-        let server = start(dir, setup).await;
-        fill(&server, setup).await;
-        servers.push(server);
+        servers.push(start(dir, setup).await);
     }
     let pace = run
         .rate

@@ -8,7 +8,7 @@ use agentd::pb::v1::embedding_service_client::EmbeddingServiceClient;
 use agentd::pb::v1::memory_service_client::MemoryServiceClient;
 
 use crate::common::binary::{Binary, ConfigFile};
-use crate::common::points::{point, vectors};
+use crate::common::points::{points_from, search, vectors};
 
 async fn scrape(url: &str) -> String {
     let response = reqwest::get(url).await.unwrap();
@@ -70,21 +70,12 @@ async fn metrics_follow_the_traffic() {
     memory
         .upsert(pb::UpsertRequest {
             collection: "docs".into(),
-            points: (0..50)
-                .map(|i| point(format!("p{i}"), &v[i], 0.0))
-                .collect(),
+            points: points_from(0, &v),
         })
         .await
         .unwrap();
-    let search = |i: usize| pb::SearchRequest {
-        collection: "docs".into(),
-        k: 3,
-        query: Some(pb::search_request::Query::Vector(pb::Vector {
-            values: v[i].clone(),
-        })),
-        ..Default::default()
-    };
-    memory.search(search(0)).await.unwrap();
+    let nearest = |i: usize| search("docs", &v[i], 3);
+    memory.search(nearest(0)).await.unwrap();
     let missing = memory
         .get_collection(pb::GetCollectionRequest {
             name: "nope".into(),
@@ -164,8 +155,8 @@ async fn metrics_follow_the_traffic() {
     );
 
     // The counters move with more traffic.
-    memory.search(search(1)).await.unwrap();
-    memory.search(search(2)).await.unwrap();
+    memory.search(nearest(1)).await.unwrap();
+    memory.search(nearest(2)).await.unwrap();
     let second = scrape(&url).await;
     assert_eq!(sample(&second, search_ok), Some(3.0));
 

@@ -20,7 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
 use crate::common::binary::{Binary, ConfigFile};
-use crate::common::points::{point, vectors};
+use crate::common::points::{point, search, vectors};
 
 /// `agentd keys create --keys-file keys ARGS`: the key it prints.
 fn create_key(keys: &Path, args: &[&str]) -> String {
@@ -576,14 +576,7 @@ async fn writes_admin_calls_and_refusals_are_audited_without_the_key() {
         .await
         .unwrap();
     client
-        .search(pb::SearchRequest {
-            collection: "docs".into(),
-            k: 1,
-            query: Some(pb::search_request::Query::Vector(pb::Vector {
-                values: vectors(1, 4, 3)[0].clone(),
-            })),
-            ..Default::default()
-        })
+        .search(search("docs", &vectors(1, 4, 3)[0], 1))
         .await
         .unwrap();
     let _ = MemoryServiceClient::new(keyed(&channel, &reader))

@@ -21,7 +21,7 @@ use tonic::Request;
 
 use crate::common::binary::{Binary, ConfigFile};
 use crate::common::fake_llm::FakeLlm;
-use crate::common::points::{point, vectors};
+use crate::common::points::{points_from, search, vectors};
 
 /// Keeps every span it receives, with its resource's service.name.
 #[derive(Clone, Default)]
@@ -131,19 +131,14 @@ async fn calls_are_exported_as_spans_with_their_engine_children_continuing_trace
     memory
         .upsert(pb::UpsertRequest {
             collection: "docs".into(),
-            points: (0..5).map(|i| point(format!("p{i}"), &v[i], 0.0)).collect(),
+            points: points_from(0, &v),
         })
         .await
         .unwrap();
-    let search = pb::SearchRequest {
-        collection: "docs".into(),
-        k: 2,
-        query: Some(pb::search_request::Query::Vector(pb::Vector {
-            values: v[0].clone(),
-        })),
-        ..Default::default()
-    };
-    memory.search(traced(search, &traceparent)).await.unwrap();
+    memory
+        .search(traced(search("docs", &v[0], 2), &traceparent))
+        .await
+        .unwrap();
     EmbeddingServiceClient::new(channel.clone())
         .embed(pb::EmbedRequest {
             inputs: vec!["traced".into()],
