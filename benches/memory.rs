@@ -189,13 +189,14 @@ fn vector_search(collection: &str, q: &[f32], ef_search: Option<u32>) -> SearchR
 }
 
 /// Every query once, one at a time: each one's latency (sorted) and result
-/// ids (in query order). `rescore` as SearchRequest's (None: the server's
-/// default).
+/// ids (in query order). `rescore` and `ef_search` as SearchRequest's
+/// (None: the server's default).
 async fn one_by_one(
     c: &mut MemoryServiceClient<Channel>,
     collection: &str,
     queries: &[f32],
     rescore: Option<bool>,
+    ef_search: Option<u32>,
 ) -> (Vec<Duration>, Vec<Vec<i64>>) {
     let (mut times, mut got) = (Vec::new(), Vec::new());
     for q in queries.chunks(DIMS) {
@@ -203,7 +204,7 @@ async fn one_by_one(
         let r = c
             .search(SearchRequest {
                 rescore,
-                ..vector_search(collection, q, None)
+                ..vector_search(collection, q, ef_search)
             })
             .await
             .unwrap()

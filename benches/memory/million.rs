@@ -8,7 +8,7 @@
 //! build until settled with the server's peak RSS sampled meanwhile, the
 //! RSS holding the built index against agentd's own estimate (the one
 //! `[memory] max_index_bytes` is checked against), Search p50/p99 and
-//! recall@10 against exact search, then a restart: the time until the
+//! recall@10 against exact search (and at wider efSearch), then a restart: the time until the
 //! collection answers again from its snapshot, and the RSS after it.
 
 use std::time::{Duration, Instant};
@@ -26,6 +26,9 @@ use super::{
 /// the code (384), links (8·16 + ⌈64/15⌉ + 12), the id map's label (8) and
 /// the id table (24 + 26).
 const SQ8_M16_BYTES_PER_POINT: u64 = 384 + 145 + 8 + 50;
+
+/// Wider searches than the default efSearch (100), for recall at this size.
+const EF_SWEEP: [u32; 3] = [200, 400, 800];
 
 pub async fn million_run(run: &Run) {
     let n = if run.n == 100_000 { 1_000_000 } else { run.n };
@@ -73,8 +76,16 @@ pub async fn million_run(run: &Run) {
     let s = stats(&mut c, "million").await;
     assert_eq!(s.points_count, n as u64);
 
-    let (times, got) = one_by_one(&mut c, "million", &queries, Some(true)).await;
-    let (plain_times, plain_got) = one_by_one(&mut c, "million", &queries, None).await;
+    let (times, got) = one_by_one(&mut c, "million", &queries, Some(true), None).await;
+    let (plain_times, plain_got) = one_by_one(&mut c, "million", &queries, None, None).await;
+    // How wide a search the graph needs at this size.
+    let mut wider = Vec::new();
+    for ef in EF_SWEEP {
+        wider.push((
+            ef,
+            one_by_one(&mut c, "million", &queries, None, Some(ef)).await,
+        ));
+    }
     server.stop();
 
     // Restart: the snapshot written after the build (and at shutdown).
@@ -138,6 +149,14 @@ pub async fn million_run(run: &Run) {
         recall(&truth, &got),
         recall(&truth, &plain_got)
     );
+    for (ef, (times, got)) in &wider {
+        println!(
+            "| efSearch {ef}, not rescored: recall@10; p50 / p99 (ms) | {:.3}; {:.3} / {:.3} |",
+            recall(&truth, got),
+            percentile(times, 0.5),
+            percentile(times, 0.99)
+        );
+    }
     println!("| restart until the first Search answers (s) | {restart:.2} |");
     println!(
         "| server RSS after the restart (MB); points indexed / fresh | {:.0}; {} / {} |",

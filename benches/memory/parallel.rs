@@ -174,46 +174,28 @@ async fn timed(
     let done = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let most_fresh = Arc::new(AtomicU64::new(0));
-    // The writer is another agent, on its own connection (on the
-    // searching client's, the searches' frames could queue behind its
-    // 150 KB Upserts, which would measure the connection, not the index).
-    let writer = match write_rate {
-        Some(_) => super::clients(server.addr, 1).await.pop(),
-        None => None,
-    };
-    let writing = write_rate.zip(writer).map(|(rate, mut c)| {
+    // The writer is another agent: its own connection (on the searching
+    // client's, the searches' frames could queue behind its 150 KB
+    // Upserts) and its own thread (on the clients' one thread, each
+    // Upsert's encoding held the searches' answers back: ~2 ms of the
+    // clients' p99 beside a 1,000 points/s writer that the server's own
+    // timing did not see).
+    let writing = write_rate.map(|rate| {
         let (done, written, most_fresh) = (done.clone(), written.clone(), most_fresh.clone());
-        tokio::spawn(async move {
-            let extra = dataset("clustered", WRITE_BATCH * 50, 9);
-            let mut tick =
-                tokio::time::interval(Duration::from_secs_f64(WRITE_BATCH as f64 / rate as f64));
-            // Behind after a slow call: catch up at once, as a steady
-            // producer would (its queue grew meanwhile).
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut batch = 0usize;
-            while !done.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let first = (batch % 50) * WRITE_BATCH;
-                // New ids each batch and phase: the collection grows, as
-                // an agent's memory does.
-                let points = vector_points(
-                    &extra[first * DIMS..(first + WRITE_BATCH) * DIMS],
-                    &format!("w{clients}-{rate}-"),
-                    batch * WRITE_BATCH,
-                );
-                c.upsert(UpsertRequest {
-                    collection: "bench".into(),
-                    points,
-                })
-                .await
-                .unwrap();
-                written.fetch_add(WRITE_BATCH as u64, Ordering::Relaxed);
-                batch += 1;
-                if batch.is_multiple_of(10) {
-                    let s = stats(&mut c, "bench").await;
-                    most_fresh.fetch_max(s.fresh_points, Ordering::Relaxed);
-                }
-            }
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(write_paced(
+                    addr,
+                    clients,
+                    rate,
+                    &done,
+                    &written,
+                    &most_fresh,
+                ))
         })
     });
     let (client_before, server_before) = (own_cpu(), server.cpu_time());
@@ -251,7 +233,7 @@ async fn timed(
     let (client_cpu, server_cpu) = (own_cpu() - client_before, server.cpu_time() - server_before);
     done.store(true, Ordering::Relaxed);
     if let Some(w) = writing {
-        w.await.unwrap();
+        w.join().unwrap();
     }
     let times: Vec<Sample> = times.into_iter().flatten().collect();
     let sorted = |at: usize| {
@@ -271,5 +253,48 @@ async fn timed(
         server_cores: server_cpu.as_secs_f64() / elapsed,
         written_rate: written.load(Ordering::Relaxed) as f64 / elapsed,
         most_fresh: most_fresh.load(Ordering::Relaxed),
+    }
+}
+
+/// The writer of a phase: [`WRITE_BATCH`]-point Upserts paced at `rate`
+/// points/s until `done`, counting the points acknowledged and the most
+/// fresh points seen.
+async fn write_paced(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    rate: usize,
+    done: &AtomicBool,
+    written: &AtomicU64,
+    most_fresh: &AtomicU64,
+) {
+    let mut c = super::clients(addr, 1).await.pop().unwrap();
+    let extra = dataset("clustered", WRITE_BATCH * 50, 9);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(WRITE_BATCH as f64 / rate as f64));
+    // Behind after a slow call: catch up at once, as a steady producer
+    // would (its queue grew meanwhile).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut batch = 0usize;
+    while !done.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let first = (batch % 50) * WRITE_BATCH;
+        // New ids each batch and phase: the collection grows, as an
+        // agent's memory does.
+        let points = vector_points(
+            &extra[first * DIMS..(first + WRITE_BATCH) * DIMS],
+            &format!("w{clients}-{rate}-"),
+            batch * WRITE_BATCH,
+        );
+        c.upsert(UpsertRequest {
+            collection: "bench".into(),
+            points,
+        })
+        .await
+        .unwrap();
+        written.fetch_add(WRITE_BATCH as u64, Ordering::Relaxed);
+        batch += 1;
+        if batch.is_multiple_of(10) {
+            let s = stats(&mut c, "bench").await;
+            most_fresh.fetch_max(s.fresh_points, Ordering::Relaxed);
+        }
     }
 }

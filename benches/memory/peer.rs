@@ -87,7 +87,7 @@ pub async fn peer_run(run: &Run) {
     settled(&mut c, "peer").await;
     let built = started.elapsed().as_secs_f64();
 
-    let (times, got) = one_by_one(&mut c, "peer", &queries, None).await;
+    let (times, got) = one_by_one(&mut c, "peer", &queries, None, None).await;
     let qps_1 = times.len() as f64 / times.iter().sum::<Duration>().as_secs_f64();
     let (qps_16, mut times_16) = concurrent(server.addr, &queries).await;
     times_16.sort();

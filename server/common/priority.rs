@@ -13,6 +13,16 @@
 //! `fresh_segment_max_points` are waiting (the back-pressure the fresh
 //! segment already has), so searches come first. Threads it starts
 //! inherit the policy (a rebuild's faiss workers too).
+//!
+//! A thread in the idle class must never hold or wait for a lock that
+//! searches need: on a machine whose cores are all busy it may not run
+//! again for many milliseconds, and everyone behind the lock waits with it
+//! (priority inversion; with Rust's read/write lock a writer merely
+//! waiting already holds new readers back). So background work is split:
+//! its owner runs at normal priority and takes the locks, and hands each
+//! CPU-heavy step that needs no lock to an [`IdleThread`].
+
+use std::sync::mpsc;
 
 /// Moves the calling thread to the idle scheduling class (Linux; elsewhere
 /// nothing). Best effort: a failure is logged once and the thread runs on
@@ -34,6 +44,50 @@ pub fn lower_this_thread() {
                     "could not lower a background thread's priority"
                 );
             });
+        }
+    }
+}
+
+/// A thread in the idle scheduling class that runs its owner's lock-free,
+/// CPU-heavy steps one at a time while the owner waits (see the module
+/// docs). It ends when dropped.
+#[derive(Debug)]
+pub struct IdleThread {
+    jobs: mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl IdleThread {
+    /// Starts the thread, named `name`.
+    pub fn start(name: String) -> std::io::Result<Self> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        std::thread::Builder::new().name(name).spawn(move || {
+            lower_this_thread();
+            for job in inbox {
+                job();
+            }
+        })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the thread and returns its result; a panic in `f`
+    /// unwinds into the caller, as if it had called `f` itself.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (result, outcome) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            // The receiver waits for exactly this send.
+            let _ = result.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        self.jobs
+            .send(job)
+            .expect("an idle thread lives as long as its handle");
+        match outcome
+            .recv()
+            .expect("an idle thread answers every job it takes")
+        {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 }
@@ -63,5 +117,19 @@ mod tests {
         assert_eq!(inside, libc::SCHED_IDLE);
         assert_eq!(inherited, libc::SCHED_IDLE, "threads it starts inherit it");
         assert_eq!(policy(), before, "the caller's thread is untouched");
+    }
+
+    #[test]
+    fn an_idle_thread_runs_jobs_in_the_idle_class_and_returns_their_results() {
+        let idle = IdleThread::start("idle-test".into()).unwrap();
+        assert_eq!(idle.run(policy), libc::SCHED_IDLE);
+        assert_ne!(policy(), libc::SCHED_IDLE, "the owner keeps its class");
+        let owned = String::from("moved in");
+        assert_eq!(idle.run(move || owned.len()), 8);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            idle.run(|| panic!("boom"));
+        }));
+        assert!(panicked.is_err(), "the panic reaches the owner");
+        assert_eq!(idle.run(|| 7), 7, "and the thread goes on");
     }
 }

@@ -12,9 +12,11 @@
 //! without the lock, beside the searches, and only its links are made
 //! under the write lock ([`super::hnsw_insert`]); into other indexes
 //! (cheap inserts) in slices of about [`MERGE_SLICE`] under the write
-//! lock. The merger and rebuilds run in the idle scheduling class
-//! ([`crate::common::priority`]), so a search never waits for a core they
-//! hold. When the merger falls `fresh_segment_max_points` behind, writers
+//! lock. The merger's plans and the rebuilds' builds run in the idle
+//! scheduling class ([`crate::common::priority`]), so a search never waits
+//! for a core they hold; what they do under the lock runs at normal
+//! priority, so a search never waits for a lock held by a thread that
+//! cannot get a core. When the merger falls `fresh_segment_max_points` behind, writers
 //! wait for it (back-pressure), unless the fresh points outnumber the
 //! graph's: then the graph is rebuilt on every core instead (a bulk load),
 //! and writers do not wait. Searches take the read lock and run in
@@ -53,6 +55,7 @@ use super::index::{Link, Planner, VectorIndex};
 use super::search_job::LastSearch;
 use super::segments::Segments;
 use super::snapshot::SnapshotDir;
+use crate::common::priority::IdleThread;
 use crate::common::sync::{lock, read, try_read, write};
 use crate::error::Result;
 use crate::store::{IndexSource, LabelledVectors, PointStore};
@@ -675,11 +678,16 @@ impl Indexes {
     /// (cheap inserts: flat, IVF, a graph's untrained stand-in) in slices
     /// of about [`MERGE_SLICE`] under the write lock.
     fn merge(&self, slot: &Arc<Slot>) {
-        crate::common::priority::lower_this_thread();
+        // Plans run in the idle class; this thread, which takes the lock,
+        // does not (see crate::common::priority). Without the helper,
+        // plans run here.
+        let idle = IdleThread::start(format!("plan-{}", slot.name))
+            .inspect_err(|e| tracing::warn!(error = %e, "could not start an insert planner"))
+            .ok();
         loop {
             // One thread: the other cores keep serving searches.
             super::faiss_threads::for_merge();
-            let planned = plan_oldest(slot, PLAN_BATCH);
+            let planned = plan_oldest(slot, PLAN_BATCH, idle.as_ref());
             let mut guard = slot.write();
             let state = &mut *guard;
             let done = slot.forgotten.load(Ordering::Acquire)
@@ -753,7 +761,6 @@ impl Indexes {
         std::thread::Builder::new()
             .name(format!("rebuild-{}", slot.name))
             .spawn(move || {
-                crate::common::priority::lower_this_thread();
                 registry.rebuild(&rebuilt, reason);
                 rebuilt.rebuilds_running.fetch_sub(1, Ordering::AcqRel);
             })
@@ -769,11 +776,21 @@ impl Indexes {
     /// in with the fresh segment holding exactly the live points it lacks.
     fn rebuild(&self, slot: &Arc<Slot>, reason: &'static str) {
         let started = Instant::now();
-        let built = self
-            .inner
-            .store
-            .index_source(&slot.name, 0)
-            .and_then(|source| build(&slot.collection.def, source));
+        let (store, def) = (Arc::clone(&self.inner.store), slot.collection.def.clone());
+        let read_and_build = move || {
+            store
+                .index_source(&def.name, 0)
+                .and_then(|source| build(&def, source))
+        };
+        // The build in the idle class, the swap (under the write lock) not:
+        // see crate::common::priority.
+        let built = match IdleThread::start(format!("build-{}", slot.name)) {
+            Ok(idle) => idle.run(read_and_build),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start an idle thread; building at normal priority");
+                read_and_build()
+            }
+        };
         {
             let mut state = slot.write();
             let state = &mut *state;
@@ -830,7 +847,7 @@ struct Planned {
 /// writer, so the graph cannot change under the plans; see
 /// [`super::hnsw_insert`]). None when there is nothing to plan or the
 /// graph is not HNSW: the caller merges a slice under the lock.
-fn plan_oldest(slot: &Slot, batch: usize) -> Option<Planned> {
+fn plan_oldest(slot: &Slot, batch: usize, idle: Option<&IdleThread>) -> Option<Planned> {
     let (planner, points, ids) = {
         // Not through `Slot::read`: the merger is not one of those it steps
         // aside for.
@@ -842,7 +859,16 @@ fn plan_oldest(slot: &Slot, batch: usize) -> Option<Planned> {
         let (points, ids) = state.fresh.oldest(batch);
         (planner, points, ids)
     };
-    match planner.plan(&points.labels, &points.data) {
+    let plan = move || {
+        super::faiss_threads::for_merge();
+        let planned = planner.plan(&points.labels, &points.data);
+        (planned, planner, points)
+    };
+    let (planned, planner, points) = match idle {
+        Some(idle) => idle.run(plan),
+        None => plan(),
+    };
+    match planned {
         Ok(true) => Some(Planned {
             planner,
             points,

@@ -27,8 +27,9 @@
 //!   skip tombstones, small inserts into a large HNSW graph without faiss's
 //!   per-call setup, OpenMP thread counts per call, and returning freed
 //!   memory after loads.
-//! - [`search_job`]: the index part of a Search, run on the async worker
-//!   when it is predicted short, on the blocking pool otherwise.
+//! - [`search_job`], [`search_pool`]: the index part of a Search, run on
+//!   the async worker when it is predicted short, otherwise on one search
+//!   thread per core in arrival order (a long one on the blocking pool).
 //! - [`search_cache`]: recent search results until the next write.
 //! - [`validate`]: the naming rule of namespaces and collections.
 //! - [`settings`]: `[memory]` of agentd.toml.
@@ -51,6 +52,7 @@ pub(crate) mod live_filter;
 pub(crate) mod points;
 pub(crate) mod search_cache;
 pub(crate) mod search_job;
+pub(crate) mod search_pool;
 pub(crate) mod segments;
 pub(crate) mod settings;
 pub(crate) mod snapshot;

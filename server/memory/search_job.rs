@@ -2,16 +2,20 @@
 //! it runs.
 //!
 //! A search is blocking work (faiss, and SQLite when payloads are wanted),
-//! so by default it goes to tokio's blocking pool. Handing it over and
-//! getting the result back costs two thread wake-ups, 70–120 µs on the
-//! 2-vCPU machines of BENCHMARKS.md, which is a third of a typical
-//! 100k-point HNSW search. So a search that reads nothing from the store
-//! and is predicted to be short (its collection's previous search, scaled
-//! by the effort asked for, took less than [`INLINE_BUDGET`]) runs on the
-//! async worker that received it, if the collection's lock is free at that
+//! so by default it goes to the [search threads](super::search_pool), one
+//! per core, in arrival order. Handing it over and getting the result back
+//! costs two thread wake-ups when they are idle, 70–120 µs on the 2-vCPU
+//! machines of BENCHMARKS.md, which is a third of a typical 100k-point
+//! HNSW search. So a search that reads nothing from the store and is
+//! predicted to be short (its collection's previous search, scaled by the
+//! effort asked for, took less than [`INLINE_BUDGET`]) runs on the async
+//! worker that received it, if the collection's lock is free at that
 //! moment (no writer holds or awaits it). A misprediction costs one worker
 //! one search; a slow search, a load, a write holding the lock or a store
-//! read never blocks a worker.
+//! read never blocks a worker. A search predicted longer than
+//! [`LONG_SEARCH`], or with nothing to predict from (the first, which may
+//! load the index), goes to tokio's blocking pool instead, so it does not
+//! hold a search thread and the searches queued behind it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use super::filter::Filter;
 use super::indexes::{Indexes, Slot};
 use super::points::{Hit, Include, Point, passes, payload_of};
 use super::search_cache::CachedHits;
+use super::search_pool::SearchPool;
 use super::segments::Segments;
 use crate::common::blocking;
 use crate::error::Result;
@@ -34,6 +39,11 @@ use crate::store::PointStore;
 /// hand-offs, so that the hand-off is a sizeable share of what it saves,
 /// and short enough that other tasks on that worker barely notice.
 pub const INLINE_BUDGET: Duration = Duration::from_micros(500);
+
+/// Shortest predicted search that runs beside the search threads rather
+/// than on one: twenty typical 100k-point searches, long enough that the
+/// searches queued behind it would feel it.
+pub const LONG_SEARCH: Duration = Duration::from_millis(10);
 
 /// How long a collection's previous search took and at what effort, to
 /// predict the next one's cost. One atomic word: the duration in µs (low 32
@@ -129,10 +139,8 @@ impl IndexSearch {
         def: &CollectionDef,
     ) -> Result<Searched> {
         let effort = self.effort(def);
-        let short = slot
-            .last_search
-            .predict(effort)
-            .is_some_and(|predicted| predicted < INLINE_BUDGET);
+        let predicted = slot.last_search.predict(effort);
+        let short = predicted.is_some_and(|predicted| predicted < INLINE_BUDGET);
         // Store reads run on the blocking pool, never on an async worker.
         if short && !self.needs_rows() && self.rescore.is_none() {
             let started = Instant::now();
@@ -146,7 +154,7 @@ impl IndexSearch {
         }
         let indexes = indexes.clone();
         let submitted = Instant::now();
-        blocking::run("index search", move || {
+        let search = move || {
             indexes.read(&slot, |index, s| {
                 let started = Instant::now();
                 let found = self.against(index, s);
@@ -156,8 +164,11 @@ impl IndexSearch {
                     queued: started.duration_since(submitted),
                 })
             })
-        })
-        .await
+        };
+        match predicted {
+            Some(predicted) if predicted < LONG_SEARCH => SearchPool::shared().run(search).await,
+            _ => blocking::run("index search", search).await,
+        }
     }
 
     /// The search itself. Ids come from the index; the store is read only
