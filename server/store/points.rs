@@ -64,6 +64,18 @@ pub trait PointStore: Send + Sync + std::fmt::Debug + 'static {
     /// last change's sequence number, all from one consistent state.
     fn index_source(&self, collection: &str, after_label: i64) -> Result<IndexSource>;
 
+    /// At most `limit` current points with labels above `after_label`, by
+    /// label: their vectors and, one per label, their ids. Each call reads
+    /// on its own, so a long read in such chunks (a rebuild of a large
+    /// collection) never holds the store for long; the caller reconciles
+    /// what changed between chunks (a rebuild logs every write meanwhile).
+    fn points_after(
+        &self,
+        collection: &str,
+        after_label: i64,
+        limit: usize,
+    ) -> Result<(LabelledVectors, Vec<String>)>;
+
     /// Approximate bytes the collection's points take in the store.
     fn collection_bytes(&self, collection: &str) -> Result<u64>;
 

@@ -265,6 +265,41 @@ impl PointStore for SqliteStore {
         })
     }
 
+    fn points_after(
+        &self,
+        collection: &str,
+        after_label: i64,
+        limit: usize,
+    ) -> Result<(LabelledVectors, Vec<String>)> {
+        // The reader: writers do not wait for it, nor it for their fsync.
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT label, id, vector FROM points INDEXED BY points_by_label
+                 WHERE collection = ?1 AND label > ?2 ORDER BY label LIMIT ?3",
+            )
+            .map_err(internal)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![collection, after_label, limit])
+            .map_err(internal)?;
+        let (mut points, mut ids) = (LabelledVectors::default(), Vec::new());
+        while let Some(row) = rows.next().map_err(internal)? {
+            points.labels.push(row.get(0).map_err(internal)?);
+            ids.push(row.get(1).map_err(internal)?);
+            let bytes = row.get_ref(2).map_err(internal)?;
+            let bytes = bytes
+                .as_blob()
+                .map_err(|e| Error::Internal(format!("stored vector: {e}")))?;
+            points.data.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+        Ok((points, ids))
+    }
+
     fn collection_bytes(&self, collection: &str) -> Result<u64> {
         kept(self, collection, "point_bytes")
     }
@@ -390,6 +425,19 @@ mod tests {
         assert_eq!(source.added.labels, [4]);
         assert_eq!(source.added.data, point("b", 4.0).vector);
         assert_eq!(source.seq, 4);
+        // Chunks by label, with their ids.
+        let (first, ids) = s.points_after("c", 0, 1).unwrap();
+        assert_eq!(
+            (first.labels.as_slice(), ids.as_slice()),
+            (&[3][..], &["a".to_owned()][..])
+        );
+        let (rest, ids) = s.points_after("c", 3, 10).unwrap();
+        assert_eq!(
+            (rest.labels.as_slice(), ids.as_slice()),
+            (&[4][..], &["b".to_owned()][..])
+        );
+        assert_eq!(rest.data, point("b", 4.0).vector);
+        assert_eq!(s.points_after("c", 4, 10).unwrap().0.len(), 0);
         assert!(s.collection_bytes("c").unwrap() > 0);
         assert!(matches!(
             s.upsert_points("nope", &[point("a", 1.0)]),
