@@ -1,7 +1,7 @@
 //! Background threads give way to requests on a busy machine.
 //!
-//! The index merger keeps a core busy for as long as points wait, on
-//! machines with as few as two. At the same priority as the threads that
+//! The index merger's insert plans keep a core busy for as long as points
+//! wait, on machines with as few as two. At the same priority as the threads that
 //! serve searches, the scheduler let it run out its time slice before a
 //! search thread that had just been woken got the core: measured beside a
 //! writer at 1,000 points/s, the server's own queue time of a search (from

@@ -16,11 +16,12 @@
 //! scheduling class ([`crate::common::priority`]), so a search never waits
 //! for a core they hold; what they do under the lock runs at normal
 //! priority, so a search never waits for a lock held by a thread that
-//! cannot get a core. When the merger falls `fresh_segment_max_points` behind, writers
-//! wait for it (back-pressure), unless the fresh points outnumber the
-//! graph's: then the graph is rebuilt on every core instead (a bulk load),
-//! and writers do not wait. Searches take the read lock and run in
-//! parallel: nothing about a search is set on the shared index
+//! cannot get a core. When the merger falls `fresh_segment_max_points`
+//! behind, writers wait for it (back-pressure), unless the fresh points
+//! outnumber the graph's: then the graph is rebuilt on every core instead
+//! (a bulk load), and writers do not wait. Searches take the read lock and
+//! run in parallel, at most one per core ([`super::search_pool`]): nothing
+//! about a search is set on the shared index
 //! ([`super::live_filter::Tuning`]).
 //!
 //! Why a lock rather than an immutable index swapped atomically: faiss
@@ -860,10 +861,7 @@ fn plan_oldest(slot: &Slot, batch: usize, idle: Option<&IdleThread>) -> Option<P
         let planned = planner.plan(&points.labels, &points.data);
         (planned, planner, points)
     };
-    let (planned, planner, points) = match idle {
-        Some(idle) => idle.run(plan),
-        None => plan(),
-    };
+    let (planned, planner, points) = on_idle(idle, plan);
     match planned {
         Ok(true) => Some(Planned {
             planner,
