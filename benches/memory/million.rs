@@ -8,8 +8,9 @@
 //! build until settled with the server's peak RSS sampled meanwhile, the
 //! RSS holding the built index against agentd's own estimate (the one
 //! `[memory] max_index_bytes` is checked against), Search p50/p99 and
-//! recall@10 against exact search (and at wider efSearch), then a restart: the time until the
-//! collection answers again from its snapshot, and the RSS after it.
+//! recall@10 against exact search (also at wider efSearch), then a
+//! restart: the time until the collection answers again from its
+//! snapshot, and the RSS after it.
 
 use std::time::{Duration, Instant};
 

@@ -16,10 +16,32 @@ fn vector_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn vector_from(bytes: &[u8]) -> Vec<f32> {
+    floats(bytes).collect()
+}
+
+/// The floats of a stored vector's bytes.
+fn floats(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+}
+
+/// Appends the `label`led vector in column `at` of `row` to `points`,
+/// without a copy of its own.
+fn push_stored(
+    points: &mut LabelledVectors,
+    label: i64,
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> Result<()> {
+    let bytes = row
+        .get_ref(at)
+        .map_err(internal)?
+        .as_blob()
+        .map_err(|e| Error::Internal(format!("stored vector: {e}")))?;
+    points.labels.push(label);
+    points.data.extend(floats(bytes));
+    Ok(())
 }
 
 /// A `SELECT id, vector, payload` row as a point.
@@ -244,17 +266,7 @@ impl PointStore for SqliteStore {
                 .query(params![collection, after_label])
                 .map_err(internal)?;
             while let Some(row) = rows.next().map_err(internal)? {
-                let label: i64 = row.get(0).map_err(internal)?;
-                let bytes = row.get_ref(1).map_err(internal)?;
-                let bytes = bytes
-                    .as_blob()
-                    .map_err(|e| Error::Internal(format!("stored vector: {e}")))?;
-                added.labels.push(label);
-                added.data.extend(
-                    bytes
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                );
+                push_stored(&mut added, row.get(0).map_err(internal)?, row, 1)?;
             }
         }
         tx.commit().map_err(internal)?;
@@ -285,17 +297,8 @@ impl PointStore for SqliteStore {
             .map_err(internal)?;
         let (mut points, mut ids) = (LabelledVectors::default(), Vec::new());
         while let Some(row) = rows.next().map_err(internal)? {
-            points.labels.push(row.get(0).map_err(internal)?);
+            push_stored(&mut points, row.get(0).map_err(internal)?, row, 2)?;
             ids.push(row.get(1).map_err(internal)?);
-            let bytes = row.get_ref(2).map_err(internal)?;
-            let bytes = bytes
-                .as_blob()
-                .map_err(|e| Error::Internal(format!("stored vector: {e}")))?;
-            points.data.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            );
         }
         Ok((points, ids))
     }
